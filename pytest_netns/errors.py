@@ -1,0 +1,92 @@
+"""Exceptions raised by pytest-netns.
+
+    NetnsError                      anything the plugin could not do
+    ├── KernelError (+ OSError)     a netlink request or system call failed
+    ├── CommandError (+ subprocess.CalledProcessError)
+    │                               a command run inside a namespace failed
+    ├── FeatureUnavailable          the running kernel lacks a feature
+    └── TeardownError               cleaning up a namespace went wrong
+
+    NetnsLeakWarning (UserWarning)  a namespace outlived its teardown
+
+Bad input is always a plain ``ValueError`` naming the value, raised before the
+kernel is touched.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+
+
+class NetnsError(Exception):
+    """Base class of every error pytest-netns raises (except ``ValueError``)."""
+
+
+class KernelError(NetnsError, OSError):
+    """A request to the kernel failed; ``errno`` is the kernel's error code."""
+
+    def __init__(self, errno: int, doing: str, detail: str = "") -> None:
+        import os
+
+        strerror = os.strerror(errno)
+        if detail:
+            strerror = f"{strerror} ({detail})"
+        OSError.__init__(self, errno, strerror)
+        self.doing = doing
+
+    def __str__(self) -> str:
+        return f"{self.doing}: [Errno {self.errno}] {self.strerror}"
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.errno, self.doing))
+
+
+class CommandError(NetnsError, subprocess.CalledProcessError):
+    """A command run with ``Namespace.run(check=True)`` exited non-zero."""
+
+    def __init__(
+        self,
+        returncode: int,
+        cmd: str | Sequence[str],
+        output: str | bytes | None = None,
+        stderr: str | bytes | None = None,
+        namespace: str = "?",
+    ) -> None:
+        subprocess.CalledProcessError.__init__(self, returncode, cmd, output, stderr)
+        self.namespace = namespace
+
+    def __str__(self) -> str:
+        shown = self.cmd if isinstance(self.cmd, str) else " ".join(map(str, self.cmd))
+        lines = [f"command {shown!r} in namespace {self.namespace!r} exited with code {self.returncode}"]
+        for label, data in (("stdout", self.stdout), ("stderr", self.stderr)):
+            if isinstance(data, bytes):
+                data = data.decode(errors="replace")
+            data = (data or "").rstrip()
+            lines.append(f"{label}:" + ("\n" + _indent(data) if data else " (empty)"))
+        return "\n".join(lines)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.returncode, self.cmd, self.output, self.stderr, self.namespace))
+
+
+class FeatureUnavailable(NetnsError):
+    """The running kernel lacks what was asked for; the message names it."""
+
+
+class TeardownError(NetnsError):
+    """One or more steps of tearing a namespace down failed."""
+
+    def __init__(self, namespace: str, problems: Sequence[BaseException]) -> None:
+        self.namespace = namespace
+        self.problems = list(problems)
+        details = "\n".join(f"  - {type(p).__name__}: {p}" for p in self.problems)
+        super().__init__(f"tearing down namespace {namespace!r} failed:\n{details}")
+
+
+class NetnsLeakWarning(UserWarning):
+    """Test code still holds something that keeps a namespace alive after teardown."""
+
+
+def _indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())

@@ -1,0 +1,545 @@
+"""``Namespace``: one network namespace, the object tests hold."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import itertools
+import os
+import socket
+import struct
+import subprocess
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from . import _kernel, _process, _rtnl, _validate
+from ._watchdog import client as _watchdog
+from ._watchdog import pids_in_netns
+from .errors import CommandError, KernelError, NetnsError, NetnsLeakWarning, TeardownError
+
+T = TypeVar("T")
+
+#: Settings every namespace gets explicitly, whatever the host has: a new
+#: namespace copies some of the host's IPv4 ``conf/all`` values (forwarding
+#: included, e.g. on a machine running Docker).  ``keep_addr_on_down`` keeps
+#: IPv6 addresses across a link going down and up, as IPv4 addresses are kept.
+BASELINE_SYSCTLS = (
+    ("/proc/sys/net/ipv4/ip_forward", "0"),
+    ("/proc/sys/net/ipv6/conf/all/forwarding", "0"),
+    ("/proc/sys/net/ipv6/conf/default/forwarding", "0"),
+    ("/proc/sys/net/ipv6/conf/all/keep_addr_on_down", "1"),
+)
+#: The baseline settings a fresh namespace does not already have, learnt from
+#: the first namespace of the process (what a new namespace inherits does not
+#: change during a run); later namespaces write only these.
+_baseline_writes: list[tuple[str, str]] | None = None
+
+#: Explicit interface indexes start here, far above the fallback tunnel devices
+#: (tunl0, sit0, gre0, ...) that hosts with tunnel modules put in every namespace.
+FIRST_INDEX = 1000
+_numbers = itertools.count(1)
+_thread_state = threading.local()
+
+
+class Namespace:
+    """A Linux network namespace, held by a file descriptor, with ``lo`` up.
+
+    The namespace is anonymous: it exists only as long as this object (or a
+    socket, thread or process inside it) holds it, so nothing survives the
+    process, even a SIGKILL.  ``with ns:`` moves the calling thread inside;
+    ``close()`` kills processes started inside and releases it.
+    """
+
+    def __init__(self, name: str | None = None, *, kill_grace: float = 1.0, _defer_setup: bool = False) -> None:
+        if name is not None and (not isinstance(name, str) or not name or len(name) > 64 or "/" in name):
+            raise ValueError(f"namespace name must be a non-empty string of at most 64 characters without '/', got {name!r}")
+        self.kill_grace = _validate.duration(kill_grace, "kill_grace")
+        self._name = name or f"ns{next(_numbers)}"
+        self._fd = _kernel.create_netns()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._processes: list[subprocess.Popen[Any]] = []
+        self._cleanups: list[tuple[Callable[[], object], str]] = []
+        self._may_hold_processes = False
+        self._next_index = FIRST_INDEX
+        try:
+            self.inode = _kernel.netns_inode(self._fd)
+            _watchdog.register(self.inode)
+            with _kernel.entered(self._fd):
+                _apply_baseline()
+                self._rtnl = _rtnl.RtnlSocket()
+            self.cookie = _kernel.socket_netns_cookie(self._rtnl.sock)
+            self._setup_requests = [_rtnl.set_link(1, up=True, doing=f"bringing lo up in {self._name!r}")]
+            if not _defer_setup:
+                self.execute([])
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    # -- identity -----------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The name given at creation (a label: the namespace itself is anonymous)."""
+        return self._name
+
+    @property
+    def fd(self) -> int:
+        """The file descriptor that holds the namespace (for ``setns`` or ``nsenter``)."""
+        self._check_open()
+        return self._fd
+
+    @property
+    def path(self) -> str:
+        """A path that opens this namespace while the process lives: ``nsenter --net=<path>``."""
+        return f"/proc/{os.getpid()}/fd/{self.fd}"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"net:[{self.inode}]"
+        return f"<Namespace {self._name!r} {state}>"
+
+    # -- entering -----------------------------------------------------------
+
+    def __enter__(self) -> Namespace:
+        """Move the calling thread into the namespace (nestable); restored on exit."""
+        self._check_open()
+        stack = getattr(_thread_state, "saved", None)
+        if stack is None:
+            stack = _thread_state.saved = []
+        saved = _kernel.open_thread_netns()
+        try:
+            _kernel.setns(self._fd)
+        except OSError as exc:
+            os.close(saved)
+            raise KernelError(exc.errno or errno.EINVAL, f"entering namespace {self._name!r}") from None
+        stack.append(saved)
+        self._may_hold_processes = True
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        saved = _thread_state.saved.pop()
+        try:
+            _kernel.setns(saved)
+        finally:
+            os.close(saved)
+
+    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` in a thread inside the namespace; return or re-raise."""
+        self._check_open()
+        outcome: list[Any] = []
+
+        def target() -> None:
+            try:
+                with self:
+                    outcome.append((True, fn(*args, **kwargs)))
+            except BaseException as exc:  # re-raised in the caller
+                outcome.append((False, exc))
+
+        thread = threading.Thread(target=target, name=f"netns-call-{self._name}")
+        thread.start()
+        thread.join()
+        ok, value = outcome[0]
+        if ok:
+            return value  # type: ignore[no-any-return]
+        raise value
+
+    # -- processes ----------------------------------------------------------
+
+    def run(
+        self,
+        cmd: str | list[str],
+        *,
+        check: bool = True,
+        timeout: float | None = 30,
+        input: str | bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        text: bool = True,
+    ) -> subprocess.CompletedProcess:
+        """Run a command inside and wait for it; output is captured.
+
+        A list is executed directly, a string through ``/bin/sh -c``.  Proxy
+        variables are not passed on.  With ``check``, a non-zero exit raises
+        ``CommandError``; a timeout kills the process and raises
+        ``subprocess.TimeoutExpired``.
+        """
+        command = _process.validate_command(cmd)
+        if timeout is not None:
+            _validate.duration(timeout, "timeout")
+        kwargs = _process.popen_arguments(command, env, {"text": text})
+        proc = self._spawn(command, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+        try:
+            stdout, stderr = proc.communicate(input, timeout)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            exc.output, exc.stderr = proc.communicate()
+            raise
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            self._forget(proc)
+        if check and proc.returncode:
+            raise CommandError(proc.returncode, command, stdout, stderr, namespace=self._name)
+        return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+    def popen(self, cmd: str | list[str], **popen_kwargs: Any) -> subprocess.Popen:
+        """Start a command inside and return its ``Popen``; it is stopped at teardown.
+
+        Accepts ``subprocess.Popen`` keyword arguments (``env`` adds to the
+        environment).  At teardown a live process gets SIGTERM, then SIGKILL
+        after ``kill_grace`` seconds; if the test process dies, the watchdog
+        kills it.
+        """
+        command = _process.validate_command(cmd)
+        env = popen_kwargs.pop("env", None)
+        return self._spawn(command, **_process.popen_arguments(command, env, popen_kwargs))
+
+    def _spawn(self, command: _process.Command, **kwargs: Any) -> subprocess.Popen:
+        self._check_open()
+        self._may_hold_processes = True
+        with self._lock, _kernel.entered(self._fd):
+            proc = subprocess.Popen(command, **kwargs)
+            self._processes.append(proc)
+        return proc
+
+    def _forget(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            if proc in self._processes:
+                self._processes.remove(proc)
+
+    # -- configuration ------------------------------------------------------
+
+    def sysctl(self, key: str, value: str | int | None = None) -> str:
+        """Read a network sysctl of this namespace, or write it and return the new value.
+
+        ``key`` is like ``net.ipv4.ip_forward`` (or ``net/ipv4/conf/eth0.1/rp_filter``).
+        """
+        path = _validate.sysctl_key(key)
+        self._check_open()
+        try:
+            with _kernel.entered(self._fd):
+                if value is not None:
+                    _write(path, str(value))
+                with open(path) as handle:
+                    return handle.read().strip()
+        except OSError as exc:
+            doing = f"{'writing' if value is not None else 'reading'} sysctl {key} in {self._name!r}"
+            raise KernelError(exc.errno or errno.EIO, doing) from None
+
+    def interfaces(self) -> list[str]:
+        """Names of all interfaces, ``lo`` included, in index order."""
+        return [name for _, name in self._links()]
+
+    def addresses(self, iface: str | None = None) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+        """All addresses (of ``iface``, or of every interface) as ``ipaddress`` interface objects."""
+        index = self._index(iface) if iface is not None else None
+        result = []
+        for msg in self._rtnl.dump(_rtnl.RTM_GETADDR, bytes(8), f"listing addresses in {self._name!r}"):
+            if index is not None and msg["index"] != index:
+                continue
+            addr = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+            if addr:
+                result.append(ipaddress.ip_interface(f"{addr}/{msg['prefixlen']}"))
+        return result
+
+    @property
+    def ip(self) -> ipaddress.IPv4Address | None:
+        """The first IPv4 address on a non-loopback interface, or None."""
+        return self._first(4)
+
+    @property
+    def ip6(self) -> ipaddress.IPv6Address | None:
+        """The first IPv6 address of global scope (fd00::/8 counts), or None."""
+        return self._first(6)  # type: ignore[return-value]
+
+    def _first(self, version: int) -> Any:
+        loopback = self._loopback_indexes()
+        for msg in self._rtnl.dump(_rtnl.RTM_GETADDR, bytes(8), f"listing addresses in {self._name!r}"):
+            if msg["index"] in loopback or msg["family"] != (socket.AF_INET if version == 4 else socket.AF_INET6):
+                continue
+            if version == 6 and msg["scope"] != 0:
+                continue
+            addr = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+            if addr:
+                return ipaddress.ip_address(addr)
+        return None
+
+    def add_address(self, iface: str, address: str | ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> None:
+        """Add an address like ``10.0.0.5/24`` or ``fd00::5/64`` (IPv6 usable at once, no DAD)."""
+        addr = _validate.interface(address)
+        index = self._index(iface)
+        self.execute([_rtnl.new_address(index, addr, f"adding {addr} to {iface} in {self._name!r}")])
+
+    def mtu(self, iface: str) -> int:
+        """The MTU of an interface."""
+        return self._link(iface)["mtu"]
+
+    def set_mtu(self, iface: str, mtu: int) -> None:
+        """Change an interface's MTU (68..65535).
+
+        Below 1280 the kernel removes IPv6 from the interface (its addresses
+        are gone for good; raising the MTU again does not bring them back).
+        """
+        _validate.mtu(mtu)
+        index = self._index(iface)
+        self.execute([_rtnl.set_link(index, mtu=mtu, doing=f"setting MTU {mtu} on {iface} in {self._name!r}")])
+
+    def link_down(self, iface: str) -> None:
+        """Take an interface administratively down (its peer loses carrier)."""
+        index = self._index(iface)
+        self.execute([_rtnl.set_link(index, up=False, doing=f"taking {iface} down in {self._name!r}")])
+
+    def link_up(self, iface: str, *, timeout: float = 2.0) -> None:
+        """Bring an interface up; returns once it is operationally UP or has no carrier."""
+        index = self._index(iface)
+        self.execute([_rtnl.set_link(index, up=True, doing=f"bringing {iface} up in {self._name!r}")])
+        self._rtnl.wait_settled(index, timeout, f"{iface} in {self._name!r}")
+
+    def add_route(self, dst: str, via: str | None = None, dev: str | None = None) -> None:
+        """Add a static route (IPv4 or IPv6); ``dst`` may be ``"default"``."""
+        gateway = _validate.address(via) if via is not None else None
+        if dev is not None:
+            _validate.ifname(dev)
+        if dst == "default":
+            if gateway is None:
+                raise ValueError("a default route needs via= (the family is taken from it)")
+            net: _validate.IPNetwork = ipaddress.ip_network("0.0.0.0/0" if gateway.version == 4 else "::/0")
+        else:
+            net = _validate.route_destination(dst)
+        if gateway is not None and gateway.version != net.version:
+            raise ValueError(f"route to {net} via {gateway}: address families differ")
+        if gateway is None and dev is None:
+            raise ValueError(f"route to {net} needs via= or dev=")
+        oif = self._index(dev) if dev is not None else None
+        doing = f"adding route to {net}" + (f" via {gateway}" if gateway else "") + (f" dev {dev}" if dev else "")
+        self.execute([_rtnl.new_route(net, via=gateway, oif=oif, doing=f"{doing} in {self._name!r}")])
+
+    def ping(self, dst: str, *, count: int = 1, timeout: float = 1.0) -> bool:
+        """Send ICMP echo requests (no ping binary); True if any of them was answered.
+
+        Each of the ``count`` requests waits up to ``timeout`` seconds for its reply.
+        """
+        from ._ping import ping
+
+        target = _validate.address(dst)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be a positive integer, got {count!r}")
+        _validate.duration(timeout, "timeout")
+        self._check_open()
+        with _kernel.entered(self._fd):
+            return ping(target, count, timeout)
+
+    # -- internals used by links and topologies --------------------------------
+
+    def allocate_index(self) -> int:
+        """A fresh interface index for a link created by the plugin in this namespace."""
+        index = self._next_index
+        self._next_index += 1
+        return index
+
+    @property
+    def rtnl(self) -> _rtnl.RtnlSocket:
+        self._check_open()
+        return self._rtnl
+
+    def execute(self, requests: list[_rtnl.Request]) -> None:
+        """Send rtnetlink requests in one batch (after any deferred setup of this namespace)."""
+        self._check_open()
+        if self._setup_requests:
+            requests = self._setup_requests + requests
+            self._setup_requests = []
+        self._rtnl.execute(requests)
+
+    def add_cleanup(self, fn: Callable[[], object], doing: str) -> None:
+        """Run ``fn`` at teardown, before the namespace is released (last added, first run)."""
+        self._cleanups.append((fn, doing))
+
+    def _links(self) -> list[tuple[int, str]]:
+        msgs = self._rtnl.dump(_rtnl.RTM_GETLINK, _rtnl.ifinfo(), f"listing interfaces in {self._name!r}")
+        return sorted((m["index"], m.get_attr("IFLA_IFNAME")) for m in msgs)
+
+    def _loopback_indexes(self) -> set[int]:
+        msgs = self._rtnl.dump(_rtnl.RTM_GETLINK, _rtnl.ifinfo(), f"listing interfaces in {self._name!r}")
+        return {m["index"] for m in msgs if m["flags"] & 0x8}  # IFF_LOOPBACK
+
+    def _link(self, iface: str) -> dict[str, int]:
+        _validate.ifname(iface)
+        self._check_open()
+        try:
+            return self._rtnl.link_by_name(iface)
+        except KernelError as exc:
+            if exc.errno == errno.ENODEV:
+                raise KernelError(errno.ENODEV, f"no interface {iface!r} in namespace {self._name!r} "
+                                  f"(it has {', '.join(self.interfaces())})") from None
+            raise
+
+    def _index(self, iface: str) -> int:
+        return self._link(iface)["index"]
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise NetnsError(f"namespace {self._name!r} is already torn down")
+
+    # -- teardown -----------------------------------------------------------
+
+    def close(self) -> None:
+        """Tear down: stop processes, run cleanups, release the namespace.
+
+        Raises ``TeardownError`` listing every step that failed (all steps are
+        attempted).  Calling it again does nothing.
+        """
+        problems = self._release()
+        if problems:
+            raise TeardownError(self._name, problems)
+        warn_if_held([self])
+
+    def _release(self) -> list[BaseException]:
+        """Every teardown step, collecting problems instead of raising."""
+        if self._closed:
+            return []
+        self._closed = True
+        problems: list[BaseException] = []
+        try:
+            for message in _process.terminate(self._processes, self.kill_grace):
+                problems.append(NetnsError(f"in namespace {self._name!r}: {message}"))
+        except Exception as exc:  # pragma: no cover - defensive
+            problems.append(exc)
+        if self._may_hold_processes:
+            _kill_strays(self, problems)
+        for fn, doing in reversed(self._cleanups):
+            try:
+                fn()
+            except OSError as exc:
+                if exc.errno not in (errno.ENODEV, errno.ENOENT, errno.ESRCH):
+                    problems.append(NetnsError(f"{doing}: {exc}"))
+            except Exception as exc:
+                problems.append(NetnsError(f"{doing}: {type(exc).__name__}: {exc}"))
+        self._cleanups.clear()
+        self._rtnl.close()
+        os.close(self._fd)
+        _watchdog.unregister(self.inode)
+        return problems
+
+
+def close_all(namespaces: list[Namespace]) -> None:
+    """Tear down several namespaces (last first), then check once for leaks.
+
+    Raises ``TeardownError`` naming every failed step of every namespace.
+    """
+    problems: list[BaseException] = []
+    for ns in reversed(namespaces):
+        for problem in ns._release():
+            problems.append(NetnsError(f"[{ns.name}] {problem}") if not isinstance(problem, NetnsError) else problem)
+    if problems:
+        raise TeardownError(", ".join(ns.name for ns in namespaces), problems)
+    warn_if_held(namespaces)
+
+
+def _kill_strays(ns: Namespace, problems: list[BaseException]) -> None:
+    """SIGKILL processes that user code started inside (not through ``popen``)."""
+    deadline = time.monotonic() + 5
+    me = os.getpid()
+    while True:
+        pids = pids_in_netns({ns.inode}, {me})
+        if not pids:
+            return
+        if time.monotonic() > deadline:
+            problems.append(NetnsError(f"processes {pids} in namespace {ns.name!r} survived SIGKILL for 5 s"))
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        _reap_children(pids)
+        time.sleep(0.002)
+
+
+def _reap_children(pids: list[int]) -> None:
+    """Reap killed processes that are our own children, so they do not linger as zombies."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def warn_if_held(namespaces: list[Namespace]) -> None:
+    """Warn about released namespaces the test still pins (a socket, thread or open fd inside)."""
+    by_inode = {ns.inode: ns for ns in namespaces}
+    by_cookie = {ns.cookie: ns for ns in namespaces}
+    holders: dict[str, list[str]] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            inode = os.stat(f"/proc/self/task/{tid}/ns/net").st_ino
+        except OSError:
+            continue
+        if inode in by_inode:
+            holders.setdefault(by_inode[inode].name, []).append(f"thread {tid}")
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("net:["):
+            inode = int(target[5:-1])
+            if inode in by_inode:
+                holders.setdefault(by_inode[inode].name, []).append(f"fd {fd}")
+        elif target.startswith("socket:["):
+            cookie = _socket_cookie(fd)
+            if cookie is not None and cookie in by_cookie:
+                holders.setdefault(by_cookie[cookie].name, []).append(f"socket fd {fd}")
+    for name, what in holders.items():
+        warnings.warn(
+            NetnsLeakWarning(
+                f"namespace {name!r} is still alive after teardown, held by {', '.join(what)}: "
+                "close sockets and stop threads made inside it before the test ends"
+            ),
+            stacklevel=3,
+        )
+
+
+def _socket_cookie(fd: int) -> int | None:
+    """The namespace cookie of the socket behind ``fd``, read through a duplicate."""
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return None
+    try:
+        return _kernel.socket_netns_cookie(sock)
+    except OSError:
+        return None
+    finally:
+        sock.close()
+
+
+def _apply_baseline() -> None:
+    """Write the baseline sysctls a fresh namespace lacks (calling thread inside it)."""
+    global _baseline_writes
+    if _baseline_writes is None:
+        needed = []
+        for path, value in BASELINE_SYSCTLS:
+            with open(path) as handle:
+                if handle.read().strip() != value:
+                    needed.append((path, value))
+        _baseline_writes = needed
+    for path, value in _baseline_writes:
+        _write(path, value)
+
+
+def _write(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
