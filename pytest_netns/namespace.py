@@ -243,7 +243,7 @@ class Namespace:
         """All addresses (of ``iface``, or of every interface) as ``ipaddress`` interface objects."""
         index = self._index(iface) if iface is not None else None
         result = []
-        for msg in self._rtnl.dump(_rtnl.RTM_GETADDR, bytes(8), f"listing addresses in {self._name!r}"):
+        for msg in self.rtnl.dump(_rtnl.RTM_GETADDR, bytes(8), f"listing addresses in {self._name!r}"):
             if index is not None and msg["index"] != index:
                 continue
             addr = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
@@ -263,7 +263,7 @@ class Namespace:
 
     def _first(self, version: int) -> Any:
         loopback = self._loopback_indexes()
-        for msg in self._rtnl.dump(_rtnl.RTM_GETADDR, bytes(8), f"listing addresses in {self._name!r}"):
+        for msg in self.rtnl.dump(_rtnl.RTM_GETADDR, bytes(8), f"listing addresses in {self._name!r}"):
             if msg["index"] in loopback or msg["family"] != (socket.AF_INET if version == 4 else socket.AF_INET6):
                 continue
             if version == 6 and msg["scope"] != 0:
@@ -338,6 +338,55 @@ class Namespace:
         with _kernel.entered(self._fd):
             return ping(target, count, timeout)
 
+    # -- packets (scapy; implemented in pytest_netns.packets) --------------------
+
+    def send(self, pkt: Any) -> None:
+        """Send an L3 scapy packet from inside, routed by this namespace's kernel.
+
+        Fields left empty (source address, ...) are filled as this namespace would fill them.
+        """
+        from . import packets
+
+        packets.send(self, pkt)
+
+    def sendp(self, frame: Any, iface: str) -> None:
+        """Send an L2 scapy frame on one of this namespace's interfaces."""
+        from . import packets
+
+        packets.sendp(self, frame, iface)
+
+    def sr1(self, pkt: Any, *, timeout: float = 2.0) -> Any:
+        """Send an L3 packet and return the first answer, or None after ``timeout`` seconds."""
+        from . import packets
+
+        return packets.sr1(self, pkt, timeout=timeout)
+
+    def sniff(
+        self,
+        iface: str | None = None,
+        *,
+        count: int = 0,
+        timeout: float | None = None,
+        lfilter: Callable[[Any], bool] | None = None,
+        filter: str | None = None,
+    ) -> Any:
+        """Capture packets (blocking) and return a scapy ``PacketList``; ``iface=None`` means every interface."""
+        from . import packets
+
+        return packets.sniff(self, iface, count=count, timeout=timeout, lfilter=lfilter, filter=filter)
+
+    def capture(
+        self,
+        iface: str | None = None,
+        *,
+        lfilter: Callable[[Any], bool] | None = None,
+        filter: str | None = None,
+    ) -> Any:
+        """A context manager yielding a ``Capture`` that is already listening when the body starts."""
+        from . import packets
+
+        return packets.capture(self, iface, lfilter=lfilter, filter=filter)
+
     # -- internals used by links and topologies --------------------------------
 
     def allocate_index(self) -> int:
@@ -364,18 +413,18 @@ class Namespace:
         self._cleanups.append((fn, doing))
 
     def _links(self) -> list[tuple[int, str]]:
-        msgs = self._rtnl.dump(_rtnl.RTM_GETLINK, _rtnl.ifinfo(), f"listing interfaces in {self._name!r}")
+        msgs = self.rtnl.dump(_rtnl.RTM_GETLINK, _rtnl.ifinfo(), f"listing interfaces in {self._name!r}")
         return sorted((m["index"], m.get_attr("IFLA_IFNAME")) for m in msgs)
 
     def _loopback_indexes(self) -> set[int]:
-        msgs = self._rtnl.dump(_rtnl.RTM_GETLINK, _rtnl.ifinfo(), f"listing interfaces in {self._name!r}")
+        msgs = self.rtnl.dump(_rtnl.RTM_GETLINK, _rtnl.ifinfo(), f"listing interfaces in {self._name!r}")
         return {m["index"] for m in msgs if m["flags"] & 0x8}  # IFF_LOOPBACK
 
     def _link(self, iface: str) -> dict[str, int]:
         _validate.ifname(iface)
         self._check_open()
         try:
-            return self._rtnl.link_by_name(iface)
+            return self.rtnl.link_by_name(iface)
         except KernelError as exc:
             if exc.errno == errno.ENODEV:
                 raise KernelError(errno.ENODEV, f"no interface {iface!r} in namespace {self._name!r} "
@@ -445,7 +494,11 @@ def close_all(namespaces: list[Namespace]) -> None:
 
 
 def _kill_strays(ns: Namespace, problems: list[BaseException]) -> None:
-    """SIGKILL processes that user code started inside (not through ``popen``)."""
+    """SIGKILL processes that user code started inside (not through ``popen``).
+
+    They are not reaped here: a child of this process belongs to whoever holds
+    its ``Popen`` (a zombie no longer pins the namespace).
+    """
     deadline = time.monotonic() + 5
     me = os.getpid()
     while True:
@@ -460,17 +513,7 @@ def _kill_strays(ns: Namespace, problems: list[BaseException]) -> None:
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
-        _reap_children(pids)
         time.sleep(0.002)
-
-
-def _reap_children(pids: list[int]) -> None:
-    """Reap killed processes that are our own children, so they do not linger as zombies."""
-    for pid in pids:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
 
 
 def warn_if_held(namespaces: list[Namespace]) -> None:

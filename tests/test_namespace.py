@@ -1,0 +1,284 @@
+"""Functional tests of Namespace with real namespaces."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from pytest_netns import CommandError, KernelError, Namespace, NetnsError, NetnsLeakWarning
+from pytest_netns._kernel import thread_netns_inode
+from pytest_netns.namespace import close_all
+
+
+def test_fresh_namespace_has_only_lo_up(netns: Namespace) -> None:
+    assert netns.interfaces() == ["lo"]
+    assert netns.ip is None and netns.ip6 is None
+    assert {str(a) for a in netns.addresses()} == {"127.0.0.1/8", "::1/128"}
+    assert netns.ping("127.0.0.1") and netns.ping("::1")
+
+
+def test_forwarding_is_off_whatever_the_host_has(netns: Namespace) -> None:
+    assert netns.sysctl("net.ipv4.ip_forward") == "0"
+    assert netns.sysctl("net.ipv6.conf.all.forwarding") == "0"
+
+
+def test_sysctl_is_per_namespace(netns_factory) -> None:
+    one, two = netns_factory("one"), netns_factory("two")
+    assert one.sysctl("net.ipv4.ip_forward", 1) == "1"
+    assert one.sysctl("net/ipv4/ip_forward") == "1"
+    assert two.sysctl("net.ipv4.ip_forward") == "0"
+
+
+def test_pair_addresses_and_names(netns_pair) -> None:
+    a, b = netns_pair
+    assert (a.name, b.name) == ("a", "b")
+    assert a.interfaces() == ["lo", "eth0"] and b.interfaces() == ["lo", "eth0"]
+    assert a.ip == ipaddress.ip_address("10.0.0.1") and b.ip == ipaddress.ip_address("10.0.0.2")
+    assert a.ip6 == ipaddress.ip_address("fd00::1") and b.ip6 == ipaddress.ip_address("fd00::2")
+    assert ipaddress.ip_interface("10.0.0.1/24") in a.addresses("eth0")
+    assert ipaddress.ip_interface("fd00::2/64") in b.addresses("eth0")
+    assert a.mtu("eth0") == 1500
+
+
+def test_pair_is_a_tuple_with_names(netns_pair) -> None:
+    assert isinstance(netns_pair, tuple) and netns_pair.a is netns_pair[0] and netns_pair.b is netns_pair[1]
+
+
+@pytest.mark.parametrize("family", ["10.0.0.2", "fd00::2"])
+def test_first_packet_is_delivered_without_retry(netns_pair, family: str) -> None:
+    """One UDP datagram, no retransmission: a lost first ARP/NS would lose it."""
+    a, b = netns_pair
+    af = socket.AF_INET6 if ":" in family else socket.AF_INET
+    with b:
+        server = socket.socket(af, socket.SOCK_DGRAM)
+    server.bind((family, 9999))
+    server.settimeout(0.5)  # the kernel's ARP/NS retransmit takes 1 s: a lost first packet is caught
+    with a:
+        client = socket.socket(af, socket.SOCK_DGRAM)
+    with server, client:
+        client.sendto(b"first", (family, 9999))
+        data, _ = server.recvfrom(100)
+    assert data == b"first"
+
+
+def test_tcp_across_the_pair_with_sockets_made_inside(netns_pair) -> None:
+    a, b = netns_pair
+    with b:
+        server = socket.create_server(("0.0.0.0", 8080))
+    with a:
+        client = socket.create_connection(("10.0.0.2", 8080), timeout=2)
+    with server, client:
+        conn, peer = server.accept()
+        with conn:
+            client.sendall(b"hello")
+            assert conn.recv(5) == b"hello"
+    assert peer[0] == "10.0.0.1"
+
+
+def test_with_restores_the_thread_namespace_and_nests(netns_pair) -> None:
+    a, b = netns_pair
+    outside = thread_netns_inode()
+    with a:
+        assert thread_netns_inode() == a.inode
+        with b:
+            assert thread_netns_inode() == b.inode
+            with b:
+                assert thread_netns_inode() == b.inode
+            assert thread_netns_inode() == b.inode
+        assert thread_netns_inode() == a.inode
+    assert thread_netns_inode() == outside
+
+
+def test_with_restores_after_an_exception(netns: Namespace) -> None:
+    outside = thread_netns_inode()
+    with pytest.raises(RuntimeError), netns:
+        raise RuntimeError("boom")
+    assert thread_netns_inode() == outside
+
+
+def test_with_switches_only_the_calling_thread(netns: Namespace) -> None:
+    seen = []
+    with netns:
+        thread = threading.Thread(target=lambda: seen.append(thread_netns_inode()))
+        # A thread started inside inherits the namespace...
+        thread.start()
+        thread.join()
+    assert seen == [netns.inode]
+    other = []
+    with netns:
+        pass
+    worker = threading.Thread(target=lambda: other.append(thread_netns_inode()))
+    worker.start()
+    worker.join()
+    assert other == [thread_netns_inode()] != [netns.inode]
+
+
+def test_call_returns_and_reraises(netns: Namespace) -> None:
+    assert netns.call(thread_netns_inode) == netns.inode
+    assert netns.call(lambda x, *, y: x + y, 1, y=2) == 3
+    with pytest.raises(ZeroDivisionError):
+        netns.call(lambda: 1 / 0)
+    assert thread_netns_inode() != netns.inode
+
+
+def test_run_list_and_string(netns_pair) -> None:
+    a, _ = netns_pair
+    assert a.run(["cat", "/proc/net/dev"]).returncode == 0
+    result = a.run("echo $((40 + 2)); echo err >&2")
+    assert (result.stdout, result.stderr) == ("42\n", "err\n")
+    assert a.run(["cat"], input="data").stdout == "data"
+    assert a.run(["cat"], input=b"raw", text=False).stdout == b"raw"
+    # The process really runs inside: it sees the namespace's interfaces.
+    assert "eth0" in a.run(["cat", "/proc/net/dev"]).stdout
+
+
+def test_run_env_adds_and_drops_proxies(netns: Namespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "HTTPS_PROXY", "all_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "http://proxy.invalid:3128")
+    monkeypatch.setenv("KEEP_ME", "yes")
+    out = netns.run("env", env={"EXTRA": "1"}).stdout
+    lines = set(out.splitlines())
+    assert "KEEP_ME=yes" in lines and "EXTRA=1" in lines
+    assert not any(line.lower().startswith(("http_proxy=", "https_proxy=", "all_proxy=", "no_proxy=")) for line in lines)
+
+
+def test_run_check_raises_command_error(netns: Namespace) -> None:
+    with pytest.raises(CommandError) as info:
+        netns.run("echo out; echo bad >&2; exit 3")
+    error = info.value
+    assert isinstance(error, NetnsError) and isinstance(error, subprocess.CalledProcessError)
+    assert error.returncode == 3
+    message = str(error)
+    assert "exit 3" in message and "code 3" in message and "out" in message and "bad" in message
+    assert netns.run("exit 4", check=False).returncode == 4
+
+
+def test_run_timeout_kills(netns: Namespace) -> None:
+    start = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        netns.run(["sleep", "30"], timeout=0.2)
+    assert time.monotonic() - start < 10
+    assert _pids_in(netns) == []
+
+
+def test_popen_runs_inside_and_is_stopped_at_teardown(netns_factory) -> None:
+    ns = netns_factory("p")
+    proc = ns.popen(["sleep", "60"])
+    assert os.stat(f"/proc/{proc.pid}/ns/net").st_ino == ns.inode
+    close_all([ns])
+    assert proc.poll() is not None
+
+
+def test_popen_that_ignores_sigterm_is_killed_after_grace(netns_factory) -> None:
+    ns = netns_factory("stubborn")
+    ns.kill_grace = 0.2
+    proc = ns.popen(["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
+    with pytest.raises(NetnsError, match="ignored SIGTERM"):
+        ns.close()
+    assert proc.poll() == -9
+    proc.stdout.close()
+
+
+def test_processes_started_by_user_code_inside_are_killed(netns_factory) -> None:
+    ns = netns_factory("user")
+    with ns:
+        proc = subprocess.Popen(["sleep", "60"])
+    # setsid + double fork: not our child any more
+    ns.run("setsid sh -c 'sleep 60 & sleep 61' >/dev/null 2>&1 &")
+    time.sleep(0.1)
+    assert _pids_in(ns)
+    close_all([ns])
+    assert proc.wait(5) == -9
+    assert _pids_in_inode(ns.inode) == []
+
+
+def test_mtu_link_down_up(netns_pair) -> None:
+    a, b = netns_pair
+    b.set_mtu("eth0", 1400)
+    assert b.mtu("eth0") == 1400
+    b.link_down("eth0")
+    assert not a.ping("10.0.0.2", timeout=0.3)
+    b.link_up("eth0")
+    assert a.ping("10.0.0.2") and a.ping("fd00::2")
+    # IPv6 addresses survive a link going down and up (as IPv4 ones do).
+    assert ipaddress.ip_interface("fd00::2/64") in b.addresses("eth0")
+
+
+def test_routes_both_families(netns_pair) -> None:
+    a, b = netns_pair
+    b.add_address("lo", "192.0.2.77/32")
+    b.add_address("lo", "2001:db8::77/128")
+    assert not a.ping("192.0.2.77", timeout=0.2)
+    a.add_route("192.0.2.77/32", via="10.0.0.2")
+    a.add_route("2001:db8::/64", via="fd00::2")
+    assert a.ping("192.0.2.77") and a.ping("2001:db8::77")
+    a.add_route("default", via="10.0.0.2")
+    b.add_route("198.51.100.0/24", dev="eth0")
+    assert "default via 10.0.0.2" in a.run(["ip", "route"]).stdout if _has_ip() else True
+
+
+def test_ping_unreachable_is_false(netns_pair) -> None:
+    a, _ = netns_pair
+    assert not a.ping("10.0.0.99", timeout=0.2)
+    assert not a.ping("203.0.113.1", timeout=0.1)  # no route: lost, not an exception
+
+
+def test_missing_interface_names_what_exists(netns: Namespace) -> None:
+    with pytest.raises(KernelError, match="no interface 'eth9'.*lo"):
+        netns.mtu("eth9")
+
+
+def test_close_is_idempotent_and_blocks_use(netns_factory) -> None:
+    ns = netns_factory("done")
+    ns.close()
+    ns.close()
+    with pytest.raises(NetnsError, match="already torn down"):
+        ns.interfaces()
+
+
+def test_leaked_socket_is_warned_about() -> None:
+    ns = Namespace("leaky")
+    with ns:
+        sock = socket.socket()
+    with pytest.warns(NetnsLeakWarning, match="'leaky'.*socket"):
+        ns.close()
+    sock.close()
+
+
+def test_namespace_without_pytest() -> None:
+    ns = Namespace()
+    try:
+        assert ns.interfaces() == ["lo"]
+        assert ns.name.startswith("ns")
+        assert repr(ns).startswith("<Namespace")
+    finally:
+        ns.close()
+    assert "closed" in repr(ns)
+
+
+def _pids_in(ns: Namespace) -> list[int]:
+    return _pids_in_inode(ns.inode)
+
+
+def _pids_in_inode(inode: int) -> list[int]:
+    from pytest_netns._watchdog import pids_in_netns
+
+    deadline = time.monotonic() + 5
+    while True:
+        pids = pids_in_netns({inode}, {os.getpid()})
+        if not pids or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.02)
+
+
+def _has_ip() -> bool:
+    import shutil
+
+    return shutil.which("ip") is not None
