@@ -51,11 +51,14 @@ def veth(
     if index_b == index_a:
         index_b = b.allocate_index()
     what = f"{a.name}:{name_a} <-> {b.name}:{name_b}"
-    create = _rtnl.new_veth(name_a, name_b, b.fd, index=index_a, peer_index=index_b, mtu=mtu, up=up and ipv6)
+    # Below 1280 the kernel gives the link no IPv6 at all (nothing to switch off).
+    suppress_link_local = not ipv6 and mtu >= 1280
+    create = _rtnl.new_veth(name_a, name_b, b.fd, index=index_a, peer_index=index_b, mtu=mtu,
+                            up=up and not suppress_link_local)
     create.doing = f"creating veth {what}"
     a_requests = [create]
     b_requests = []
-    if not ipv6:
+    if suppress_link_local:
         a_requests.append(_rtnl.no_ipv6_link_local(index_a))
         b_requests.append(_rtnl.no_ipv6_link_local(index_b))
         if up:

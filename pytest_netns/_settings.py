@@ -93,8 +93,8 @@ def addoption(parser: pytest.Parser) -> None:
         help="fail (instead of skip) tests that need network namespaces when this machine cannot make them. "
         "Also: ini netns_require, env PYTEST_NETNS_REQUIRE=1.",
     )
-    parser.addini("netns_require", type="bool", default=False,
-                  help="fail instead of skip when network namespaces are unavailable")
+    parser.addini("netns_require", default="false",
+                  help="fail instead of skip when network namespaces are unavailable (true/false)")
     group.addoption(
         "--netns-kill-grace",
         type=float,

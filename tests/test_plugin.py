@@ -1,0 +1,241 @@
+"""Plugin behaviour, checked by running inner pytest sessions in subprocesses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+def test_fixtures_work_in_a_downstream_suite(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import socket
+
+        def test_pair(netns_pair):
+            a, b = netns_pair
+            assert a.ping("10.0.0.2") and b.ping("fd00::1")
+
+        def test_netns(netns):
+            assert netns.interfaces() == ["lo"]
+
+        def test_factory(netns_factory):
+            assert netns_factory("x").name == "x"
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_parallel_workers_do_not_collide(pytester: pytest.Pytester, workers: str) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("i", range(40))
+        def test_pair(netns_pair, i):
+            a, b = netns_pair
+            assert a.ping("10.0.0.2")
+            assert b.run(["cat", "/proc/net/dev"]).stdout.count("eth0") == 1
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", workers, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=40)
+
+
+def test_marker_configures_the_pair_closest_wins(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import ipaddress
+        import pytest
+
+        pytestmark = pytest.mark.netns(mtu=9000)
+
+        def test_module_level(netns_pair):
+            assert netns_pair.a.mtu("eth0") == 9000
+
+        @pytest.mark.netns(subnet="192.168.7.0/24")
+        class TestClass:
+            def test_class_level(self, netns_pair):
+                a, b = netns_pair
+                assert str(a.ip) == "192.168.7.1" and str(b.ip) == "192.168.7.2"
+                assert a.mtu("eth0") == 1500  # the class marker replaces the module's
+
+            @pytest.mark.netns(mtu=1280, subnet="172.16.0.0/30", ipv6=False)
+            def test_function_level(self, netns_pair):
+                a, b = netns_pair
+                assert a.mtu("eth0") == 1280 and str(b.ip) == "172.16.0.2"
+                assert a.ip6 is None and [x.version for x in a.addresses("eth0")] == [4]
+                assert a.ping("172.16.0.2")
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        ("mtu=1000", "*UsageError*mtu=1000 is below 1280*"),
+        ("mtux=1500", "*UsageError*unknown argument 'mtux'*"),
+        ("mtu=70000", "*UsageError*mtu 70000 is outside 68..65535*"),
+        ("subnet='10.0.0.0/33'", "*UsageError*subnet '10.0.0.0/33' is malformed*"),
+        ("subnet='10.0.0.0/32'", "*UsageError*10.0.0.0/32 has room for 1 host addresses, 2 needed*"),
+        ("ipv6='yes'", "*UsageError*ipv6 must be True or False*"),
+        ("1500", "*UsageError*keyword arguments only*"),
+    ],
+)
+def test_bad_marker_is_a_usage_error_naming_it(pytester: pytest.Pytester, marker: str, message: str) -> None:
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.netns({marker})
+        def test_x(netns_pair):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([message])
+
+
+def test_low_mtu_is_fine_without_ipv6(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.netns(mtu=576, ipv6=False)
+        def test_x(netns_pair):
+            a, b = netns_pair
+            assert a.mtu("eth0") == 576 and a.ping("10.0.0.2")
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_marker_is_registered_with_its_signature(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--markers")
+    result.stdout.fnmatch_lines(['@pytest.mark.netns(mtu=1500, subnet="10.0.0.0/24", ipv6=True, size=3)*'])
+
+
+def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--fixtures")
+    result.stdout.fnmatch_lines(
+        [
+            "netns_pair -- *",
+            "*Two namespaces ``(a, b)`` joined by one veth*",
+        ]
+    )
+    result.stdout.fnmatch_lines(["netns -- *", "*A fresh network namespace with ``lo`` up*"])
+
+
+def test_disabled_with_p_no_netns(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(netns): pass")
+    result = pytester.runpytest_subprocess("-p", "no:netns", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'netns' not found*"])
+
+
+def test_loading_the_plugin_is_cheap_and_unprivileged() -> None:
+    code = (
+        "import sys, pytest_netns.plugin, pytest_netns;"
+        "bad = [m for m in ('scapy', 'pyroute2') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_report_header(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["netns: root*namespaces: available*"])
+
+
+# Drops CAP_SYS_ADMIN and CAP_NET_ADMIN (effective, permitted, inheritable) but stays
+# uid 0, so the interpreter's files remain readable: the unprivileged case, exactly.
+UNPRIVILEGED = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+data = (ctypes.c_uint32 * 6)()
+assert libc.capget(header, data) == 0
+for cap in (12, 21):  # CAP_NET_ADMIN, CAP_SYS_ADMIN
+    for i in range(3):
+        data[i * 2 + cap // 32] &= ~(1 << (cap % 32))
+assert libc.capset(header, data) == 0, ctypes.get_errno()
+import pytest
+raise SystemExit(pytest.main({args!r}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "outcome", "line"),
+    [
+        ([], {"skipped": 1}, "*SKIPPED*network namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN (running as uid 0)*"),
+        (["--netns-require"], {"errors": 1}, "*--netns-require: network namespaces need*"),
+    ],
+)
+def test_unprivileged_skips_or_fails_with_the_reason(
+    pytester: pytest.Pytester, extra: list[str], outcome: dict[str, int], line: str
+) -> None:
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile("def test_x(netns_pair): pass")
+    test_file = "test_unprivileged_skips_or_fails_with_the_reason.py"
+    script = pytester.makepyfile(runner=UNPRIVILEGED.format(args=["-rs", "-p", "no:cacheprovider", test_file, *extra]))
+    result = pytester.run(sys.executable, str(script))
+    result.assert_outcomes(**outcome)
+    result.stdout.fnmatch_lines([line])
+
+
+def test_require_from_ini_and_environment(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makeini("[pytest]\nnetns_require = maybe\n")
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini option netns_require*"])
+    monkeypatch.setenv("PYTEST_NETNS_KILL_GRACE", "-1")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "netns_require=true")
+    result.stderr.fnmatch_lines(["*environment variable PYTEST_NETNS_KILL_GRACE*-1*"])
+
+
+def test_teardown_problem_is_a_teardown_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import subprocess
+
+        def test_x(netns):
+            netns.kill_grace = 0.1
+            proc = netns.popen(["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"],
+                               stdout=subprocess.PIPE, text=True)
+            assert proc.stdout.readline() == "ready\\n"
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_x*", "*ignored SIGTERM for 0.1s and was killed*"])
+
+
+def test_kill_grace_option(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(netns): assert netns.kill_grace == 0.25")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--netns-kill-grace=0.25").assert_outcomes(passed=1)
+
+
+def test_leak_warning_names_the_namespace(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import socket
+        kept = []
+
+        def test_x(netns):
+            with netns:
+                kept.append(socket.socket())
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*NetnsLeakWarning: namespace 'netns' is still alive after teardown, held by socket*"])
