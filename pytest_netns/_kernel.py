@@ -36,6 +36,14 @@ def _open_initial() -> int:
 INITIAL_NETNS_FD = _open_initial()
 
 
+def reset_after_rootless() -> None:
+    """Forget what was learnt before the process moved into its rootless session namespaces."""
+    global INITIAL_NETNS_FD, _probe_result
+    os.close(INITIAL_NETNS_FD)
+    INITIAL_NETNS_FD = _open_initial()
+    _probe_result = False
+
+
 def _check(result: int, what: str) -> None:
     if result != 0:
         err = ctypes.get_errno()

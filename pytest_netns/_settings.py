@@ -107,12 +107,24 @@ def addoption(parser: pytest.Parser) -> None:
                   help="seconds between SIGTERM and SIGKILL for processes left at teardown")
 
 
+    group.addoption(
+        "--netns-rootless",
+        action="store_true",
+        default=None,
+        help="without root: run the session inside a user + network namespace of its own (needs unprivileged "
+        "user namespaces). Also: ini netns_rootless, env PYTEST_NETNS_ROOTLESS=1.",
+    )
+    parser.addini("netns_rootless", default="false",
+                  help="run the session in its own user + network namespace when not root (true/false)")
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """The run-wide options, resolved once at configure time."""
 
     require: bool
     kill_grace: float
+    rootless: bool = False
 
 
 def _pick(config: pytest.Config, option: str, env: str, ini: str) -> tuple[object, str]:
@@ -145,4 +157,5 @@ def resolve(config: pytest.Config) -> RunSettings:
             raise ValueError
     except (TypeError, ValueError):
         raise pytest.UsageError(f"{source}: {grace!r} is not a non-negative number of seconds") from None
-    return RunSettings(require=require, kill_grace=kill_grace)
+    rootless, source = _pick(config, "netns_rootless", "PYTEST_NETNS_ROOTLESS", "netns_rootless")
+    return RunSettings(require=require, kill_grace=kill_grace, rootless=_as_bool(rootless, source))

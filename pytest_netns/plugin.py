@@ -28,9 +28,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     _settings.addoption(parser)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _settings.MARKER_HELP)
-    config.stash[RUN_SETTINGS] = _settings.resolve(config)
+    settings = config.stash[RUN_SETTINGS] = _settings.resolve(config)
+    if settings.rootless and not hasattr(config, "workerinput"):
+        _enter_rootless()
+
+
+def _enter_rootless() -> None:
+    """--netns-rootless: without the capabilities, move the session into its own user + net namespace.
+
+    Runs before xdist starts workers (they inherit it).  With the
+    capabilities already there it does nothing.
+    """
+    from . import _kernel, _rootless
+
+    if not _kernel.Capabilities.current().missing():
+        return
+    try:
+        _rootless.enter_session_namespaces()
+    except RuntimeError as exc:
+        raise pytest.UsageError(f"--netns-rootless: {exc}") from None
+    _kernel.reset_after_rootless()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -239,3 +239,41 @@ def test_leak_warning_names_the_namespace(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(["*NetnsLeakWarning: namespace 'netns' is still alive after teardown, held by socket*"])
+
+
+def test_rootless_mode_runs_the_fixtures_without_capabilities(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(
+        test_inner="""
+        import os
+
+        def test_pair(netns_pair):
+            a, b = netns_pair
+            assert a.ping("10.0.0.2") and a.ping("fd00::2")
+            assert b.run(["id", "-u"]).stdout.strip() == "0"  # root inside the session's user namespace
+
+        def test_popen(netns):
+            proc = netns.popen(["sleep", "30"])
+            assert os.stat(f"/proc/{proc.pid}/ns/net").st_ino == netns.inode
+        """
+    )
+    for workers in ("0", "2"):
+        script = pytester.makepyfile(
+            runner=UNPRIVILEGED.format(args=["-p", "no:cacheprovider", "--netns-rootless", "-n", workers, "test_inner.py"])
+        )
+        result = pytester.run(sys.executable, str(script))
+        result.assert_outcomes(passed=2)
+
+
+def test_rootless_refused_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_inner="def test_x(netns): pass")
+    # A process with threads cannot enter a user namespace: start one before pytest configures.
+    script = pytester.makepyfile(
+        runner=UNPRIVILEGED.replace("import pytest\n", "import pytest, threading, time\n"
+                                    "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n").format(
+            args=["-p", "no:cacheprovider", "--netns-rootless", "test_inner.py"])
+    )
+    result = pytester.run(sys.executable, str(script))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--netns-rootless: the process already has 2 threads*single-threaded*"])
