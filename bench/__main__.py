@@ -1,0 +1,221 @@
+"""``python -m bench``: the pytest-netns benchmark (run it inside ``unshare --net``, as root).
+
+Measures fixture setup + teardown as pytest sees it for each shape, side by
+side with hand-rolled ``ip`` fixtures (per step and ``ip -batch``) and the
+floor (the kernel work alone); then the time until the kernel has freed torn
+down namespaces, the cost over many consecutive tests, pytest-xdist scaling
+and memory per namespace.  Prints a Markdown report and writes it to
+``--output`` (default ``bench/RESULTS.md`` for the full run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import _floor, _machine, _memory, _profile, _shapes, _suite
+from ._report import Column, Growth, Report, ShapeRow, XdistRun
+from ._stats import Summary, fmt_ms
+
+HERE = Path(__file__).resolve().parent
+_start = time.perf_counter()
+
+#: Per mode: consecutive tests and window for the growth check, xdist tests,
+#: namespaces held for memory, repetitions for memory and freeing, burst length.
+SCALE = {
+    "full": {"growth": (10_000, 1000), "xdist": 1000, "memory": (1000, 3), "freeing": 20, "burst": 1000},
+    "quick": {"growth": (1000, 200), "xdist": 200, "memory": (300, 1), "freeing": 5, "burst": 200},
+    "smoke": {"growth": (40, 10), "xdist": 10, "memory": (10, 1), "freeing": 1, "burst": 5},
+}
+
+
+def log(message: str) -> None:
+    print(f"[{time.perf_counter() - _start:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def check_private_netns() -> None:
+    """Refuse to run in the machine's own network namespace (run inside ``unshare --net``)."""
+    try:
+        ours = os.stat("/proc/thread-self/ns/net").st_ino
+        init = os.stat("/proc/1/ns/net").st_ino
+    except OSError:
+        return  # cannot tell (a sandbox hides PID 1): nothing here touches the current namespace anyway
+    if ours == init:
+        sys.exit("bench: run inside a private network namespace: unshare --net -- python -m bench ...")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="fewer tests per shape and smaller scale runs (~3 min)")
+    mode.add_argument("--smoke", action="store_true",
+                      help="the smallest run (a few tests, shrunken shapes): checks the harness works, times mean nothing")
+    parser.add_argument("--only", metavar="KEYS", default="",
+                        help="comma-separated parts to run: shape keys (" + ",".join(dict.fromkeys(
+                            s.key for s in _shapes.shapes("quick"))) + ") and freeing,growth,xdist,memory")
+    parser.add_argument("--output", metavar="PATH", help="write the Markdown report here "
+                        "(default: bench/RESULTS.md for the full run, nowhere for --quick/--smoke)")
+    parser.add_argument("--profile", metavar="SHAPE", choices=("netns", "pair"),
+                        help="instead of the benchmark, cProfile the library path of a fixture and print the top functions")
+    return parser.parse_args(argv)
+
+
+def measure_shape(shape: _shapes.Shape, features: _suite.PluginFeatures, report: Report) -> ShapeRow:
+    row = ShapeRow(shape)
+    skip = _shapes.warmup(shape)
+    plugin_ok = shape.needs in features.fixtures
+    if not plugin_ok:
+        row.notes.append(f"plugin fixture `{shape.needs}` does not exist yet: plugin columns skipped")
+    for column in report.plugin_columns:
+        if not plugin_ok:
+            continue
+        pcap = column.key.split(":", 1)[1] if ":" in column.key else None
+        row.cells[column.key] = _run(shape, "plugin", row, skip, pcap=pcap, title=column.title)
+    for impl in ("ip", "ip-batch"):
+        row.cells[impl] = _run(shape, impl, row, skip, title=impl)
+    try:
+        times = _floor.measure(shape.key, shape.size, max(shape.tests - skip, 1), warmup=min(skip, 2))
+        row.cells["floor"] = Summary.of(times)
+        log(f"{shape.label}: floor {row.cells['floor'].cell()}")
+    except OSError as exc:
+        row.notes.append(f"floor failed: {exc}")
+        log(f"{shape.label}: floor FAILED: {exc}")
+    return row
+
+
+def _run(shape: _shapes.Shape, impl: str, row: ShapeRow, skip: int, *, pcap: str | None = None,
+         title: str) -> Summary | None:
+    try:
+        result = _suite.run_shape(shape, impl, pcap=pcap)
+    except (_suite.SuiteError, subprocess.TimeoutExpired) as exc:
+        first = str(exc).splitlines()[0]
+        row.notes.append(f"{title} failed: {first}")
+        log(f"{shape.label}: {title} FAILED:\n{exc}")
+        return None
+    summary = Summary.of(result.costs[skip:])
+    log(f"{shape.label}: {title} {summary.cell()} (wall {result.wall:.1f} s)")
+    return summary
+
+
+def measure_freeing(mode: str, report: Report) -> None:
+    reps = SCALE[mode]["freeing"]
+    burst = SCALE[mode]["burst"]
+    sizes = {"full": (100, 1000), "quick": (100, 1000), "smoke": (5, 10)}[mode]
+    cases = [("netns", 1, "1 namespace (netns)"), ("pair", 2, "2 namespaces (netns_pair)"),
+             ("many", sizes[0], f"{sizes[0]} namespaces at once"), ("many", sizes[1], f"{sizes[1]:,} namespaces at once"),
+             ("burst", burst, f"the last of {burst:,} netns_pair set up and torn down back to back")]
+    for shape, size, label in cases:
+        repetitions = reps if size <= 100 else max(1, reps // 4)
+        cmd = ["unshare", "--user", "--map-root-user", "--net", "--",
+               sys.executable, "-m", "bench._freeing", shape, str(size), str(repetitions)]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(_suite.REPO), os.environ.get("PYTHONPATH")])))
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        if done.returncode:
+            report.notes.append(f"freeing time for {label} failed: {done.stderr.strip().splitlines()[-1:]}")
+            log(f"freeing {label}: FAILED\n{done.stderr}")
+            continue
+        import json
+
+        summary = Summary.of(json.loads(done.stdout))
+        report.freeing.append((label, summary))
+        log(f"freeing {label}: {summary.cell()}")
+
+
+def measure_growth(mode: str, report: Report) -> None:
+    tests, window = SCALE[mode]["growth"]
+    pair = next(s for s in _shapes.shapes(mode) if s.key == "pair")
+    try:
+        result = _suite.run_shape(pair, "plugin", tests=tests, sample_every=max(window, 1))
+    except (_suite.SuiteError, subprocess.TimeoutExpired) as exc:
+        report.notes.append(f"growth run failed: {str(exc).splitlines()[0]}")
+        log(f"growth FAILED:\n{exc}")
+        return
+    report.growth = Growth(tests, window, Summary.of(result.costs[:window]), Summary.of(result.costs[-window:]),
+                           sorted(result.samples, key=lambda s: s["sample"]))
+    log(f"growth over {tests}: first {report.growth.first.cell()}, last {report.growth.last.cell()}")
+
+
+def measure_xdist(mode: str, report: Report) -> None:
+    tests = SCALE[mode]["xdist"]
+    pair = next(s for s in _shapes.shapes(mode) if s.key == "pair")
+    workers = [0, 1, 2] + ([4] if (os.cpu_count() or 1) >= 4 else [])
+    for n in workers:
+        try:
+            result = _suite.run_shape(pair, "plugin", tests=tests, xdist=n or None)
+        except (_suite.SuiteError, subprocess.TimeoutExpired) as exc:
+            report.notes.append(f"xdist -n {n} failed: {str(exc).splitlines()[0]}")
+            log(f"xdist -n {n} FAILED:\n{exc}")
+            continue
+        run = XdistRun(n, tests, result.wall, Summary.of(result.costs[min(5, tests // 2):]))
+        report.xdist.append(run)
+        log(f"xdist -n {n}: {run.wall:.2f} s, per test {run.per_test.cell()}")
+    if (os.cpu_count() or 1) < 4:
+        report.notes.append(f"pytest-xdist -n 4 not measured: this machine has {os.cpu_count()} cores.")
+
+
+def measure_memory(mode: str, report: Report) -> None:
+    count, reps = SCALE[mode]["memory"]
+    for variant in _memory.VARIANTS:
+        result = _memory.measure(variant, count, reps, settle=0.2 if mode == "smoke" else 1.0)
+        report.memory.append((variant, result))
+        log(f"memory {variant}: {result}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    check_private_netns()
+    if args.profile:
+        print(_profile.profile(args.profile, 300))
+        return 0
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    only = {part.strip() for part in args.only.split(",") if part.strip()}
+    wanted = lambda part: not only or part in only  # noqa: E731
+
+    log(f"{mode} run; probing the installed plugin")
+    features = _suite.probe_plugin()
+    if {"never", "failed"} <= set(features.pcap_modes):
+        columns = [Column("plugin:never", "plugin, pcap never"), Column("plugin:failed", "plugin, pcap failed (default)")]
+        default = "plugin:failed"
+    else:
+        columns, default = [Column("plugin", "plugin")], "plugin"
+    command = "unshare --net -- python -m bench" + (f" --{mode}" if mode != "full" else "")
+    command += f" --only {args.only}" if args.only else ""
+    report = Report(mode, _machine.describe(), command, columns, default)
+    if not features.pcap_modes:
+        report.notes.append("`--netns-pcap` does not exist yet in the installed plugin: measured without it.")
+
+    for shape in _shapes.shapes(mode):
+        if wanted(shape.key):
+            report.rows.append(measure_shape(shape, features, report))
+    if wanted("pair"):
+        reps = next(s.tests for s in _shapes.shapes(mode) if s.key == "pair")
+        report.library_pair = Summary.of(_profile.library_times("pair", reps))
+        log(f"netns_pair library path: {report.library_pair.cell()}")
+    if wanted("freeing"):
+        measure_freeing(mode, report)
+    if wanted("growth"):
+        measure_growth(mode, report)
+    if wanted("xdist"):
+        measure_xdist(mode, report)
+    if wanted("memory"):
+        measure_memory(mode, report)
+
+    report.duration = time.perf_counter() - _start
+    report.load_end = _machine.load()
+    text = report.markdown()
+    print(text)
+    output = args.output or (str(HERE / "RESULTS.md") if mode == "full" and not only else None)
+    if output:
+        Path(output).write_text(text + "\n")
+        log(f"wrote {output}")
+    log(f"done in {fmt_ms(report.duration * 1e3)} ({shlex.join(sys.argv)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The Markdown report: tables and the goals verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ._memory import MemoryResult
+from ._shapes import Shape
+from ._stats import Summary, fmt_ms, ratio
+
+
+@dataclass
+class Column:
+    key: str
+    title: str
+
+
+@dataclass
+class ShapeRow:
+    shape: Shape
+    cells: dict[str, Summary | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Growth:
+    tests: int
+    window: int
+    first: Summary
+    last: Summary
+    samples: list[dict[str, int]]
+
+
+@dataclass
+class XdistRun:
+    workers: int
+    tests: int
+    wall: float
+    per_test: Summary
+
+
+@dataclass
+class Report:
+    mode: str
+    machine: list[str]
+    command: str
+    plugin_columns: list[Column]
+    default_plugin: str
+    rows: list[ShapeRow] = field(default_factory=list)
+    library_pair: Summary | None = None
+    freeing: list[tuple[str, Summary]] = field(default_factory=list)
+    growth: Growth | None = None
+    xdist: list[XdistRun] = field(default_factory=list)
+    memory: list[tuple[str, MemoryResult]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    duration: float = 0.0
+    load_end: str = ""
+
+    # -- lookups --------------------------------------------------------------
+
+    def row(self, key: str, size: int | None = None) -> ShapeRow | None:
+        for row in self.rows:
+            if row.shape.key == key and (size is None or row.shape.size == size):
+                return row
+        return None
+
+    def cell(self, key: str, column: str, size: int | None = None) -> Summary | None:
+        row = self.row(key, size)
+        return row.cells.get(column) if row else None
+
+    # -- rendering ------------------------------------------------------------
+
+    def columns(self) -> list[Column]:
+        return [*self.plugin_columns, Column("ip", "ip per step"), Column("ip-batch", "ip -batch"), Column("floor", "floor")]
+
+    def shape_table(self) -> list[str]:
+        columns = self.columns()
+        head = ["shape", *(c.title for c in columns), "ip ÷ plugin", "ip -batch ÷ plugin", "plugin ÷ floor", "n"]
+        lines = [_row(head), _row(["---"] * len(head))]
+        for row in self.rows:
+            plugin = row.cells.get(self.default_plugin)
+            cells = [row.shape.label]
+            cells += [row.cells[c.key].cell() if row.cells.get(c.key) else "-" for c in columns]
+            cells += [ratio(row.cells.get("ip"), plugin), ratio(row.cells.get("ip-batch"), plugin),
+                      ratio(plugin, row.cells.get("floor"))]
+            counts = sorted({s.n for s in row.cells.values() if s})
+            cells.append("/".join(map(str, counts)) or "-")
+            lines.append(_row(cells))
+        return lines
+
+    def goals(self) -> list[tuple[str, str, str]]:
+        """(goal, measured, verdict) for the goals of issues 2 and 6."""
+        full = self.mode != "smoke"
+        pair = self.cell("pair", self.default_plugin)
+        floor = self.cell("pair", "floor")
+        ip = self.cell("pair", "ip")
+        result = []
+
+        def verdict(ok: bool | None) -> str:
+            if ok is None:
+                return "not measured"
+            return "met" if ok else "**missed**"
+
+        result.append(("netns_pair setup + teardown median <= 3 ms",
+                       fmt_ms(pair.median) if pair else "-", verdict(pair.median <= 3 if pair else None)))
+        result.append((">= 25x cheaper than the hand-rolled ip fixture", ratio(ip, pair),
+                       verdict(ip.median / pair.median >= 25 if ip and pair else None)))
+        result.append(("within 2x of the floor", ratio(pair, floor),
+                       verdict(pair.median / floor.median <= 2 if pair and floor else None)))
+        bridge = self.cell("bridge", self.default_plugin, 100) if full else None
+        result.append(("100-member bridge up + down <= 250 ms", fmt_ms(bridge.median) if bridge else "-",
+                       verdict(bridge.median <= 250 if bridge else None)))
+        many = self.cell("many", self.default_plugin, 1000) if full else None
+        result.append(("1,000 namespaces up + down <= 3 s", fmt_ms(many.median) if many else "-",
+                       verdict(many.median <= 3000 if many else None)))
+        if self.growth:
+            g = self.growth
+            change = g.last.median / g.first.median
+            fds = [s["fds"] for s in g.samples]
+            flat = change <= 1.10 and (not fds or max(fds) - min(fds) <= 2)
+            result.append((f"flat over {g.tests:,} tests (last {g.window:,} vs first {g.window:,} median)",
+                           f"{change:.2f}x", verdict(flat)))
+        else:
+            result.append(("flat over 10,000 tests", "-", verdict(None)))
+        return result
+
+    def markdown(self) -> str:
+        out = [f"# pytest-netns benchmark ({self.mode} run)", ""]
+        out += [f"Command: `{self.command}` (took {self.duration / 60:.1f} min).", ""]
+        out += ["## Machine", ""] + [f"- {line}" for line in self.machine]
+        out += [f"- Load average at the end: {self.load_end}", ""]
+        out += ["## Setup + teardown per test, as pytest measures it", ""]
+        out += ["Median / p90 of `report.duration` of the setup and teardown phases of trivial tests that "
+                "request the fixture (the first tests of each suite are left out as warm-up). "
+                "The floor is the same kernel work done in a plain Python loop, without pytest. "
+                f"Ratios compare medians; \"plugin\" in the ratios is `{self.default_plugin}`.", ""]
+        out += self.shape_table() + [""]
+        row_notes = [f"- {row.shape.label}: {note}" for row in self.rows for note in row.notes]
+        if row_notes:
+            out += ["Notes:", "", *row_notes, ""]
+        if self.library_pair:
+            pair = self.cell("pair", self.default_plugin)
+            floor = self.cell("pair", "floor")
+            out += ["## Where the netns_pair time goes", "",
+                    _row(["floor (kernel work)", "library calls, no pytest", "through pytest"]),
+                    _row(["---"] * 3),
+                    _row([floor.cell() if floor else "-", self.library_pair.cell(), pair.cell() if pair else "-"]), ""]
+        if self.freeing:
+            out += ["## Time until the kernel has freed the namespaces after teardown", "",
+                    _row(["what was torn down", "median / p90", "n"]), _row(["---"] * 3)]
+            out += [_row([label, s.cell(), str(s.n)]) for label, s in self.freeing] + [""]
+        if self.growth:
+            g = self.growth
+            out += [f"## Cost over {g.tests:,} consecutive netns_pair tests", "",
+                    _row(["window", "median / p90"]), _row(["---"] * 2),
+                    _row([f"first {g.window:,}", g.first.cell()]), _row([f"last {g.window:,}", g.last.cell()]), ""]
+            if g.samples:
+                first, last = g.samples[0], g.samples[-1]
+                out += [f"Test process after {first['sample']:,} tests: RSS {first['rss_kib'] / 1024:.1f} MiB, "
+                        f"{first['fds']} open fds; after {last['sample']:,}: RSS {last['rss_kib'] / 1024:.1f} MiB, "
+                        f"{last['fds']} open fds.", ""]
+        if self.xdist:
+            base = self.xdist[0]
+            out += [f"## pytest-xdist: {base.tests:,} netns_pair tests", "",
+                    _row(["workers", "wall time", "tests/s", "speed-up", "setup + teardown median / p90"]),
+                    _row(["---"] * 5)]
+            for run in self.xdist:
+                label = "no xdist" if run.workers == 0 else f"-n {run.workers}"
+                out.append(_row([label, f"{run.wall:.2f} s", f"{run.tests / run.wall:.0f}",
+                                 f"{base.wall / run.wall:.2f}x", run.per_test.cell()]))
+            out += ["", "Wall time of the whole pytest process (start-up and worker start included).", ""]
+        if self.memory:
+            out += ["## Memory per namespace (held at once)", "",
+                    _row(["variant", "namespaces held", "MemAvailable drop", "kernel (Slab+Percpu+stacks+page tables)",
+                          "test process RSS"]), _row(["---"] * 5)]
+            for label, m in self.memory:
+                out.append(_row([label, f"{m.namespaces:,}", f"{m.available:.0f} KiB", f"{m.kernel:.0f} KiB",
+                                 f"{m.process:.1f} KiB"]))
+            out += ["", "Per namespace; for netns_pair, per namespace of the pairs (a veth end each).", ""]
+        out += ["## Goals (issues 2 and 6)", "", _row(["goal", "measured", "verdict"]), _row(["---"] * 3)]
+        out += [_row(list(g)) for g in self.goals()] + [""]
+        if self.notes:
+            out += ["## Notes", "", *(f"- {n}" for n in self.notes), ""]
+        return "\n".join(out)
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"

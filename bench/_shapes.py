@@ -1,0 +1,80 @@
+"""The shapes the benchmark builds, and how many tests measure each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One network shape, measured as setup + teardown of one pytest test.
+
+    ``fixture`` is what the generated test requests (a plugin fixture, or a
+    ``bench_*`` recipe from ``bench._plugin_shapes`` / ``bench._handrolled``);
+    ``needs`` is the plugin fixture that must exist for the plugin column.
+    """
+
+    key: str
+    size: int
+    fixture: str
+    needs: str
+    tests: int
+
+    @property
+    def label(self) -> str:
+        return {
+            "netns": "netns",
+            "pair": "netns_pair",
+            "bridge": f"netns_bridge, {self.size} members",
+            "chain": f"chain of {self.size} routers",
+            "nat": "netns_nat",
+            "many": f"{self.size} namespaces at once",
+        }[self.key]
+
+    def test_module(self) -> str:
+        """The generated test module: ``tests`` trivial tests requesting the fixture."""
+        marks = []
+        if self.key == "bridge":
+            marks.append(f"pytest.mark.netns(size={self.size})")
+        if self.key in ("chain", "many"):
+            marks.append(f"pytest.mark.bench(size={self.size})")
+        return (
+            "import pytest\n\n"
+            f"pytestmark = [{', '.join(marks)}]\n\n\n"
+            f'@pytest.mark.parametrize("i", range({self.tests}))\n'
+            f"def test_shape(i, {self.fixture}):\n"
+            "    pass\n"
+        )
+
+
+#: (key, size, fixture, plugin fixture needed, tests in the full run, in --quick, in --smoke)
+_TABLE = [
+    ("netns", 1, "netns", "netns", 500, 60, 3),
+    ("pair", 2, "netns_pair", "netns_pair", 500, 60, 3),
+    ("bridge", 3, "netns_bridge", "netns_bridge", 200, 30, 3),
+    ("bridge", 100, "netns_bridge", "netns_bridge", 25, 4, 2),
+    ("chain", 100, "bench_chain", "netns_topology", 25, 4, 2),
+    ("nat", 3, "netns_nat", "netns_nat", 200, 30, 3),
+    ("many", 1000, "bench_many", "netns_factory", 6, 2, 2),
+]
+#: Smaller sizes for --smoke, so the smoke test stays fast.
+_SMOKE_SIZE = {100: 5, 1000: 10}
+
+
+def shapes(mode: str) -> list[Shape]:
+    """The shapes for ``mode`` in ("full", "quick", "smoke")."""
+    column = {"full": 4, "quick": 5, "smoke": 6}[mode]
+    result = []
+    for row in _TABLE:
+        key, size, fixture, needs = row[:4]
+        if mode == "smoke":
+            size = _SMOKE_SIZE.get(size, size)
+        result.append(Shape(key, size, fixture, needs, row[column]))  # type: ignore[arg-type]
+    return result
+
+
+def warmup(shape: Shape) -> int:
+    """Leading tests left out of the statistics (imports, caches, the watchdog start)."""
+    if shape.tests >= 20:
+        return 5
+    return 1 if shape.tests >= 2 else 0
