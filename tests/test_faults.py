@@ -1,0 +1,238 @@
+"""Fault injection: a downstream suite ended every way there is leaves nothing behind.
+
+Each test runs an inner pytest session (``faults/inner_conftest.py``) whose
+test holds ``netns_pair`` and ``netns`` with processes started inside every
+way a test can: ``popen``, one ignoring SIGTERM, ``subprocess.Popen`` under
+``with ns:``, and a daemon that double-forks and calls ``setsid()``.  The
+session is then ended (pass, failure, errors, Ctrl-C, SIGTERM, SIGKILL, an
+xdist worker or controller killed) and ``InnerRun.assert_nothing_left``
+polls ``/proc`` (processes, threads, fds, bind mounts) until nothing of
+the run is left, failing after a bound.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+from faults.harness import SETTLE_ORPHANED_WORKERS, InnerRun, alive
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+VICTIM = """
+import time
+from conftest import ready
+
+def test_victim(everything):
+    ready()
+    time.sleep(600)
+"""
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester) -> Iterator[list[InnerRun]]:
+    """Make ``InnerRun``s; whatever a failing test left running is killed afterwards."""
+    runs: list[InnerRun] = []
+    yield runs
+    for run in runs:
+        run.cleanup()
+
+
+def new_run(pytester: pytest.Pytester, runs: list[InnerRun], source: str) -> InnerRun:
+    run = InnerRun(pytester, source)
+    runs.append(run)
+    return run
+
+
+# -- the session ends by itself -------------------------------------------------------------------
+
+ENDINGS = {
+    "pass": ("def test_it(everything):\n    pass\n", {"passed": 1}),
+    "assertion-failure": ("def test_it(everything):\n    assert 1 == 2\n", {"failed": 1}),
+    "exception-in-test-body": ("def test_it(everything):\n    raise RuntimeError('body')\n", {"failed": 1}),
+    "exception-in-fixture-setup": ("def test_it(broken_setup):\n    pass\n", {"errors": 1}),
+    "exception-in-fixture-teardown": ("def test_it(broken_teardown):\n    pass\n", {"passed": 1, "errors": 1}),
+}
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS))
+def test_session_ending_normally_leaves_nothing(pytester: pytest.Pytester, inner: list[InnerRun], ending: str) -> None:
+    source, outcomes = ENDINGS[ending]
+    run = new_run(pytester, inner, source).start()
+    result = run.finish()
+    result.assert_outcomes(**outcomes)
+    run.assert_nothing_left()
+
+
+def test_popen_ignoring_sigterm_is_killed_and_reported(pytester: pytest.Pytester, inner: list[InnerRun]) -> None:
+    run = new_run(pytester, inner, "def test_it(everything):\n    pass\n")
+    run.start(env={"NETNS_FAULT_IGNORE_TERM": "1"})
+    result = run.finish()
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*popen-ignoring-sigterm*ignored SIGTERM*killed*"])
+    run.assert_nothing_left()
+
+
+# -- the session is ended from outside ----------------------------------------------------------------
+
+
+
+def expect_interrupted(result: pytest.RunResult, code: int) -> None:
+    """The exit code of a session interrupted mid-test (Ctrl-C, ``pytest.exit``)."""
+    if result.ret == pytest.ExitCode.TESTS_FAILED and "TeardownError" in str(result.stderr):
+        pytest.xfail(
+            "known: when the session is interrupted, the TeardownError for the popen'd process that needed "
+            "SIGKILL escapes pytest's session teardown as a raw traceback, exit code 1 instead of "
+            f"{code} (reported to the core)"
+        )
+    assert result.ret == code
+
+
+@pytest.mark.parametrize(
+    ("sig", "group"),
+    [
+        pytest.param(signal.SIGINT, True, id="ctrl-c-to-the-process-group"),
+        pytest.param(signal.SIGINT, False, id="sigint-to-pytest-only"),
+        pytest.param(signal.SIGTERM, False, id="sigterm-to-pytest"),
+        pytest.param(signal.SIGKILL, False, id="sigkill-to-pytest"),
+    ],
+)
+def test_session_killed_leaves_nothing(
+    pytester: pytest.Pytester, inner: list[InnerRun], sig: signal.Signals, group: bool
+) -> None:
+    run = new_run(pytester, inner, VICTIM).start(env={"NETNS_FAULT_IGNORE_TERM": "1"})
+    run.wait_ready()
+    run.send(sig, group=group)
+    result = run.finish()
+    run.assert_nothing_left()
+    if sig != signal.SIGINT:
+        assert result.ret == -sig
+        return
+    result.stdout.fnmatch_lines(["*KeyboardInterrupt*"])
+    expect_interrupted(result, pytest.ExitCode.INTERRUPTED)
+
+
+def test_ctrl_c_twice_interrupting_teardown_leaves_nothing(pytester: pytest.Pytester, inner: list[InnerRun]) -> None:
+    """A second Ctrl-C while teardown waits for a process ignoring SIGTERM: the watchdog finishes the job."""
+    run = new_run(pytester, inner, VICTIM).start("--netns-kill-grace=5", env={"NETNS_FAULT_IGNORE_TERM": "1"})
+    events = run.wait_ready()
+    run.send(signal.SIGINT)
+    # Teardown closes `netns` first (its process dies), then waits up to 5 s
+    # for the process in `b` that ignores SIGTERM: aim the second Ctrl-C there.
+    first = next(p for p in events.processes if p.label == "user-popen-under-with")
+    deadline = time.monotonic() + 30
+    while alive(first) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)
+    run.send(signal.SIGINT)
+    result = run.finish()
+    assert result.ret != pytest.ExitCode.OK
+    run.assert_nothing_left()
+
+
+ABRUPT = {
+    "pytest.exit": ("import pytest\n\ndef test_it(everything):\n    pytest.exit('stop', returncode=3)\n", 3),
+    "os._exit": ("import os\n\ndef test_it(everything):\n    os._exit(7)\n", 7),
+}
+
+
+@pytest.mark.parametrize("how", list(ABRUPT))
+def test_session_ending_abruptly_from_inside_leaves_nothing(
+    pytester: pytest.Pytester, inner: list[InnerRun], how: str
+) -> None:
+    source, code = ABRUPT[how]
+    run = new_run(pytester, inner, source).start(env={"NETNS_FAULT_IGNORE_TERM": "1"})
+    result = run.finish()
+    run.assert_nothing_left()
+    if how == "pytest.exit":
+        expect_interrupted(result, code)
+    assert result.ret == code
+
+
+@pytest.mark.slow
+def test_xdist_worker_killed_mid_test_leaves_nothing(pytester: pytest.Pytester, inner: list[InnerRun]) -> None:
+    source = VICTIM + (
+        "\nimport pytest\n\n@pytest.mark.parametrize('i', range(6))\n"
+        "def test_other(netns_pair, i):\n    assert netns_pair.a.ping('10.0.0.2')\n"
+    )
+    run = new_run(pytester, inner, source).start("-n", "2", env={"NETNS_FAULT_IGNORE_TERM": "1"})
+    events = run.wait_ready()
+    worker = events.ready[0]
+    assert worker != run.proc.pid  # type: ignore[union-attr]
+    os.kill(worker, signal.SIGKILL)
+    result = run.finish()
+    result.assert_outcomes(passed=6, failed=1)
+    result.stdout.fnmatch_lines(["*worker*crashed while running*test_victim*"])
+    run.assert_nothing_left()
+
+
+@pytest.mark.slow
+def test_xdist_controller_killed_leaves_nothing(pytester: pytest.Pytester, inner: list[InnerRun]) -> None:
+    """SIGKILL of the controller: its workers lose their channel, interrupt themselves and tear down."""
+    run = new_run(pytester, inner, VICTIM).start("-n", "1", env={"NETNS_FAULT_IGNORE_TERM": "1"})
+    run.wait_ready()
+    run.send(signal.SIGKILL)
+    result = run.finish()
+    assert result.ret == -signal.SIGKILL
+    run.assert_nothing_left(settle=SETTLE_ORPHANED_WORKERS)
+
+
+# -- processes the plugin did not start -----------------------------------------------------------
+
+NSENTER = """
+import subprocess
+from conftest import CHILD
+
+def test_it(netns):
+    proc = subprocess.Popen(["nsenter", f"--net={netns.path}", *CHILD, "sleep", "nsenter-via-path"],
+                            stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == b"ok\\n"
+"""
+
+
+@pytest.mark.xfail(reason="hole reported to the core: _kill_strays only scans when `with ns:`/popen/run was used")
+def test_process_entering_through_ns_path_is_stopped(pytester: pytest.Pytester, inner: list[InnerRun]) -> None:
+    """``Namespace.path`` is documented for ``nsenter --net=``: what enters that way dies at teardown too."""
+    run = new_run(pytester, inner, NSENTER).start()
+    result = run.finish()
+    result.assert_outcomes(passed=1)
+    run.assert_nothing_left()
+
+
+FORKED = """
+import contextlib, multiprocessing, os, time
+from conftest import log, ready, starttime
+
+def serve(label):
+    log("proc", os.getpid(), starttime(os.getpid()), label)
+    time.sleep(600)
+
+def test_victim(everything):
+    a, b, netns = everything
+    inside = {inside}
+    with netns if inside else contextlib.nullcontext():
+        label = "multiprocessing-fork-under-with" if inside else "unowned-multiprocessing-helper"
+        multiprocessing.get_context("fork").Process(target=serve, args=(label,)).start()
+    ready()
+    time.sleep(600)
+"""
+
+
+@pytest.mark.xfail(reason="hole reported to the core: a forked child keeps the watchdog's pipe open, so the "
+                          "watchdog never sees the test process die")
+@pytest.mark.parametrize("inside", [True, False], ids=["child-under-with", "helper-outside-any-namespace"])
+def test_forked_child_does_not_blind_the_watchdog(pytester: pytest.Pytester, inner: list[InnerRun], inside: bool) -> None:
+    """``multiprocessing`` (fork): a fork without exec inherits every fd of pytest, the watchdog's pipe too.
+
+    Under ``with ns:`` the child is in the namespace and must die with the
+    run; outside any namespace it is the test's own business, but it must not
+    keep the watchdog from cleaning the namespaces up.
+    """
+    run = new_run(pytester, inner, FORKED.replace("{inside}", str(inside))).start(env={"NETNS_FAULT_IGNORE_TERM": "1"})
+    run.wait_ready()
+    run.send(signal.SIGKILL)
+    assert run.finish().ret == -signal.SIGKILL
+    run.assert_nothing_left()
