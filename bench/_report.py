@@ -97,6 +97,8 @@ class Report:
         result = []
 
         def verdict(ok: bool | None) -> str:
+            if not full:
+                return "not evaluated (smoke run)"
             if ok is None:
                 return "not measured"
             return "met" if ok else "**missed**"
