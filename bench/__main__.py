@@ -58,10 +58,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", metavar="KEYS", default="",
                         help="comma-separated parts to run: shape keys (" + ",".join(dict.fromkeys(
                             s.key for s in _shapes.shapes("quick"))) + ") and freeing,growth,xdist,memory")
+    parser.add_argument("--extra-baselines", action="store_true",
+                        help="also measure the hand-rolled fixture written with `ip netns exec NS ip ...` per step")
     parser.add_argument("--output", metavar="PATH", help="write the Markdown report here "
                         "(default: bench/RESULTS.md for the full run, nowhere for --quick/--smoke)")
-    parser.add_argument("--profile", metavar="SHAPE", choices=("netns", "pair"),
-                        help="instead of the benchmark, cProfile the library path of a fixture and print the top functions")
+    parser.add_argument("--profile", metavar="SHAPE[:SIZE]",
+                        help="instead of the benchmark, cProfile the library calls of a fixture and print the top "
+                        f"functions; SHAPE is one of {', '.join(_profile.SHAPES)} (SIZE: members or routers)")
     return parser.parse_args(argv)
 
 
@@ -75,8 +78,8 @@ def measure_shape(shape: _shapes.Shape, features: _suite.PluginFeatures, report:
         if not plugin_ok:
             continue
         pcap = column.key.split(":", 1)[1] if ":" in column.key else None
-        row.cells[column.key] = _run(shape, "plugin", row, skip, pcap=pcap, title=column.title)
-    for impl in ("ip", "ip-batch"):
+        row.cells[column.key] = _run(shape, "plugin", row, skip, pcap=pcap, title=column.title, key=column.key)
+    for impl in report.baselines:
         row.cells[impl] = _run(shape, impl, row, skip, title=impl)
     try:
         times = _floor.measure(shape.key, shape.size, max(shape.tests - skip, 1), warmup=min(skip, 2))
@@ -89,7 +92,7 @@ def measure_shape(shape: _shapes.Shape, features: _suite.PluginFeatures, report:
 
 
 def _run(shape: _shapes.Shape, impl: str, row: ShapeRow, skip: int, *, pcap: str | None = None,
-         title: str) -> Summary | None:
+         title: str, key: str | None = None) -> Summary | None:
     try:
         result = _suite.run_shape(shape, impl, pcap=pcap)
     except (_suite.SuiteError, subprocess.TimeoutExpired) as exc:
@@ -98,8 +101,34 @@ def _run(shape: _shapes.Shape, impl: str, row: ShapeRow, skip: int, *, pcap: str
         log(f"{shape.label}: {title} FAILED:\n{exc}")
         return None
     summary = Summary.of(result.costs[skip:])
+    row.phases[key or impl] = (Summary.of(result.setups[skip:]), Summary.of(result.teardowns[skip:]))
     log(f"{shape.label}: {title} {summary.cell()} (wall {result.wall:.1f} s)")
     return summary
+
+
+def measure_breakdown(mode: str, report: Report) -> None:
+    """Split the netns_pair figure: kernel work, library calls, pytest's share, setup vs teardown."""
+    row = report.row("pair")
+    pair = next(s for s in _shapes.shapes(mode) if s.key == "pair")
+    skip = _shapes.warmup(pair)
+    if row is None:
+        return
+    if row.cells.get("floor"):
+        report.breakdown.append(("floor: the kernel work, plain Python loop", row.cells["floor"]))
+    library = Summary.of(_profile.library_times("pair", max(pair.tests - skip, 1)))
+    report.breakdown.append(("library calls of the fixture (build_pair + close_all), no pytest", library))
+    log(f"netns_pair library path: {library.cell()}")
+    noop = _shapes.Shape("noop", 0, "bench_noop", "netns", pair.tests)
+    try:
+        result = _suite.run_shape(noop, "plugin")
+        report.breakdown.append(("pytest with a fixture that does nothing (plugin loaded)", Summary.of(result.costs[skip:])))
+    except (_suite.SuiteError, subprocess.TimeoutExpired) as exc:
+        report.notes.append(f"no-op fixture run failed: {str(exc).splitlines()[0]}")
+    if report.default_plugin in row.phases:
+        setup, teardown = row.phases[report.default_plugin]
+        report.breakdown.append(("netns_pair through pytest: setup phase", setup))
+        report.breakdown.append(("netns_pair through pytest: teardown phase", teardown))
+        report.breakdown.append(("netns_pair through pytest: setup + teardown", row.cells[report.default_plugin]))
 
 
 def measure_freeing(mode: str, report: Report) -> None:
@@ -137,6 +166,12 @@ def measure_growth(mode: str, report: Report) -> None:
         return
     report.growth = Growth(tests, window, Summary.of(result.costs[:window]), Summary.of(result.costs[-window:]),
                            sorted(result.samples, key=lambda s: s["sample"]))
+    noop = _shapes.Shape("noop", 0, "bench_noop", "netns", tests)
+    try:
+        control = _suite.run_shape(noop, "plugin", sample_every=max(window, 1))
+        report.growth.control = sorted(control.samples, key=lambda s: s["sample"])
+    except (_suite.SuiteError, subprocess.TimeoutExpired) as exc:
+        report.notes.append(f"growth control run failed: {str(exc).splitlines()[0]}")
     log(f"growth over {tests}: first {report.growth.first.cell()}, last {report.growth.last.cell()}")
 
 
@@ -152,6 +187,11 @@ def measure_xdist(mode: str, report: Report) -> None:
             log(f"xdist -n {n} FAILED:\n{exc}")
             continue
         run = XdistRun(n, tests, result.wall, Summary.of(result.costs[min(5, tests // 2):]))
+        noop = _shapes.Shape("noop", 0, "bench_noop", "netns", tests)
+        try:
+            run.noop_wall = _suite.run_shape(noop, "plugin", xdist=n or None).wall
+        except (_suite.SuiteError, subprocess.TimeoutExpired) as exc:
+            report.notes.append(f"xdist -n {n} no-op run failed: {str(exc).splitlines()[0]}")
         report.xdist.append(run)
         log(f"xdist -n {n}: {run.wall:.2f} s, per test {run.per_test.cell()}")
     if (os.cpu_count() or 1) < 4:
@@ -170,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_private_netns()
     if args.profile:
-        print(_profile.profile(args.profile, 300))
+        shape, _, size = args.profile.partition(":")
+        count = int(size or 3)
+        print(_profile.profile(shape, max(10, 300 // count), size=count))
         return 0
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     only = {part.strip() for part in args.only.split(",") if part.strip()}
@@ -186,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "unshare --net -- python -m bench" + (f" --{mode}" if mode != "full" else "")
     command += f" --only {args.only}" if args.only else ""
     report = Report(mode, _machine.describe(), command, columns, default)
+    if args.extra_baselines:
+        report.baselines.append("ip-exec")
+        report.command += " --extra-baselines"
     if not features.pcap_modes:
         report.notes.append("`--netns-pcap` does not exist yet in the installed plugin: measured without it.")
 
@@ -193,9 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         if wanted(shape.key):
             report.rows.append(measure_shape(shape, features, report))
     if wanted("pair"):
-        reps = next(s.tests for s in _shapes.shapes(mode) if s.key == "pair")
-        report.library_pair = Summary.of(_profile.library_times("pair", reps))
-        log(f"netns_pair library path: {report.library_pair.cell()}")
+        measure_breakdown(mode, report)
     if wanted("freeing"):
         measure_freeing(mode, report)
     if wanted("growth"):

@@ -59,20 +59,22 @@ class Builder:
         self.execs: list[tuple[list[str], str | None]] = []
 
     def root(self, command: str) -> None:
-        if _MODE == "step":
+        if _MODE in ("step", "exec"):
             ip(*command.split())
         else:
             self.outside.append(command)
 
     def within(self, ns: str, command: str) -> None:
-        if _MODE == "step":
+        if _MODE == "exec":
+            _run(["ip", "netns", "exec", ns, "ip", *command.split()])
+        elif _MODE == "step":
             ip("-n", ns, *command.split())
         else:
             self.inside.setdefault(ns, []).append(command)
 
     def exec(self, ns: str, *cmd: str, script: str | None = None) -> None:
         """``ip netns exec ns cmd`` (with ``script`` on its stdin)."""
-        if _MODE == "step":
+        if _MODE in ("step", "exec"):
             _run(["ip", "netns", "exec", ns, *cmd], script)
         else:
             self.execs.append((["ip", "netns", "exec", ns, *cmd], script))
@@ -88,7 +90,7 @@ class Builder:
 
 
 def _delete(names: list[str]) -> None:
-    if _MODE == "step":
+    if _MODE in ("step", "exec"):
         for ns in names:
             ip("netns", "del", ns)
     else:
@@ -216,7 +218,7 @@ def netns_nat() -> Iterator[tuple[str, str, str]]:
     b.within(server, "addr add 203.0.113.2/24 dev eth0")
     b.within(server, "link set eth0 up")
     b.exec(router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-    if _MODE == "step":
+    if _MODE in ("step", "exec"):
         for line in NAT_RULESET.strip().splitlines():
             b.exec(router, "nft", *_nft_words(line))
     else:

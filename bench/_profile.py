@@ -1,10 +1,10 @@
 """The fixture path without pytest: timing and cProfile of what the fixtures call.
 
-``netns`` and ``netns_pair`` run the same library calls as their fixtures
-(``Namespace`` / ``build_pair``, then ``close_all``), so the difference to
-the pytest-measured figure is pytest's own fixture machinery plus the
-plugin's hooks (tracking, pcap recording).  ``python -m bench --profile pair``
-prints where the time goes.
+Each cycle makes the same library calls as the fixture (``Namespace`` /
+``build_pair`` / ``Topology``, then the teardown), so the difference to the
+pytest-measured figure is pytest's own fixture machinery plus the plugin's
+hooks (tracking, pcap recording).  ``python -m bench --profile pair`` (or
+``bridge:100``, ``chain:100``, ``nat``, ``netns``) prints where the time goes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ import time
 from collections.abc import Callable
 
 
-def _cycle(shape: str) -> Callable[[], None]:
+SHAPES = ("netns", "pair", "bridge", "chain", "nat")
+
+
+def _cycle(shape: str, size: int = 3) -> Callable[[], None]:
+    """One setup + teardown of ``shape`` through the library calls its fixture makes."""
     from pytest_netns.namespace import Namespace, close_all
 
     if shape == "netns":
@@ -27,12 +31,36 @@ def _cycle(shape: str) -> Callable[[], None]:
 
         settings = NetworkSettings()
         return lambda: close_all(list(build_pair(settings)))
-    raise ValueError(f"no library path for shape {shape!r} (choose netns or pair)")
+    from pytest_netns.topology import Topology
+
+    def bridge() -> None:  # as netns_bridge does it
+        with Topology() as topology:
+            members = [topology.add(f"h{i}") for i in range(1, size + 1)]
+            topology.bridge(members, subnet="10.0.0.0/24")
+
+    def chain() -> None:  # as bench._plugin_shapes.bench_chain does it
+        with Topology() as topology:
+            routers = [topology.add(f"r{i}", router=True) for i in range(size)]
+            for a, b in zip(routers, routers[1:]):
+                topology.link(a, b)
+
+    def nat() -> None:  # as netns_nat does it
+        with Topology(ipv6=False) as topology:
+            client, router, server = topology.add("client"), topology.add("router", router=True), topology.add("server")
+            topology.link(router, client, subnet="192.168.0.0/24")
+            outside = topology.link(router, server, subnet="203.0.113.0/24")
+            client.add_route("default", via="192.168.0.1")
+            topology.nat(router, outside=outside)
+
+    cycles = {"bridge": bridge, "chain": chain, "nat": nat}
+    if shape not in cycles:
+        raise ValueError(f"no library path for shape {shape!r} (choose one of {', '.join(SHAPES)})")
+    return cycles[shape]
 
 
-def library_times(shape: str, repetitions: int, warmup: int = 5) -> list[float]:
+def library_times(shape: str, repetitions: int, warmup: int = 5, size: int = 3) -> list[float]:
     """Setup + teardown seconds of the library calls behind the fixture."""
-    cycle = _cycle(shape)
+    cycle = _cycle(shape, size)
     times = []
     for i in range(warmup + repetitions):
         start = time.perf_counter()
@@ -42,9 +70,9 @@ def library_times(shape: str, repetitions: int, warmup: int = 5) -> list[float]:
     return times
 
 
-def profile(shape: str, repetitions: int, top: int = 30) -> str:
+def profile(shape: str, repetitions: int, top: int = 30, size: int = 3) -> str:
     """cProfile of ``repetitions`` cycles; the ``top`` functions by own time and by cumulative time."""
-    cycle = _cycle(shape)
+    cycle = _cycle(shape, size)
     for _ in range(5):
         cycle()
     profiler = cProfile.Profile()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -38,6 +39,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     out = _state.pop("out", None)
     if out is not None:
         out.close()
+
+
+@pytest.fixture
+def bench_noop() -> Iterator[None]:
+    """A fixture that does nothing: what pytest's own fixture machinery costs."""
+    yield
 
 
 def _memory() -> dict[str, int]:

@@ -20,6 +20,8 @@ class ShapeRow:
     shape: Shape
     cells: dict[str, Summary | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: column key -> (setup, teardown) summaries
+    phases: dict[str, tuple[Summary, Summary]] = field(default_factory=dict)
 
 
 @dataclass
@@ -29,6 +31,8 @@ class Growth:
     first: Summary
     last: Summary
     samples: list[dict[str, int]]
+    #: the same number of tests with a no-op fixture (pytest's own growth)
+    control: list[dict[str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -37,6 +41,8 @@ class XdistRun:
     tests: int
     wall: float
     per_test: Summary
+    #: wall time of the same suite with a no-op fixture (start-up, collection, pytest per test)
+    noop_wall: float | None = None
 
 
 @dataclass
@@ -46,8 +52,10 @@ class Report:
     command: str
     plugin_columns: list[Column]
     default_plugin: str
+    baselines: list[str] = field(default_factory=lambda: ["ip", "ip-batch"])
     rows: list[ShapeRow] = field(default_factory=list)
-    library_pair: Summary | None = None
+    #: (what, summary) rows splitting the netns_pair figure
+    breakdown: list[tuple[str, Summary]] = field(default_factory=list)
     freeing: list[tuple[str, Summary]] = field(default_factory=list)
     growth: Growth | None = None
     xdist: list[XdistRun] = field(default_factory=list)
@@ -71,7 +79,8 @@ class Report:
     # -- rendering ------------------------------------------------------------
 
     def columns(self) -> list[Column]:
-        return [*self.plugin_columns, Column("ip", "ip per step"), Column("ip-batch", "ip -batch"), Column("floor", "floor")]
+        titles = {"ip": "ip per step", "ip-batch": "ip -batch", "ip-exec": "ip netns exec per step"}
+        return [*self.plugin_columns, *(Column(b, titles[b]) for b in self.baselines), Column("floor", "floor")]
 
     def shape_table(self) -> list[str]:
         columns = self.columns()
@@ -140,13 +149,10 @@ class Report:
         row_notes = [f"- {row.shape.label}: {note}" for row in self.rows for note in row.notes]
         if row_notes:
             out += ["Notes:", "", *row_notes, ""]
-        if self.library_pair:
-            pair = self.cell("pair", self.default_plugin)
-            floor = self.cell("pair", "floor")
+        if self.breakdown:
             out += ["## Where the netns_pair time goes", "",
-                    _row(["floor (kernel work)", "library calls, no pytest", "through pytest"]),
-                    _row(["---"] * 3),
-                    _row([floor.cell() if floor else "-", self.library_pair.cell(), pair.cell() if pair else "-"]), ""]
+                    _row(["what", "median / p90"]), _row(["---"] * 2)]
+            out += [_row([label, summary.cell()]) for label, summary in self.breakdown] + [""]
         if self.freeing:
             out += ["## Time until the kernel has freed the namespaces after teardown", "",
                     _row(["what was torn down", "median / p90", "n"]), _row(["---"] * 3)]
@@ -156,21 +162,31 @@ class Report:
             out += [f"## Cost over {g.tests:,} consecutive netns_pair tests", "",
                     _row(["window", "median / p90"]), _row(["---"] * 2),
                     _row([f"first {g.window:,}", g.first.cell()]), _row([f"last {g.window:,}", g.last.cell()]), ""]
-            if g.samples:
-                first, last = g.samples[0], g.samples[-1]
-                out += [f"Test process after {first['sample']:,} tests: RSS {first['rss_kib'] / 1024:.1f} MiB, "
-                        f"{first['fds']} open fds; after {last['sample']:,}: RSS {last['rss_kib'] / 1024:.1f} MiB, "
-                        f"{last['fds']} open fds.", ""]
+            for what, samples in (("netns_pair", g.samples), ("a no-op fixture (pytest alone)", g.control)):
+                if samples:
+                    first, last = samples[0], samples[-1]
+                    out += [f"Test process with {what}: after {first['sample']:,} tests RSS "
+                            f"{first['rss_kib'] / 1024:.1f} MiB and {first['fds']} open fds; after {last['sample']:,} "
+                            f"tests RSS {last['rss_kib'] / 1024:.1f} MiB and {last['fds']} open fds.", ""]
         if self.xdist:
             base = self.xdist[0]
             out += [f"## pytest-xdist: {base.tests:,} netns_pair tests", "",
-                    _row(["workers", "wall time", "tests/s", "speed-up", "setup + teardown median / p90"]),
-                    _row(["---"] * 5)]
+                    _row(["workers", "wall time", "speed-up", "same suite, no-op fixture", "difference",
+                          "speed-up of the difference", "setup + teardown median / p90"]),
+                    _row(["---"] * 7)]
             for run in self.xdist:
                 label = "no xdist" if run.workers == 0 else f"-n {run.workers}"
-                out.append(_row([label, f"{run.wall:.2f} s", f"{run.tests / run.wall:.0f}",
-                                 f"{base.wall / run.wall:.2f}x", run.per_test.cell()]))
-            out += ["", "Wall time of the whole pytest process (start-up and worker start included).", ""]
+                diff = run.wall - run.noop_wall if run.noop_wall is not None else None
+                base_diff = base.wall - base.noop_wall if base.noop_wall is not None else None
+                out.append(_row([
+                    label, f"{run.wall:.2f} s", f"{base.wall / run.wall:.2f}x",
+                    f"{run.noop_wall:.2f} s" if run.noop_wall is not None else "-",
+                    f"{diff:.2f} s" if diff is not None else "-",
+                    f"{base_diff / diff:.2f}x" if diff and base_diff else "-",
+                    run.per_test.cell(),
+                ]))
+            out += ["", "Wall times of the whole pytest process (start-up, collection and worker start included); "
+                    "the difference to the no-op suite is the time the fixtures add.", ""]
         if self.memory:
             out += ["## Memory per namespace (held at once)", "",
                     _row(["variant", "namespaces held", "MemAvailable drop", "kernel (Slab+Percpu+stacks+page tables)",

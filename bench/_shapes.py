@@ -29,6 +29,7 @@ class Shape:
             "chain": f"chain of {self.size} routers",
             "nat": "netns_nat",
             "many": f"{self.size} namespaces at once",
+            "noop": "no-op fixture",
         }[self.key]
 
     def test_module(self) -> str:

@@ -8,7 +8,7 @@ per test.  Implementations:
 * ``plugin``: pytest-netns as installed (entry point), plus
   ``bench._plugin_shapes`` for the recipes over ``netns_topology`` and
   ``netns_factory``; optionally ``--netns-pcap=<mode>``;
-* ``ip`` / ``ip-batch``: ``-p no:netns -p bench._handrolled``, run in a
+* ``ip`` / ``ip-batch`` / ``ip-exec``: ``-p no:netns -p bench._handrolled``, run in a
   private mount namespace with a tmpfs on ``/run`` (``ip netns add`` writes
   ``/run/netns``; the host must never see it).
 """
@@ -65,9 +65,10 @@ def _base_command(impl: str, pcap: str | None) -> tuple[list[str], list[str], di
         if pcap:
             args.append(f"--netns-pcap={pcap}")
         return [], args, {}
-    if impl in ("ip", "ip-batch"):
+    modes = {"ip": "step", "ip-batch": "batch", "ip-exec": "exec"}
+    if impl in modes:
         args += ["-p", "no:netns", "-p", "bench._handrolled"]
-        return PRIVATE_RUN, args, {"BENCH_IP_MODE": "step" if impl == "ip" else "batch"}
+        return PRIVATE_RUN, args, {"BENCH_IP_MODE": modes[impl]}
     raise ValueError(f"unknown implementation {impl!r}")
 
 
