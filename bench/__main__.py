@@ -16,6 +16,7 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import _floor, _machine, _memory, _profile, _shapes, _suite
@@ -25,12 +26,23 @@ from ._stats import Summary, fmt_ms
 HERE = Path(__file__).resolve().parent
 _start = time.perf_counter()
 
-#: Per mode: consecutive tests and window for the growth check, xdist tests,
-#: namespaces held for memory, repetitions for memory and freeing, burst length.
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of the scale runs for one mode."""
+
+    growth: tuple[int, int]  # consecutive tests, window compared
+    xdist: int  # tests in the xdist suite
+    memory: tuple[int, int]  # namespaces held, repetitions
+    freeing: int  # repetitions of the small freeing cases
+    burst: int  # pairs built back to back before the last freeing case
+    freeing_sizes: tuple[int, int]  # the "many at once" freeing cases
+
+
 SCALE = {
-    "full": {"growth": (10_000, 1000), "xdist": 1000, "memory": (1000, 3), "freeing": 20, "burst": 1000},
-    "quick": {"growth": (1000, 200), "xdist": 200, "memory": (300, 1), "freeing": 5, "burst": 200},
-    "smoke": {"growth": (40, 10), "xdist": 10, "memory": (10, 1), "freeing": 1, "burst": 5},
+    "full": Scale((10_000, 1000), 1000, (1000, 3), 20, 1000, (100, 1000)),
+    "quick": Scale((1000, 200), 200, (300, 1), 5, 200, (100, 1000)),
+    "smoke": Scale((40, 10), 10, (10, 1), 1, 5, (5, 10)),
 }
 
 
@@ -53,18 +65,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="fewer tests per shape and smaller scale runs (~3 min)")
-    mode.add_argument("--smoke", action="store_true",
-                      help="the smallest run (a few tests, shrunken shapes): checks the harness works, times mean nothing")
-    parser.add_argument("--only", metavar="KEYS", default="",
-                        help="comma-separated parts to run: shape keys (" + ",".join(dict.fromkeys(
-                            s.key for s in _shapes.shapes("quick"))) + ") and freeing,growth,xdist,memory")
-    parser.add_argument("--extra-baselines", action="store_true",
-                        help="also measure the hand-rolled fixture written with `ip netns exec NS ip ...` per step")
-    parser.add_argument("--output", metavar="PATH", help="write the Markdown report here "
-                        "(default: bench/RESULTS.md for the full run, nowhere for --quick/--smoke)")
-    parser.add_argument("--profile", metavar="SHAPE[:SIZE]",
-                        help="instead of the benchmark, cProfile the library calls of a fixture and print the top "
-                        f"functions; SHAPE is one of {', '.join(_profile.SHAPES)} (SIZE: members or routers)")
+    mode.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the smallest run (a few tests, shrunken shapes): checks the harness works, times mean nothing",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="KEYS",
+        default="",
+        help="comma-separated parts to run: shape keys ("
+        + ",".join(dict.fromkeys(s.key for s in _shapes.shapes("quick")))
+        + ") and freeing,growth,xdist,memory",
+    )
+    parser.add_argument(
+        "--extra-baselines",
+        action="store_true",
+        help="also measure the hand-rolled fixture written with `ip netns exec NS ip ...` per step",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="PATH",
+        help="write the Markdown report here (default: bench/RESULTS.md for the full run, nowhere for --quick/--smoke)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="SHAPE[:SIZE]",
+        help="instead of the benchmark, cProfile the library calls of a fixture and print the top "
+        f"functions; SHAPE is one of {', '.join(_profile.SHAPES)} (SIZE: members or routers)",
+    )
     return parser.parse_args(argv)
 
 
@@ -83,16 +112,24 @@ def measure_shape(shape: _shapes.Shape, features: _suite.PluginFeatures, report:
         row.cells[impl] = _run(shape, impl, row, skip, title=impl)
     try:
         times = _floor.measure(shape.key, shape.size, max(shape.tests - skip, 1), warmup=min(skip, 2))
-        row.cells["floor"] = Summary.of(times)
-        log(f"{shape.label}: floor {row.cells['floor'].cell()}")
+        floor = row.cells["floor"] = Summary.of(times)
+        log(f"{shape.label}: floor {floor.cell()}")
     except OSError as exc:
         row.notes.append(f"floor failed: {exc}")
         log(f"{shape.label}: floor FAILED: {exc}")
     return row
 
 
-def _run(shape: _shapes.Shape, impl: str, row: ShapeRow, skip: int, *, pcap: str | None = None,
-         title: str, key: str | None = None) -> Summary | None:
+def _run(
+    shape: _shapes.Shape,
+    impl: str,
+    row: ShapeRow,
+    skip: int,
+    *,
+    pcap: str | None = None,
+    title: str,
+    key: str | None = None,
+) -> Summary | None:
     try:
         result = _suite.run_shape(shape, impl, pcap=pcap)
     except (_suite.SuiteError, subprocess.TimeoutExpired) as exc:
@@ -113,36 +150,57 @@ def measure_breakdown(mode: str, report: Report) -> None:
     skip = _shapes.warmup(pair)
     if row is None:
         return
-    if row.cells.get("floor"):
-        report.breakdown.append(("floor: the kernel work, plain Python loop", row.cells["floor"]))
+    floor = row.cells.get("floor")
+    if floor:
+        report.breakdown.append(("floor: the kernel work, plain Python loop", floor))
     library = Summary.of(_profile.library_times("pair", max(pair.tests - skip, 1)))
     report.breakdown.append(("library calls of the fixture (build_pair + close_all), no pytest", library))
     log(f"netns_pair library path: {library.cell()}")
     noop = _shapes.Shape("noop", 0, "bench_noop", "netns", pair.tests)
     try:
         result = _suite.run_shape(noop, "plugin")
-        report.breakdown.append(("pytest with a fixture that does nothing (plugin loaded)", Summary.of(result.costs[skip:])))
+        report.breakdown.append(
+            ("pytest with a fixture that does nothing (plugin loaded)", Summary.of(result.costs[skip:]))
+        )
     except (_suite.SuiteError, subprocess.TimeoutExpired) as exc:
         report.notes.append(f"no-op fixture run failed: {str(exc).splitlines()[0]}")
-    if report.default_plugin in row.phases:
+    total = row.cells.get(report.default_plugin)
+    if total and report.default_plugin in row.phases:
         setup, teardown = row.phases[report.default_plugin]
         report.breakdown.append(("netns_pair through pytest: setup phase", setup))
         report.breakdown.append(("netns_pair through pytest: teardown phase", teardown))
-        report.breakdown.append(("netns_pair through pytest: setup + teardown", row.cells[report.default_plugin]))
+        report.breakdown.append(("netns_pair through pytest: setup + teardown", total))
 
 
 def measure_freeing(mode: str, report: Report) -> None:
-    reps = SCALE[mode]["freeing"]
-    burst = SCALE[mode]["burst"]
-    sizes = {"full": (100, 1000), "quick": (100, 1000), "smoke": (5, 10)}[mode]
-    cases = [("netns", 1, "1 namespace (netns)"), ("pair", 2, "2 namespaces (netns_pair)"),
-             ("many", sizes[0], f"{sizes[0]} namespaces at once"), ("many", sizes[1], f"{sizes[1]:,} namespaces at once"),
-             ("burst", burst, f"the last of {burst:,} netns_pair set up and torn down back to back")]
+    reps = SCALE[mode].freeing
+    burst = SCALE[mode].burst
+    sizes = SCALE[mode].freeing_sizes
+    cases = [
+        ("netns", 1, "1 namespace (netns)"),
+        ("pair", 2, "2 namespaces (netns_pair)"),
+        ("many", sizes[0], f"{sizes[0]} namespaces at once"),
+        ("many", sizes[1], f"{sizes[1]:,} namespaces at once"),
+        ("burst", burst, f"the last of {burst:,} netns_pair set up and torn down back to back"),
+    ]
     for shape, size, label in cases:
         repetitions = reps if size <= 100 else max(1, reps // 4)
-        cmd = ["unshare", "--user", "--map-root-user", "--net", "--",
-               sys.executable, "-m", "bench._freeing", shape, str(size), str(repetitions)]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(_suite.REPO), os.environ.get("PYTHONPATH")])))
+        cmd = [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--net",
+            "--",
+            sys.executable,
+            "-m",
+            "bench._freeing",
+            shape,
+            str(size),
+            str(repetitions),
+        ]
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(_suite.REPO), os.environ.get("PYTHONPATH")]))
+        )
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         if done.returncode:
             report.notes.append(f"freeing time for {label} failed: {done.stderr.strip().splitlines()[-1:]}")
@@ -156,7 +214,7 @@ def measure_freeing(mode: str, report: Report) -> None:
 
 
 def measure_growth(mode: str, report: Report) -> None:
-    tests, window = SCALE[mode]["growth"]
+    tests, window = SCALE[mode].growth
     pair = next(s for s in _shapes.shapes(mode) if s.key == "pair")
     try:
         result = _suite.run_shape(pair, "plugin", tests=tests, sample_every=max(window, 1))
@@ -164,8 +222,13 @@ def measure_growth(mode: str, report: Report) -> None:
         report.notes.append(f"growth run failed: {str(exc).splitlines()[0]}")
         log(f"growth FAILED:\n{exc}")
         return
-    report.growth = Growth(tests, window, Summary.of(result.costs[:window]), Summary.of(result.costs[-window:]),
-                           sorted(result.samples, key=lambda s: s["sample"]))
+    report.growth = Growth(
+        tests,
+        window,
+        Summary.of(result.costs[:window]),
+        Summary.of(result.costs[-window:]),
+        sorted(result.samples, key=lambda s: s["sample"]),
+    )
     noop = _shapes.Shape("noop", 0, "bench_noop", "netns", tests)
     try:
         control = _suite.run_shape(noop, "plugin", sample_every=max(window, 1))
@@ -176,7 +239,7 @@ def measure_growth(mode: str, report: Report) -> None:
 
 
 def measure_xdist(mode: str, report: Report) -> None:
-    tests = SCALE[mode]["xdist"]
+    tests = SCALE[mode].xdist
     pair = next(s for s in _shapes.shapes(mode) if s.key == "pair")
     workers = [0, 1, 2] + ([4] if (os.cpu_count() or 1) >= 4 else [])
     for n in workers:
@@ -186,7 +249,7 @@ def measure_xdist(mode: str, report: Report) -> None:
             report.notes.append(f"xdist -n {n} failed: {str(exc).splitlines()[0]}")
             log(f"xdist -n {n} FAILED:\n{exc}")
             continue
-        run = XdistRun(n, tests, result.wall, Summary.of(result.costs[min(5, tests // 2):]))
+        run = XdistRun(n, tests, result.wall, Summary.of(result.costs[min(5, tests // 2) :]))
         noop = _shapes.Shape("noop", 0, "bench_noop", "netns", tests)
         try:
             run.noop_wall = _suite.run_shape(noop, "plugin", xdist=n or None).wall
@@ -199,7 +262,7 @@ def measure_xdist(mode: str, report: Report) -> None:
 
 
 def measure_memory(mode: str, report: Report) -> None:
-    count, reps = SCALE[mode]["memory"]
+    count, reps = SCALE[mode].memory
     for variant in _memory.VARIANTS:
         result = _memory.measure(variant, count, reps, settle=0.2 if mode == "smoke" else 1.0)
         report.memory.append((variant, result))
@@ -221,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{mode} run; probing the installed plugin")
     features = _suite.probe_plugin()
     if {"never", "failed"} <= set(features.pcap_modes):
-        columns = [Column("plugin:never", "plugin, pcap never"), Column("plugin:failed", "plugin, pcap failed (default)")]
+        columns = [
+            Column("plugin:never", "plugin, pcap never"),
+            Column("plugin:failed", "plugin, pcap failed (default)"),
+        ]
         default = "plugin:failed"
     else:
         columns, default = [Column("plugin", "plugin")], "plugin"

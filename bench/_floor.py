@@ -101,9 +101,19 @@ def link_up(index: int, master: int | None = None) -> Msg:
 
 def veth(name: str, index: int, peer: str, peer_index: int, peer_fd: int, mtu: int = 1500) -> Msg:
     """A veth whose local end is up here and whose peer is born in ``peer_fd``'s namespace."""
-    peer_body = _IFI.pack(0, 0, peer_index, 0, 0) + _str(IFLA_IFNAME, peer) + _u32(IFLA_MTU, mtu) + _u32(IFLA_NET_NS_FD, peer_fd)
+    peer_body = (
+        _IFI.pack(0, 0, peer_index, 0, 0)
+        + _str(IFLA_IFNAME, peer)
+        + _u32(IFLA_MTU, mtu)
+        + _u32(IFLA_NET_NS_FD, peer_fd)
+    )
     info = _attr(IFLA_INFO_KIND, b"veth\0") + _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer_body))
-    body = _IFI.pack(0, 0, index, IFF_UP, IFF_UP) + _str(IFLA_IFNAME, name) + _u32(IFLA_MTU, mtu) + _attr(IFLA_LINKINFO, info)
+    body = (
+        _IFI.pack(0, 0, index, IFF_UP, IFF_UP)
+        + _str(IFLA_IFNAME, name)
+        + _u32(IFLA_MTU, mtu)
+        + _attr(IFLA_LINKINFO, info)
+    )
     return RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body
 
 
@@ -314,8 +324,12 @@ def shape_bridge(home: Home, members: int) -> list[Netns]:
     ends = []
     for i, host in enumerate(hosts):
         v6 = _v6("fd00::/64", i + 1)
-        host.queue(link_up(1), veth("eth0", 1000 + 2 * i, f"p{i}", 1001 + 2 * i, br.fd),
-                   address(1000 + 2 * i, _v4("10.0.0.0/24", i + 1)), address(1000 + 2 * i, v6))
+        host.queue(
+            link_up(1),
+            veth("eth0", 1000 + 2 * i, f"p{i}", 1001 + 2 * i, br.fd),
+            address(1000 + 2 * i, _v4("10.0.0.0/24", i + 1)),
+            address(1000 + 2 * i, v6),
+        )
         host.flush()
         ends.append((host, 1000 + 2 * i, [v6]))
     for host in hosts:
@@ -382,9 +396,16 @@ def masquerade(router_fd: int, oif: int) -> None:
         msgs = [
             _nft_msg(NFNL_MSG_BATCH_BEGIN, 0, 0, b"", 1, subsys=False),
             _nft_msg(NFT_MSG_NEWTABLE, NLM_F_CREATE | ack, ipv4, _str(1, "nat"), 2),
-            _nft_msg(NFT_MSG_NEWCHAIN, NLM_F_CREATE | ack, ipv4, _str(1, "nat") + _str(3, "post") + hook + _str(7, "nat"), 3),
-            _nft_msg(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND | ack, ipv4,
-                     _str(1, "nat") + _str(2, "post") + _nest(4, meta + cmp + masq), 4),
+            _nft_msg(
+                NFT_MSG_NEWCHAIN, NLM_F_CREATE | ack, ipv4, _str(1, "nat") + _str(3, "post") + hook + _str(7, "nat"), 3
+            ),
+            _nft_msg(
+                NFT_MSG_NEWRULE,
+                NLM_F_CREATE | NLM_F_APPEND | ack,
+                ipv4,
+                _str(1, "nat") + _str(2, "post") + _nest(4, meta + cmp + masq),
+                4,
+            ),
             _nft_msg(NFNL_MSG_BATCH_END, 0, 0, b"", 5, subsys=False),
         ]
         sock.sendall(b"".join(msgs))
@@ -406,8 +427,13 @@ def shape_nat(home: Home) -> list[Netns]:
     """client 192.168.0.2 -> router (192.168.0.1 | 203.0.113.1, forwarding, masquerade) -> server 203.0.113.2."""
     client, server = home.new(), home.new()
     router = home.new(sysctls=FORWARDING[:1])
-    router.queue(link_up(1), veth("eth0", 10, "eth0", 11, client.fd), address(10, _v4("192.168.0.0/24", 1)),
-                 veth("eth1", 12, "eth0", 13, server.fd), address(12, _v4("203.0.113.0/24", 1)))
+    router.queue(
+        link_up(1),
+        veth("eth0", 10, "eth0", 11, client.fd),
+        address(10, _v4("192.168.0.0/24", 1)),
+        veth("eth1", 12, "eth0", 13, server.fd),
+        address(12, _v4("203.0.113.0/24", 1)),
+    )
     router.flush()
     router.collect()
     client.queue(link_up(1), link_up(11), address(11, _v4("192.168.0.0/24", 2)))

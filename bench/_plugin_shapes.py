@@ -8,6 +8,7 @@ many namespaces at once over ``netns_factory``.  The size comes from the
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ def _size(request: pytest.FixtureRequest, default: int) -> int:
 def bench_chain(request: pytest.FixtureRequest, netns_topology: Any) -> list[Any]:
     """Routers r0..rN-1 (forwarding on), each linked to the next (connected routes only)."""
     routers = [netns_topology.add(f"r{i}", router=True) for i in range(_size(request, 100))]
-    for a, b in zip(routers, routers[1:]):
+    for a, b in itertools.pairwise(routers):
         netns_topology.link(a, b)
     return routers
 

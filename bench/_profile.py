@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import cProfile
 import io
+import itertools
 import pstats
 import time
 from collections.abc import Callable
-
 
 SHAPES = ("netns", "pair", "bridge", "chain", "nat")
 
@@ -41,7 +41,7 @@ def _cycle(shape: str, size: int = 3) -> Callable[[], None]:
     def chain() -> None:  # as bench._plugin_shapes.bench_chain does it
         with Topology() as topology:
             routers = [topology.add(f"r{i}", router=True) for i in range(size)]
-            for a, b in zip(routers, routers[1:]):
+            for a, b in itertools.pairwise(routers):
                 topology.link(a, b)
 
     def nat() -> None:  # as netns_nat does it

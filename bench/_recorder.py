@@ -28,7 +28,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     worker = getattr(config, "workerinput", None)
     suffix = f".{worker['workerid']}" if worker else ""
-    _state["out"] = open(path + suffix, "a", buffering=1)  # noqa: SIM115 - closed at unconfigure
+    _state["out"] = open(path + suffix, "a", buffering=1)  # closed at unconfigure
     _state["worker"] = worker is not None
     _state["every"] = int(os.environ.get("BENCH_SAMPLE_EVERY", "0"))
     _state["done"] = 0

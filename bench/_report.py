@@ -89,9 +89,12 @@ class Report:
         for row in self.rows:
             plugin = row.cells.get(self.default_plugin)
             cells = [row.shape.label]
-            cells += [row.cells[c.key].cell() if row.cells.get(c.key) else "-" for c in columns]
-            cells += [ratio(row.cells.get("ip"), plugin), ratio(row.cells.get("ip-batch"), plugin),
-                      ratio(plugin, row.cells.get("floor"))]
+            cells += [_cell(row.cells.get(c.key)) for c in columns]
+            cells += [
+                ratio(row.cells.get("ip"), plugin),
+                ratio(row.cells.get("ip-batch"), plugin),
+                ratio(plugin, row.cells.get("floor")),
+            ]
             counts = sorted({s.n for s in row.cells.values() if s})
             cells.append("/".join(map(str, counts)) or "-")
             lines.append(_row(cells))
@@ -112,25 +115,55 @@ class Report:
                 return "not measured"
             return "met" if ok else "**missed**"
 
-        result.append(("netns_pair setup + teardown median <= 3 ms",
-                       fmt_ms(pair.median) if pair else "-", verdict(pair.median <= 3 if pair else None)))
-        result.append((">= 25x cheaper than the hand-rolled ip fixture", ratio(ip, pair),
-                       verdict(ip.median / pair.median >= 25 if ip and pair else None)))
-        result.append(("within 2x of the floor", ratio(pair, floor),
-                       verdict(pair.median / floor.median <= 2 if pair and floor else None)))
+        result.append(
+            (
+                "netns_pair setup + teardown median <= 3 ms",
+                fmt_ms(pair.median) if pair else "-",
+                verdict(pair.median <= 3 if pair else None),
+            )
+        )
+        result.append(
+            (
+                ">= 25x cheaper than the hand-rolled ip fixture",
+                ratio(ip, pair),
+                verdict(ip.median / pair.median >= 25 if ip and pair else None),
+            )
+        )
+        result.append(
+            (
+                "within 2x of the floor",
+                ratio(pair, floor),
+                verdict(pair.median / floor.median <= 2 if pair and floor else None),
+            )
+        )
         bridge = self.cell("bridge", self.default_plugin, 100) if full else None
-        result.append(("100-member bridge up + down <= 250 ms", fmt_ms(bridge.median) if bridge else "-",
-                       verdict(bridge.median <= 250 if bridge else None)))
+        result.append(
+            (
+                "100-member bridge up + down <= 250 ms",
+                fmt_ms(bridge.median) if bridge else "-",
+                verdict(bridge.median <= 250 if bridge else None),
+            )
+        )
         many = self.cell("many", self.default_plugin, 1000) if full else None
-        result.append(("1,000 namespaces up + down <= 3 s", fmt_ms(many.median) if many else "-",
-                       verdict(many.median <= 3000 if many else None)))
+        result.append(
+            (
+                "1,000 namespaces up + down <= 3 s",
+                fmt_ms(many.median) if many else "-",
+                verdict(many.median <= 3000 if many else None),
+            )
+        )
         if self.growth:
             g = self.growth
             change = g.last.median / g.first.median
             fds = [s["fds"] for s in g.samples]
             flat = change <= 1.10 and (not fds or max(fds) - min(fds) <= 2)
-            result.append((f"flat over {g.tests:,} tests (last {g.window:,} vs first {g.window:,} median)",
-                           f"{change:.2f}x", verdict(flat)))
+            result.append(
+                (
+                    f"flat over {g.tests:,} tests (last {g.window:,} vs first {g.window:,} median)",
+                    f"{change:.2f}x",
+                    verdict(flat),
+                )
+            )
         else:
             result.append(("flat over 10,000 tests", "-", verdict(None)))
         return result
@@ -141,65 +174,126 @@ class Report:
         out += ["## Machine", ""] + [f"- {line}" for line in self.machine]
         out += [f"- Load average at the end: {self.load_end}", ""]
         out += ["## Setup + teardown per test, as pytest measures it", ""]
-        out += ["Median / p90 of `report.duration` of the setup and teardown phases of trivial tests that "
-                "request the fixture (the first tests of each suite are left out as warm-up). "
-                "The floor is the same kernel work done in a plain Python loop, without pytest. "
-                f"Ratios compare medians; \"plugin\" in the ratios is `{self.default_plugin}`.", ""]
-        out += self.shape_table() + [""]
+        out += [
+            "Median / p90 of `report.duration` of the setup and teardown phases of trivial tests that "
+            "request the fixture (the first tests of each suite are left out as warm-up). "
+            "The floor is the same kernel work done in a plain Python loop, without pytest. "
+            f'Ratios compare medians; "plugin" in the ratios is `{self.default_plugin}`.',
+            "",
+        ]
+        out += [*self.shape_table(), ""]
         row_notes = [f"- {row.shape.label}: {note}" for row in self.rows for note in row.notes]
         if row_notes:
             out += ["Notes:", "", *row_notes, ""]
         if self.breakdown:
-            out += ["## Where the netns_pair time goes", "",
-                    _row(["what", "median / p90"]), _row(["---"] * 2)]
+            out += ["## Where the netns_pair time goes", "", _row(["what", "median / p90"]), _row(["---"] * 2)]
             out += [_row([label, summary.cell()]) for label, summary in self.breakdown] + [""]
         if self.freeing:
-            out += ["## Time until the kernel has freed the namespaces after teardown", "",
-                    _row(["what was torn down", "median / p90", "n"]), _row(["---"] * 3)]
+            out += [
+                "## Time until the kernel has freed the namespaces after teardown",
+                "",
+                _row(["what was torn down", "median / p90", "n"]),
+                _row(["---"] * 3),
+            ]
             out += [_row([label, s.cell(), str(s.n)]) for label, s in self.freeing] + [""]
         if self.growth:
             g = self.growth
-            out += [f"## Cost over {g.tests:,} consecutive netns_pair tests", "",
-                    _row(["window", "median / p90"]), _row(["---"] * 2),
-                    _row([f"first {g.window:,}", g.first.cell()]), _row([f"last {g.window:,}", g.last.cell()]), ""]
+            out += [
+                f"## Cost over {g.tests:,} consecutive netns_pair tests",
+                "",
+                _row(["window", "median / p90"]),
+                _row(["---"] * 2),
+                _row([f"first {g.window:,}", g.first.cell()]),
+                _row([f"last {g.window:,}", g.last.cell()]),
+                "",
+            ]
             for what, samples in (("netns_pair", g.samples), ("a no-op fixture (pytest alone)", g.control)):
                 if samples:
                     first, last = samples[0], samples[-1]
-                    out += [f"Test process with {what}: after {first['sample']:,} tests RSS "
-                            f"{first['rss_kib'] / 1024:.1f} MiB and {first['fds']} open fds; after {last['sample']:,} "
-                            f"tests RSS {last['rss_kib'] / 1024:.1f} MiB and {last['fds']} open fds.", ""]
+                    out += [
+                        f"Test process with {what}: after {first['sample']:,} tests RSS "
+                        f"{first['rss_kib'] / 1024:.1f} MiB and {first['fds']} open fds; after {last['sample']:,} "
+                        f"tests RSS {last['rss_kib'] / 1024:.1f} MiB and {last['fds']} open fds.",
+                        "",
+                    ]
         if self.xdist:
             base = self.xdist[0]
-            out += [f"## pytest-xdist: {base.tests:,} netns_pair tests", "",
-                    _row(["workers", "wall time", "speed-up", "same suite, no-op fixture", "difference",
-                          "speed-up of the difference", "setup + teardown median / p90"]),
-                    _row(["---"] * 7)]
+            out += [
+                f"## pytest-xdist: {base.tests:,} netns_pair tests",
+                "",
+                _row(
+                    [
+                        "workers",
+                        "wall time",
+                        "speed-up",
+                        "same suite, no-op fixture",
+                        "difference",
+                        "speed-up of the difference",
+                        "setup + teardown median / p90",
+                    ]
+                ),
+                _row(["---"] * 7),
+            ]
             for run in self.xdist:
                 label = "no xdist" if run.workers == 0 else f"-n {run.workers}"
                 diff = run.wall - run.noop_wall if run.noop_wall is not None else None
                 base_diff = base.wall - base.noop_wall if base.noop_wall is not None else None
-                out.append(_row([
-                    label, f"{run.wall:.2f} s", f"{base.wall / run.wall:.2f}x",
-                    f"{run.noop_wall:.2f} s" if run.noop_wall is not None else "-",
-                    f"{diff:.2f} s" if diff is not None else "-",
-                    f"{base_diff / diff:.2f}x" if diff and base_diff else "-",
-                    run.per_test.cell(),
-                ]))
-            out += ["", "Wall times of the whole pytest process (start-up, collection and worker start included); "
-                    "the difference to the no-op suite is the time the fixtures add.", ""]
+                out.append(
+                    _row(
+                        [
+                            label,
+                            f"{run.wall:.2f} s",
+                            f"{base.wall / run.wall:.2f}x",
+                            f"{run.noop_wall:.2f} s" if run.noop_wall is not None else "-",
+                            f"{diff:.2f} s" if diff is not None else "-",
+                            f"{base_diff / diff:.2f}x" if diff and base_diff else "-",
+                            run.per_test.cell(),
+                        ]
+                    )
+                )
+            out += [
+                "",
+                "Wall times of the whole pytest process (start-up, collection and worker start included); "
+                "the difference to the no-op suite is the time the fixtures add.",
+                "",
+            ]
         if self.memory:
-            out += ["## Memory per namespace (held at once)", "",
-                    _row(["variant", "namespaces held", "MemAvailable drop", "kernel (Slab+Percpu+stacks+page tables)",
-                          "test process RSS"]), _row(["---"] * 5)]
+            out += [
+                "## Memory per namespace (held at once)",
+                "",
+                _row(
+                    [
+                        "variant",
+                        "namespaces held",
+                        "MemAvailable drop",
+                        "kernel (Slab+Percpu+stacks+page tables)",
+                        "test process RSS",
+                    ]
+                ),
+                _row(["---"] * 5),
+            ]
             for label, m in self.memory:
-                out.append(_row([label, f"{m.namespaces:,}", f"{m.available:.0f} KiB", f"{m.kernel:.0f} KiB",
-                                 f"{m.process:.1f} KiB"]))
+                out.append(
+                    _row(
+                        [
+                            label,
+                            f"{m.namespaces:,}",
+                            f"{m.available:.0f} KiB",
+                            f"{m.kernel:.0f} KiB",
+                            f"{m.process:.1f} KiB",
+                        ]
+                    )
+                )
             out += ["", "Per namespace; for netns_pair, per namespace of the pairs (a veth end each).", ""]
         out += ["## Goals (issues 2 and 6)", "", _row(["goal", "measured", "verdict"]), _row(["---"] * 3)]
         out += [_row(list(g)) for g in self.goals()] + [""]
         if self.notes:
             out += ["## Notes", "", *(f"- {n}" for n in self.notes), ""]
         return "\n".join(out)
+
+
+def _cell(summary: Summary | None) -> str:
+    return summary.cell() if summary else "-"
 
 
 def _row(cells: list[str]) -> str:

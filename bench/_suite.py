@@ -29,8 +29,17 @@ from pathlib import Path
 from ._shapes import Shape
 
 REPO = Path(__file__).resolve().parent.parent
-PRIVATE_RUN = ["unshare", "--mount", "--propagation", "private", "--",
-               "sh", "-c", 'mount -t tmpfs bench-run /run && exec "$@"', "sh"]
+PRIVATE_RUN = [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "--",
+    "sh",
+    "-c",
+    'mount -t tmpfs bench-run /run && exec "$@"',
+    "sh",
+]
 
 
 class SuiteError(RuntimeError):
@@ -97,8 +106,9 @@ def run_pytest(
 ) -> subprocess.CompletedProcess[str]:
     prefix, base, extra = _base_command(impl, pcap)
     cmd = [*prefix, sys.executable, "-m", "pytest", *base, *args]
-    return subprocess.run(cmd, cwd=workdir, env=_env({**extra, **(env or {})}), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        cmd, cwd=workdir, env=_env({**extra, **(env or {})}), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def run_shape(
@@ -135,11 +145,12 @@ def run_shape(
             samples += _read_records(path)[1]
         setups = [row.get("setup", 0.0) for row in rows]
         teardowns = [row.get("teardown", 0.0) for row in rows]
-        return SuiteResult([s + t for s, t in zip(setups, teardowns)], setups, teardowns, samples, wall)
+        return SuiteResult([s + t for s, t in zip(setups, teardowns, strict=True)], setups, teardowns, samples, wall)
 
 
 def _read_records(path: Path) -> tuple[list[dict], list[dict]]:
-    rows, samples = [], []
+    rows: list[dict] = []
+    samples: list[dict] = []
     if path.exists():
         for line in path.read_text().splitlines():
             item = json.loads(line)

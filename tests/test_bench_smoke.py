@@ -39,7 +39,10 @@ def test_bench_smoke(netns_factory: object, tmp_path: Path) -> None:
     output = tmp_path / "results.md"
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--output", str(output)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     assert "FAILED" not in done.stderr, done.stderr[-4000:]
