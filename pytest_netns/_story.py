@@ -72,11 +72,10 @@ def summarise(data: bytes, hatype: int, proto: int) -> str:
     try:
         from . import packets
 
-        text = packets._decode(_afpacket.Frame(0.0, "", 0, hatype, proto, data)).summary()
+        return packets.short_summary(packets._decode(_afpacket.Frame(0.0, "", 0, hatype, proto, data)))
     except Exception as exc:  # a summary must never hide the failure it explains
         ethertype = struct.unpack_from("!H", data, 12)[0] if len(data) >= 14 else proto
         return f"{len(data)} bytes, ethertype 0x{ethertype:04x} (not decoded: {type(exc).__name__})"
-    return text.removeprefix("Ether / ")
 
 
 def render_ladder(rows: list[Row], start: float, limit: int | None = None) -> str:

@@ -588,6 +588,11 @@ def _describe(fn: Callable[..., Any] | None) -> str:
     return text if len(text) <= 100 else text[:97] + "..."
 
 
+def short_summary(pkt: Packet) -> str:
+    """scapy's one-line summary without the ``Ether /`` every captured frame starts with."""
+    return str(pkt.summary()).removeprefix("Ether / ")
+
+
 def _summary_lines(packets: list[Packet], ns_name: str, start: float | None, limit: int = SHOWN_IN_ERRORS) -> list[str]:
     """One line per packet: time since the capture started, where, direction (> sent, < received), summary."""
     shown = packets[-limit:]
@@ -597,7 +602,7 @@ def _summary_lines(packets: list[Packet], ns_name: str, start: float | None, lim
     for pkt in shown:
         offset = float(pkt.time) - start if start is not None else 0.0
         arrow = ">" if getattr(pkt, "direction", 1) == 2 else "<"
-        lines.append(f"  +{offset:.6f} {ns_name}:{pkt.sniffed_on or '?'} {arrow} {pkt.summary()}")
+        lines.append(f"  +{offset:.6f} {ns_name}:{pkt.sniffed_on or '?'} {arrow} {short_summary(pkt)}")
     return lines
 
 
