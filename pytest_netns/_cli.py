@@ -27,7 +27,7 @@ from typing import TextIO
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     parser = argparse.ArgumentParser(prog="pytest-netns", description="pytest-netns: machine check and cleanup")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True)
     doctor = commands.add_parser("doctor", help="what this machine can do, and what is disabled if not")
     doctor.add_argument("--json", action="store_true", help="print the probes as JSON")
     listing = commands.add_parser("list", help="namespaces kept by --netns-keep-on-failure")
