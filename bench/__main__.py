@@ -98,49 +98,56 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def measure_shape(shape: _shapes.Shape, features: _suite.PluginFeatures, report: Report) -> ShapeRow:
+    """Every implementation of one shape, in rounds that alternate their order.
+
+    The machine may be shared: splitting each column's tests into rounds run
+    in turn (A B C, then C B A) spreads a change of load over all columns
+    instead of charging it to one.
+    """
     row = ShapeRow(shape)
-    skip = _shapes.warmup(shape)
     plugin_ok = shape.needs in features.fixtures
     if not plugin_ok:
         row.notes.append(f"plugin fixture `{shape.needs}` does not exist yet: plugin columns skipped")
-    for column in report.plugin_columns:
-        if not plugin_ok:
+    runs: list[tuple[str, str, str | None, str]] = []  # (column key, implementation, pcap mode, title)
+    if plugin_ok:
+        for column in report.plugin_columns:
+            pcap = column.key.split(":", 1)[1] if ":" in column.key else None
+            runs.append((column.key, "plugin", pcap, column.title))
+    runs += [(impl, impl, None, impl) for impl in report.baselines]
+    runs.append(("floor", "floor", None, "floor"))
+    rounds = _shapes.rounds(shape)
+    part = _shapes.Shape(shape.key, shape.size, shape.fixture, shape.needs, -(-shape.tests // rounds))
+    skip = _shapes.warmup(part)
+    costs: dict[str, list[float]] = {}
+    setups: dict[str, list[float]] = {}
+    teardowns: dict[str, list[float]] = {}
+    failed: set[str] = set()
+    for number in range(rounds):
+        for key, impl, pcap, title in runs if number % 2 == 0 else runs[::-1]:
+            if key in failed:
+                continue
+            try:
+                if impl == "floor":
+                    times = _floor.measure(shape.key, shape.size, max(part.tests - skip, 1), warmup=min(skip, 2))
+                    costs.setdefault(key, []).extend(times)
+                    continue
+                result = _suite.run_shape(part, impl, pcap=pcap)
+            except (_suite.SuiteError, subprocess.TimeoutExpired, OSError) as exc:
+                failed.add(key)
+                row.notes.append(f"{title} failed: {str(exc).splitlines()[0]}")
+                log(f"{shape.label}: {title} FAILED:\n{exc}")
+                continue
+            costs.setdefault(key, []).extend(result.costs[skip:])
+            setups.setdefault(key, []).extend(result.setups[skip:])
+            teardowns.setdefault(key, []).extend(result.teardowns[skip:])
+    for key, _impl, _pcap, title in runs:
+        if key in failed or not costs.get(key):
             continue
-        pcap = column.key.split(":", 1)[1] if ":" in column.key else None
-        row.cells[column.key] = _run(shape, "plugin", row, skip, pcap=pcap, title=column.title, key=column.key)
-    for impl in report.baselines:
-        row.cells[impl] = _run(shape, impl, row, skip, title=impl)
-    try:
-        times = _floor.measure(shape.key, shape.size, max(shape.tests - skip, 1), warmup=min(skip, 2))
-        floor = row.cells["floor"] = Summary.of(times)
-        log(f"{shape.label}: floor {floor.cell()}")
-    except OSError as exc:
-        row.notes.append(f"floor failed: {exc}")
-        log(f"{shape.label}: floor FAILED: {exc}")
+        summary = row.cells[key] = Summary.of(costs[key])
+        if key in setups:
+            row.phases[key] = (Summary.of(setups[key]), Summary.of(teardowns[key]))
+        log(f"{shape.label}: {title} {summary.cell()}")
     return row
-
-
-def _run(
-    shape: _shapes.Shape,
-    impl: str,
-    row: ShapeRow,
-    skip: int,
-    *,
-    pcap: str | None = None,
-    title: str,
-    key: str | None = None,
-) -> Summary | None:
-    try:
-        result = _suite.run_shape(shape, impl, pcap=pcap)
-    except (_suite.SuiteError, subprocess.TimeoutExpired) as exc:
-        first = str(exc).splitlines()[0]
-        row.notes.append(f"{title} failed: {first}")
-        log(f"{shape.label}: {title} FAILED:\n{exc}")
-        return None
-    summary = Summary.of(result.costs[skip:])
-    row.phases[key or impl] = (Summary.of(result.setups[skip:]), Summary.of(result.teardowns[skip:]))
-    log(f"{shape.label}: {title} {summary.cell()} (wall {result.wall:.1f} s)")
-    return summary
 
 
 def measure_breakdown(mode: str, report: Report) -> None:

@@ -48,12 +48,18 @@ def bench_noop() -> Iterator[None]:
 
 
 def _memory() -> dict[str, int]:
-    rss = 0
+    """Resident memory (KiB), threads and open file descriptors of this process."""
+    found = {}
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-    return {"rss_kib": rss, "fds": len(os.listdir("/proc/self/fd"))}
+            if line.startswith(("VmRSS:", "Threads:")):
+                name, value = line.split()[:2]
+                found[name] = int(value)
+    return {
+        "rss_kib": found.get("VmRSS:", 0),
+        "threads": found.get("Threads:", 0),
+        "fds": len(os.listdir("/proc/self/fd")),
+    }
 
 
 @pytest.hookimpl(trylast=True)

@@ -34,6 +34,17 @@ class Growth:
     #: the same number of tests with a no-op fixture (pytest's own growth)
     control: list[dict[str, int]] = field(default_factory=list)
 
+    def extra_rss_per_test(self) -> float | None:
+        """KiB of RSS growth per test between the first and last sample, beyond the no-op control's."""
+        if len(self.samples) < 2 or len(self.control) < 2:
+            return None
+
+        def slope(samples: list[dict[str, int]]) -> float:
+            first, last = samples[0], samples[-1]
+            return (last["rss_kib"] - first["rss_kib"]) / max(last["sample"] - first["sample"], 1)
+
+        return slope(self.samples) - slope(self.control)
+
 
 @dataclass
 class XdistRun:
@@ -156,13 +167,15 @@ class Report:
             g = self.growth
             change = g.last.median / g.first.median
             fds = [s["fds"] for s in g.samples]
-            flat = change <= 1.10 and (not fds or max(fds) - min(fds) <= 2)
+            extra = g.extra_rss_per_test()
+            flat = change <= 1.10 and (not fds or max(fds) - min(fds) <= 2) and (extra is None or extra <= 1.0)
+            measured = f"cost {change:.2f}x"
+            if extra is not None:
+                measured += f"; RSS {extra:+.1f} KiB per test beyond pytest's own"
+            if fds:
+                measured += f"; open fds {min(fds)}..{max(fds)}"
             result.append(
-                (
-                    f"flat over {g.tests:,} tests (last {g.window:,} vs first {g.window:,} median)",
-                    f"{change:.2f}x",
-                    verdict(flat),
-                )
+                (f"flat over {g.tests:,} tests (last {g.window:,} vs first {g.window:,})", measured, verdict(flat))
             )
         else:
             result.append(("flat over 10,000 tests", "-", verdict(None)))
@@ -199,7 +212,7 @@ class Report:
         if self.growth:
             g = self.growth
             out += [
-                f"## Cost over {g.tests:,} consecutive netns_pair tests",
+                f"## Cost over {g.tests:,} consecutive netns_pair tests (plugin defaults)",
                 "",
                 _row(["window", "median / p90"]),
                 _row(["---"] * 2),
@@ -290,6 +303,11 @@ class Report:
         if self.notes:
             out += ["## Notes", "", *(f"- {n}" for n in self.notes), ""]
         return "\n".join(out)
+
+
+def _process(sample: dict[str, int]) -> str:
+    threads = f", {sample['threads']} threads" if "threads" in sample else ""
+    return f"RSS {sample['rss_kib'] / 1024:.1f} MiB{threads}, {sample['fds']} open fds"
 
 
 def _cell(summary: Summary | None) -> str:

@@ -79,3 +79,8 @@ def warmup(shape: Shape) -> int:
     if shape.tests >= 20:
         return 5
     return 1 if shape.tests >= 2 else 0
+
+
+def rounds(shape: Shape) -> int:
+    """In how many rounds each column's tests run (alternating with the other columns)."""
+    return 3 if shape.tests >= 100 else 1

@@ -27,7 +27,7 @@ SECTIONS = [
     "## Setup + teardown per test, as pytest measures it",
     "## Where the netns_pair time goes",
     "## Time until the kernel has freed the namespaces after teardown",
-    "## Cost over 40 consecutive netns_pair tests",
+    "## Cost over 40 consecutive netns_pair tests (plugin defaults)",
     "## pytest-xdist: 10 netns_pair tests",
     "## Memory per namespace (held at once)",
     "## Goals (issues 2 and 6)",
