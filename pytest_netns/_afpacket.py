@@ -162,14 +162,14 @@ class Reader:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._buffer = bytearray(MAX_FRAME)
         self._cmsg = socket.CMSG_SPACE(_TIMESPEC.size)
 
     def read(self) -> Frame | None:
         """The next queued frame, or None when nothing is queued."""
+        buffer = _read_buffer()
         while True:
             try:
-                size, ancillary, _flags, address = self.sock.recvmsg_into([self._buffer], self._cmsg)
+                size, ancillary, _flags, address = self.sock.recvmsg_into([buffer], self._cmsg)
             except BlockingIOError:
                 return None
             except OSError as exc:
@@ -185,7 +185,7 @@ class Reader:
                 stamp = seconds + nanoseconds / 1e9
         ifname, proto, pkttype, hatype, _hwaddr = address
         return Frame(stamp if stamp is not None else time.time(), ifname, pkttype, hatype, proto,
-                     bytes(self._buffer[:size]))
+                     bytes(buffer[:size]))
 
     def frames(self) -> Iterator[Frame]:
         """Every frame queued now (loopback's outgoing copies skipped: each packet once per interface)."""
@@ -206,6 +206,17 @@ class Reader:
             except OSError as exc:
                 if exc.errno not in (errno.ENETDOWN, errno.ENXIO):
                     raise
+
+
+_buffers = threading.local()
+
+
+def _read_buffer() -> bytearray:
+    """One receive buffer per thread, made on first use (a reader that never reads costs nothing)."""
+    buffer = getattr(_buffers, "buffer", None)
+    if buffer is None:
+        buffer = _buffers.buffer = bytearray(MAX_FRAME)
+    return buffer
 
 
 def is_loopback_copy(frame: Frame) -> bool:
@@ -241,43 +252,40 @@ def keep_timestamps_on() -> None:
 
 #: At most this many closer threads; each waits in the kernel, holding no CPU.
 MAX_CLOSERS = 64
+#: The dispatcher collects sockets for this long before handing them out, so
+#: that a test's teardown never wakes a thread (which would then compete
+#: with the test for the GIL): sending a descriptor costs the caller ~5 us.
+BATCH_DELAY = 0.02
 
 
 class _Closers:
-    """Closer threads with a private descriptor table, fed over a Unix socket pair."""
+    """A dispatcher thread with a private descriptor table, fed over a Unix socket pair,
+    and the worker threads it starts (which share that table) to wait out the closes."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.lock = threading.Lock()
-        self.idle_cond = threading.Condition(self.lock)
+        self.changed = threading.Condition(self.lock)
         self.send, self.recv = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.send.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         self.send.setblocking(False)
         self.ids = itertools.count(1)
-        self.handed_over: dict[int, threading.Event] = {}
-        self.threads = 0
-        self.idle = 0
+        self.released: set[int] = set()  # ids whose sender has closed its own descriptor
         self.outstanding = 0
+        self.work: list[int] = []
+        self.workers = 0
+        self.idle_workers = 0
         self.broken: str | None = None
-
-    def spawn(self) -> None:
-        """Start one more closer thread (counted in ``threads`` by the caller, under the lock)."""
         started = threading.Event()
-        outcome: list[str | None] = []
-        thread = threading.Thread(target=self._serve, args=(started, outcome), name="netns-packet-closer", daemon=True)
-        thread.start()
+        threading.Thread(target=self._dispatch, args=(started,), name="netns-packet-closer", daemon=True).start()
         started.wait()
-        if outcome[0] is not None:
-            with self.lock:
-                self.threads -= 1
-                self.broken = outcome[0]
 
-    def _serve(self, started: threading.Event, outcome: list[str | None]) -> None:
+    def _dispatch(self, started: threading.Event) -> None:
         try:
-            # No signal may run a C handler here (it would write to a descriptor
-            # number that means something else in this thread's table).
+            # No signal may run a C handler here or in the workers (it would
+            # write to a descriptor number that means something else in this table).
             signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-            # Created by whichever thread needed it, possibly inside a test namespace.
+            # Started by whichever thread needed it, possibly inside a test namespace.
             _kernel.setns(_kernel.INITIAL_NETNS_FD)
             if _libc.unshare(CLONE_FILES) != 0:
                 raise OSError(ctypes.get_errno(), "unshare(CLONE_FILES)")
@@ -293,34 +301,56 @@ class _Closers:
                 if fd != null:
                     os.dup2(null, fd, inheritable=False)
         except OSError as exc:
-            outcome.append(f"{exc}")
+            self.broken = str(exc)
             started.set()
             return
-        outcome.append(None)
         started.set()
         cmsg = socket.CMSG_SPACE(struct.calcsize("i"))
+        waiting: list[tuple[int, int]] = []  # (id, fd) received before their sender closed its copy
+        while True:
+            if not waiting:
+                self.recv.setblocking(True)
+                received = [self.recv.recvmsg(8, cmsg)]
+            else:
+                received = []
+            time.sleep(BATCH_DELAY)
+            self.recv.setblocking(False)
+            while True:
+                try:
+                    received.append(self.recv.recvmsg(8, cmsg))
+                except BlockingIOError:
+                    break
+            for message, ancillary, _flags, _addr in received:
+                ident = int.from_bytes(message, "little")
+                for level, kind, data in ancillary:
+                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                        fds = array.array("i")
+                        fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+                        waiting += [(ident, fd) for fd in fds]
+            with self.lock:
+                # Ours must be the last reference: close only once the sender closed its own.
+                done = {ident for ident, _ in waiting if ident in self.released}
+                self.work += [fd for ident, fd in waiting if ident in done]
+                waiting = [(ident, fd) for ident, fd in waiting if ident not in done]
+                self.released -= done
+                spawn = min(len(self.work) - self.idle_workers, MAX_CLOSERS - self.workers)
+                self.workers += max(spawn, 0)
+                self.changed.notify_all()
+            for _ in range(spawn):
+                threading.Thread(target=self._close_forever, name="netns-packet-closer", daemon=True).start()
+
+    def _close_forever(self) -> None:
         while True:
             with self.lock:
-                self.idle += 1
-            try:
-                message, ancillary, _flags, _addr = self.recv.recvmsg(8, cmsg)
-            except OSError:  # pragma: no cover - the pair lives as long as the process
-                return
-            with self.lock:
-                self.idle -= 1
-                handed_over = self.handed_over.pop(int.from_bytes(message, "little"), None)
-            if handed_over is not None:
-                # Wait until the sender has closed its own descriptor: ours must be the last one.
-                handed_over.wait(5)
-            for level, kind, data in ancillary:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds = array.array("i")
-                    fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-                    for fd in fds:
-                        os.close(fd)  # waits for the grace period, here rather than in the test
+                self.idle_workers += 1
+                while not self.work:
+                    self.changed.wait()
+                self.idle_workers -= 1
+                fd = self.work.pop()
+            os.close(fd)  # waits for the grace period, here rather than in the test
             with self.lock:
                 self.outstanding -= 1
-                self.idle_cond.notify_all()
+                self.changed.notify_all()
 
 
 _closers: _Closers | None = None
@@ -332,8 +362,6 @@ def _get_closers() -> _Closers | None:
     with _closers_lock:
         if _closers is None or _closers.pid != os.getpid():
             _closers = _Closers()
-            _closers.threads = 1
-            _closers.spawn()
         return None if _closers.broken else _closers
 
 
@@ -353,24 +381,18 @@ def close_later(sock: socket.socket) -> None:
         return
     with closers.lock:
         ident = next(closers.ids)
-        handed_over = closers.handed_over[ident] = threading.Event()
         closers.outstanding += 1
-        grow = closers.idle == 0 and closers.threads < MAX_CLOSERS
-        if grow:
-            closers.threads += 1
     try:
         closers.send.sendmsg([ident.to_bytes(8, "little")],
                              [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", sock.fileno()))])
     except OSError:
         with closers.lock:
-            closers.handed_over.pop(ident, None)
             closers.outstanding -= 1
         sock.close()
         return
     sock.close()
-    handed_over.set()
-    if grow:
-        closers.spawn()
+    with closers.lock:
+        closers.released.add(ident)
 
 
 def wait_closed(timeout: float = 5.0) -> bool:
@@ -384,5 +406,5 @@ def wait_closed(timeout: float = 5.0) -> bool:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            closers.idle_cond.wait(remaining)
+            closers.changed.wait(remaining)
     return True

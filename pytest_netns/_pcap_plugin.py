@@ -180,7 +180,7 @@ def _tell(item: pytest.Item, report: pytest.TestReport, recorders: list[Recorder
         report.sections.append(("netns: pcap files", _files_section(files, recorders, directory)))
         _story_sections(report, recorders, directory)
     elif report.when == "teardown" and settings.mode == "always":
-        directory = item.stash.get(TOLD) or _fresh_directory(item, settings)
+        directory = item.stash.get(TOLD, None) or _fresh_directory(item, settings)
         _recorder.write_recordings(recorders, directory)
 
 
