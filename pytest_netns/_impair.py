@@ -1,12 +1,15 @@
 """``impair()``: rate, delay, jitter and loss on a link or segment, for real.
 
-Each impairment acts at a set of *points*, ``(namespace, interface)`` pairs
-that every packet of the link crosses exactly once per direction: the two
-ends of a veth, or the bridge ports of a segment (inside the bridge's
-namespace).  At each point:
+Each impairment acts at a set of *points*, ``(namespace, interface, roles)``:
+the two ends of a veth (every role), or for a segment the bridge ports
+(every role) and the members' interfaces (rate only).  A packet crosses the
+loss and delay points of a link exactly once per direction.  At each point:
 
 * ``rate``: a token bucket (``tbf``) as the egress queue discipline, so each
-  direction is shaped to the rate (tbf counts whole frames, as tc does);
+  direction is shaped to the rate (tbf counts whole frames, as tc does).  On
+  a segment both the member's interface (what it sends, with the local
+  back-pressure a real NIC gives TCP) and its bridge port (what it
+  receives) are shaped, as on a switch whose ports run at that rate;
 * ``delay``/``jitter``: ``netem`` as the egress queue discipline (with the
   rate, if any, as netem's own rate), so each direction is delayed by
   ``delay``: a round trip takes twice as long.  Kernels without
@@ -39,7 +42,10 @@ from .errors import FeatureUnavailable, KernelError
 if TYPE_CHECKING:
     from .namespace import Namespace
 
-Point = tuple["Namespace", str]
+Point = tuple["Namespace", str, frozenset[str]]
+#: What a point does: shape the rate, delay (netem), drop for loss.
+ALL_ROLES = frozenset({"rate", "delay", "loss"})
+RATE_ONLY = frozenset({"rate"})
 
 #: tbf's rate is a u32 of bytes per second.
 MAX_RATE_BITS = (2**32 - 1) * 8
@@ -115,28 +121,33 @@ def check_available(settings: Settings) -> None:
             )
 
 
-def _apply_point(ns: Namespace, ifname: str, settings: Settings | None) -> None:
-    """Make one point do exactly ``settings`` (None: a clean link)."""
+def _apply_point(ns: Namespace, ifname: str, roles: frozenset[str], settings: Settings | None) -> None:
+    """Make one point do exactly its part of ``settings`` (None: a clean link)."""
     from pyroute2.netlink.exceptions import NetlinkError
 
     from . import _nft, _tc
 
     what = f"{ns.name}:{ifname}"
+    netem = settings is not None and settings.needs_netem and "delay" in roles
+    rate = settings.rate if settings is not None and "rate" in roles else None
     with _kernel.entered(ns.fd):
         try:
-            if settings is not None and settings.needs_netem:
-                _tc.netem(ifname, delay=settings.delay, jitter=settings.jitter, rate=settings.rate)
-            elif settings is not None and settings.rate is not None:
-                _tc.rate_limit(ifname, settings.rate)
+            if netem:
+                assert settings is not None
+                _tc.netem(ifname, delay=settings.delay, jitter=settings.jitter, rate=rate)
+            elif rate is not None:
+                _tc.rate_limit(ifname, rate)
             else:
                 _tc.clear_qdisc(ifname)
         except NetlinkError as exc:
-            kind = "netem" if settings is not None and settings.needs_netem else "tbf"
             if exc.code in (errno.ENOENT, errno.EOPNOTSUPP) and settings is not None:
+                kind = "netem" if netem else "tbf"
                 raise FeatureUnavailable(
                     f"impair({settings.asked}) on {what}: the running kernel has no sch_{kind} ({exc})"
                 ) from None
             raise KernelError(exc.code, f"setting the queue discipline of {what}", str(exc)) from None
+        if "loss" not in roles:
+            return
         try:
             if settings is not None and settings.loss:
                 _nft.drop_ingress(ifname, settings.loss)
@@ -225,15 +236,15 @@ class Shaper:
     def _set(self, settings: Settings | None, *, fallback: Settings | None) -> None:
         done: list[Point] = []
         try:
-            for ns, ifname in self._points():
+            for ns, ifname, roles in self._points():
                 if ns.closed:
                     continue
-                _apply_point(ns, ifname, settings)
-                done.append((ns, ifname))
+                _apply_point(ns, ifname, roles, settings)
+                done.append((ns, ifname, roles))
         except BaseException:
-            for ns, ifname in done:  # put back what was there
+            for ns, ifname, roles in done:  # put back what was there
                 try:
-                    _apply_point(ns, ifname, fallback)
+                    _apply_point(ns, ifname, roles, fallback)
                 except Exception:  # the original error is the one to report
                     pass
             raise

@@ -42,7 +42,7 @@ from typing import Any
 
 from . import _kernel, _rtnl, _validate
 from ._hosts import HostsFile
-from ._impair import Impairment, Shaper
+from ._impair import ALL_ROLES, RATE_ONLY, Impairment, Point, Shaper
 from ._links import veth, wait_ready
 from ._validate import IPInterface, IPNetwork
 from .errors import KernelError, NetnsError, TeardownError
@@ -178,7 +178,7 @@ class _Network:
                 return att
         raise ValueError(f"namespace {node.ns.name!r} is not attached to {self._what}")
 
-    def _impair_points(self) -> Sequence[tuple[Namespace, str]]:
+    def _impair_points(self) -> Sequence[Point]:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -241,8 +241,8 @@ class Link(_Network):
         self._saved_routes = []
         self._is_up = True
 
-    def _impair_points(self) -> Sequence[tuple[Namespace, str]]:
-        return [(att.node.ns, att.ifname) for att in self._attachments]
+    def _impair_points(self) -> Sequence[Point]:
+        return [(att.node.ns, att.ifname, ALL_ROLES) for att in self._attachments]
 
 
 class Segment(_Network):
@@ -327,10 +327,13 @@ class Segment(_Network):
         """``Namespace.sniff`` on the bridge (blocking)."""
         return self.namespace.sniff(self.bridge, **kwargs)
 
-    def _impair_points(self) -> Sequence[tuple[Namespace, str]]:
+    def _impair_points(self) -> Sequence[Point]:
         # Every frame enters the bridge through one port and leaves through another:
-        # loss on port ingress and shaping on port egress act once per direction.
-        return [(self.namespace, name) for name, _ in self._ports]
+        # loss on port ingress and delay on port egress act once per direction.  The
+        # rate also shapes what each member sends, on its own interface, where TCP
+        # gets the back-pressure of a real NIC instead of drops at the bridge.
+        ports: list[Point] = [(self.namespace, name, ALL_ROLES) for name, _ in self._ports]
+        return ports + [(att.node.ns, att.ifname, RATE_ONLY) for att in self._attachments]
 
 
 # -- the builder -----------------------------------------------------------------
