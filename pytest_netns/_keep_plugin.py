@@ -23,6 +23,7 @@ import pytest
 
 from . import _settings
 from ._fixtures import test_namespaces
+from .errors import FeatureUnavailable
 
 if TYPE_CHECKING:
     from .namespace import Namespace
@@ -62,6 +63,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return
     if report.when not in ("setup", "call") or not report.failed or hasattr(report, "wasxfail"):
         return
+    if call.excinfo is not None and call.excinfo.errisinstance(FeatureUnavailable):
+        return  # reported as a skip by the topology plugin
     done = item.stash.setdefault(KEPT, set())
     namespaces = [ns for ns in test_namespaces(item) if not ns.closed and ns.inode not in done]
     if namespaces:
