@@ -53,10 +53,10 @@ _TABLE = [
     ("netns", 1, "netns", "netns", 500, 60, 3),
     ("pair", 2, "netns_pair", "netns_pair", 500, 60, 3),
     ("bridge", 3, "netns_bridge", "netns_bridge", 200, 30, 3),
-    ("bridge", 100, "netns_bridge", "netns_bridge", 25, 4, 2),
-    ("chain", 100, "bench_chain", "netns_topology", 25, 4, 2),
+    ("bridge", 100, "netns_bridge", "netns_bridge", 15, 4, 2),
+    ("chain", 100, "bench_chain", "netns_topology", 15, 4, 2),
     ("nat", 3, "netns_nat", "netns_nat", 200, 30, 3),
-    ("many", 1000, "bench_many", "netns_factory", 6, 2, 2),
+    ("many", 1000, "bench_many", "netns_factory", 4, 2, 2),
 ]
 #: Smaller sizes for --smoke, so the smoke test stays fast.
 _SMOKE_SIZE = {100: 5, 1000: 10}
