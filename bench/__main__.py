@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -113,7 +114,11 @@ def measure_shape(shape: _shapes.Shape, features: _suite.PluginFeatures, report:
         for column in report.plugin_columns:
             pcap = column.key.split(":", 1)[1] if ":" in column.key else None
             runs.append((column.key, "plugin", pcap, column.title))
-    runs += [(impl, impl, None, impl) for impl in report.baselines]
+    missing = [tool for tool in ("ip", *(("nft",) if shape.key == "nat" else ())) if shutil.which(tool) is None]
+    if missing:
+        row.notes.append(f"hand-rolled baselines skipped: `{'`, `'.join(missing)}` not installed")
+    else:
+        runs += [(impl, impl, None, impl) for impl in report.baselines]
     runs.append(("floor", "floor", None, "floor"))
     rounds = _shapes.rounds(shape)
     part = _shapes.Shape(shape.key, shape.size, shape.fixture, shape.needs, -(-shape.tests // rounds))
