@@ -155,7 +155,9 @@ def _stop(recorder: Recorder, keep: bool) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     recorders = item.stash.get(RECORDERS, None)
     if not recorders:
@@ -216,9 +218,11 @@ def _files_section(files: list, recorders: list[Recorder], directory: str) -> st
         lines.append("  (no packets were recorded)")
     for pcap in files:
         lines.append(f"  {os.path.basename(pcap.path):<40} {pcap.count:>6} packets  ({pcap.label}:{pcap.ifname})")
+    start = min(recorder.started for recorder in recorders)
     for recorder in recorders:
         if recorder.dropped:
-            lines.append(f"  {recorder.label}: {recorder.dropped} later packets not recorded: the "
+            since = f" from +{recorder.frames[-1].time - start:.6f} s" if recorder.frames else ""
+            lines.append(f"  {recorder.label}: {recorder.dropped} later packets not recorded{since}: the "
                          f"{recorder.buffer >> 10} KiB buffer was full (ini netns_pcap_buffer)")
     lines.append("open with: wireshark FILE, tcpdump -nr FILE; packets.txt and topology.txt are next to them")
     return "\n".join(lines)

@@ -12,7 +12,8 @@ The bound is the socket's receive buffer (``SO_RCVBUFFORCE``): ``buffer``
 bytes of kernel accounting per namespace, 4 MiB by default.  Measured on
 a veth: 4 MiB hold ~10,000 minimum-size frames (ARP, ping, TCP control
 segments: ~420 bytes each with the kernel's overhead), ~3,600 full
-1,500-byte frames, or a few dozen 64 KiB segments of a bulk TCP transfer.  When it is full the kernel keeps the *earliest* packets and
+1,500-byte frames, or a few dozen 64 KiB segments of a bulk TCP
+transfer.  When it is full the kernel keeps the *earliest* packets and
 drops the later ones, counting them (``PACKET_STATISTICS``): the report
 says how many were lost and from when.  A packet seen on loopback is kept
 once (the incoming copy), as libpcap does.
@@ -27,6 +28,7 @@ link types.
 from __future__ import annotations
 
 import os
+import socket
 import struct
 import time
 from collections import defaultdict
@@ -61,8 +63,9 @@ class Recorder:
         #: Packets the kernel dropped because the buffer was full.
         self.dropped = 0
         _afpacket.keep_timestamps_on()
-        self._sock = _afpacket.open_all_interfaces(ns.fd, rcvbuf=buffer)
-        self._reader = _afpacket.Reader(self._sock)
+        sock = _afpacket.open_all_interfaces(ns.fd, rcvbuf=buffer)
+        self._sock: socket.socket | None = sock
+        self._reader = _afpacket.Reader(sock)
 
     @property
     def closed(self) -> bool:
@@ -93,7 +96,7 @@ def write_pcap(path: str, frames: list[_afpacket.Frame]) -> None:
     chunks = [_PCAP_HEADER.pack(PCAP_MAGIC_NS, 2, 4, 0, 0, _afpacket.MAX_FRAME, kind)]
     for frame in frames:
         seconds = int(frame.time)
-        nanoseconds = min(int(round((frame.time - seconds) * 1e9)), 999_999_999)
+        nanoseconds = min(round((frame.time - seconds) * 1e9), 999_999_999)
         size = len(frame.data)
         chunks.append(_RECORD_HEADER.pack(seconds, nanoseconds, size, size))
         chunks.append(frame.data)

@@ -81,7 +81,7 @@ def _scapy() -> Any:
                 # scapy reads interfaces and routes of the importing thread's
                 # namespace: never let that be a test namespace.
                 with _kernel.entered(_kernel.INITIAL_NETNS_FD):
-                    import scapy.all  # noqa: F401
+                    import scapy.all
                 from scapy.config import conf
 
                 conf.sniff_promisc = False
@@ -282,10 +282,10 @@ def _fill(ns: Namespace, pkt: Packet, link: _Link | None) -> None:
     ``link`` is the interface a frame goes out of (``sendp``); for L3
     packets it is found per destination from the namespace's routes.
     """
+    from scapy.fields import SourceIPField
     from scapy.layers.inet import IP
     from scapy.layers.inet6 import IPv6, SourceIP6Field
     from scapy.layers.l2 import ARP, DestMACField, SourceMACField
-    from scapy.fields import SourceIPField
     from scapy.packet import NoPayload
 
     looked_up = (SourceMACField, SourceIPField, SourceIP6Field, DestMACField)
@@ -337,7 +337,7 @@ def _source_address(ns: Namespace, dst: Any, link: _Link | None, where: str) -> 
     try:
         route = _route(ns, target, _scope_index(ns, dst, link))
     except KernelError as exc:
-        raise KernelError(exc.errno, f"filling {where}: {exc.doing}") from None
+        raise KernelError(exc.errno or errno.EHOSTUNREACH, f"filling {where}: {exc.doing}") from None
     if route.src is None:
         raise ValueError(f"{where} is empty and namespace {ns.name!r} has no source address to reach {target}: "
                          "set it explicitly")
@@ -479,11 +479,13 @@ def sendp(ns: Namespace, frame: Any, iface: str) -> None:
     for one in frames:
         _fill(ns, one, link)
         data = bytes(one)
-        proto = struct.unpack_from("!H", data, 12)[0] if link.hatype == _afpacket.ARPHRD_ETHER and len(data) >= 14 else 0
+        ethernet = link.hatype == _afpacket.ARPHRD_ETHER and len(data) >= 14
+        proto = struct.unpack_from("!H", data, 12)[0] if ethernet else 0
         try:
             sender.sendto(data, (link.name, proto))
         except OSError as exc:
-            raise KernelError(exc.errno or errno.EIO, f"sending a {len(data)}-byte frame on {ns.name}:{iface}") from None
+            doing = f"sending a {len(data)}-byte frame on {ns.name}:{iface}"
+            raise KernelError(exc.errno or errno.EIO, doing) from None
 
 
 def sr1(ns: Namespace, pkt: Any, *, timeout: float = 2.0) -> Packet | None:

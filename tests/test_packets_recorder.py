@@ -19,19 +19,20 @@ def recorded_pair(netns_factory):
     """A pair built by the library (not the fixture, whose own recording is the plugin's), recorded here."""
     a, b = build_pair(NetworkSettings())
     recorders = [_recorder.Recorder(a, "a"), _recorder.Recorder(b, "b")]
-    for ns, rec in zip((a, b), recorders):
+    for ns, rec in zip((a, b), recorders, strict=False):
         ns.add_cleanup(rec.close, "closing the test's recorder")
     yield a, b, recorders
     close_all([a, b])
 
 
 def test_every_packet_once_per_interface_both_directions(recorded_pair) -> None:
-    a, b, (rec_a, rec_b) = recorded_pair
+    a, _b, (rec_a, rec_b) = recorded_pair
     assert a.ping("10.0.0.2") and a.ping("127.0.0.1")
     frames_a, frames_b = rec_a.collect(), rec_b.collect()
     icmp = [(f.ifname, f.outgoing) for f in frames_a if f.proto == _afpacket.ETH_P_IP]
     assert icmp == [("eth0", True), ("eth0", False), ("lo", False), ("lo", False)]
-    assert [(f.ifname, f.outgoing) for f in frames_b if f.proto == _afpacket.ETH_P_IP] == [("eth0", False), ("eth0", True)]
+    icmp_b = [(f.ifname, f.outgoing) for f in frames_b if f.proto == _afpacket.ETH_P_IP]
+    assert icmp_b == [("eth0", False), ("eth0", True)]
     assert all(rec_a.started <= f.time for f in frames_a)
     assert rec_a.dropped == rec_b.dropped == 0
 
@@ -52,7 +53,7 @@ def test_the_bound_keeps_the_earliest_packets_and_counts_the_rest(netns_factory)
 
 
 def test_pcap_files_hold_the_bytes_and_times(recorded_pair, tmp_path) -> None:
-    a, b, recorders = recorded_pair
+    a, _b, recorders = recorded_pair
     assert a.ping("10.0.0.2") and a.ping("127.0.0.1")
     for rec in recorders:
         rec.collect()
@@ -65,12 +66,13 @@ def test_pcap_files_hold_the_bytes_and_times(recorded_pair, tmp_path) -> None:
         assert [bytes(p) for p in read] == [f.data for f in frames] and pcap.count == len(frames)
         assert [round(float(p.time), 6) for p in read] == [round(f.time, 6) for f in frames]
     if shutil.which("tcpdump"):
-        out = subprocess.run(["tcpdump", "-nr", str(tmp_path / "a-eth0.pcap")], capture_output=True, text=True, check=True)
+        out = subprocess.run(["tcpdump", "-nr", str(tmp_path / "a-eth0.pcap")],
+                             capture_output=True, text=True, check=True)
         assert "ICMP echo request" in out.stdout and "ICMP echo reply" in out.stdout
 
 
 def test_ladder_joins_both_ends_of_a_hop(recorded_pair) -> None:
-    a, b, recorders = recorded_pair
+    a, _b, recorders = recorded_pair
     assert a.sr1(IP(dst="10.0.0.2") / ICMP(id=9), timeout=2) is not None
     for rec in recorders:
         rec.collect()
@@ -83,7 +85,7 @@ def test_ladder_joins_both_ends_of_a_hop(recorded_pair) -> None:
 
 
 def test_topology_text(recorded_pair) -> None:
-    a, b, recorders = recorded_pair
+    a, b, _recorders = recorded_pair
     b.set_mtu("eth0", 1400)
     a.add_route("10.9.0.0/24", via="10.0.0.2")
     text = _story.render_topology([("a", a), ("b", b)])

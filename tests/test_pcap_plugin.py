@@ -135,7 +135,8 @@ def test_a_full_buffer_is_reported(pytester: pytest.Pytester, tmp_path: Path) ->
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--netns-artifacts-dir={tmp_path}",
                                            "-o", "netns_pcap_buffer=64K")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["  a: * later packets not recorded: the 64 KiB buffer was full (ini netns_pcap_buffer)"])
+    result.stdout.fnmatch_lines(
+        ["  a: * later packets not recorded from +0.* s: the 64 KiB buffer was full (ini netns_pcap_buffer)"])
 
 
 def test_same_names_get_distinct_files(pytester: pytest.Pytester, tmp_path: Path) -> None:
