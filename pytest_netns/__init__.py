@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .errors import CommandError, FeatureUnavailable, KernelError, NetnsError, NetnsLeakWarning, TeardownError
 from .namespace import Namespace
+from .packets import Capture
 
 try:
     __version__ = version("pytest-netns")
@@ -16,6 +17,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "Capture",
     "CommandError",
     "FeatureUnavailable",
     "KernelError",
