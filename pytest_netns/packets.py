@@ -16,10 +16,15 @@ host interface.  So scapy here only builds and dissects bytes:
 ``send``/``sr1`` go through a raw IP socket of the namespace, so the kernel
 routes the packet and resolves the next hop; for IPv4 the kernel rewrites
 the header checksum and total length (send byte-exact headers with
-``sendp``).  Captures read an ``AF_PACKET`` socket that sees every
-interface of the namespace in both directions: each packet appears once
-per interface it crosses, like ``tcpdump -i any``; ``pkt.sniffed_on`` names
-the interface and ``pkt.direction`` is 1 (received) or 2 (sent).
+``sendp``).  A link-scope IPv6 destination (``fe80::/10``, ``ff02::/16``)
+leaves through the interface the namespace's route lookup picks: scapy's
+``"fe80::1%eth0"`` form cannot be used, as scapy resolves that name in its
+own table when the packet is made (with several links, use ``sendp``).
+
+Captures read an ``AF_PACKET`` socket that sees every interface of the
+namespace in both directions: each packet appears once per interface it
+crosses, like ``tcpdump -i any``; ``pkt.sniffed_on`` names the interface
+and ``pkt.direction`` is 1 (received) or 2 (sent).
 
 ``filter=`` takes BPF syntax, compiled by libpcap: where libpcap is not
 installed it raises ``FeatureUnavailable`` (the value is fine, the machine
@@ -444,12 +449,19 @@ def _prepare_l3(ns: Namespace, pkt: Packet) -> tuple[bytes, tuple[Any, ...], int
     else:
         raise ValueError(f"send()/sr1() take an IP or IPv6 packet, got {pkt.summary()!r}; "
                          "send link-layer frames with sendp(frame, iface)")
-    _fill(ns, pkt, None)
     dst = pkt.getfieldval("dst")
-    data = bytes(pkt)
     if version == 4:
-        return data, (_plain(dst), 0), 4
-    return data, (_plain(dst), 0, 0, _scope_index(ns, dst, None) or 0), 6
+        _fill(ns, pkt, None)
+        return bytes(pkt), (_plain(dst), 0), 4
+    scope = _scope_index(ns, dst, None)
+    target = ipaddress.IPv6Address(_plain(dst))
+    if scope is None and (target.is_link_local or (target.is_multicast and target.packed[1] & 0x0F <= 2)):
+        # A link-scope destination needs an interface.  scapy's "fe80::1%eth0"
+        # looks the name up in scapy's own (wrong-namespace) table, so the
+        # interface is the one this namespace's route lookup picks.
+        scope = _route(ns, str(target)).oif
+    _fill(ns, pkt, _link(ns, index=scope) if scope else None)
+    return bytes(pkt), (str(target), 0, 0, scope or 0), 6
 
 
 def send(ns: Namespace, pkt: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import struct
 import sys
@@ -404,3 +405,16 @@ def test_closed_namespace(netns_factory) -> None:
         ns.send(IP(dst="127.0.0.1") / ICMP())
     with pytest.raises(Exception, match="already torn down"):
         ns.capture()
+
+
+def test_link_local_destination_goes_out_of_the_routed_interface(netns_factory) -> None:
+    from pytest_netns._links import veth
+
+    a, b = netns_factory("a"), netns_factory("b")
+    for ns in (a, b):  # no duplicate address detection: link-local addresses usable at once
+        ns.sysctl("net.ipv6.conf.default.accept_dad", 0)
+    veth(a, b, name_a="eth0", name_b="eth0")
+    (ll_b,) = [x.ip for x in b.addresses("eth0") if x.ip.is_link_local]
+    reply = a.sr1(IPv6(dst=str(ll_b)) / ICMPv6EchoRequest(id=11), timeout=3)
+    assert reply is not None and reply[ICMPv6EchoReply].id == 11
+    assert reply.src == str(ll_b) and ipaddress.ip_address(reply.dst).is_link_local
