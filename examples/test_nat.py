@@ -36,7 +36,7 @@ def wait_for_port(ns, host: str, port: int, timeout: float = 10.0) -> None:
 
 
 def test_server_logs_the_router_address(netns_nat, tmp_path):
-    client, router, server = netns_nat
+    client, _, server = netns_nat
     (tmp_path / "index.html").write_text("hello\n")
     with open(tmp_path / "access.log", "w") as log_file:  # http.server logs requests to stderr
         web = server.popen(

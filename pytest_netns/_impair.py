@@ -97,7 +97,8 @@ def validate(*, rate: object = None, delay: object = None, jitter: object = None
         if not delay_s:
             raise ValueError(f"jitter {jitter!r} needs a delay (the delay varies by up to the jitter)")
         if jitter_s > delay_s:
-            raise ValueError(f"jitter {jitter!r} is larger than delay {delay!r} (a packet cannot arrive before it was sent)")
+            raise ValueError(
+                f"jitter {jitter!r} is larger than delay {delay!r} (a packet cannot arrive before it was sent)")
     for name, value, seconds in (("delay", delay, delay_s), ("jitter", jitter, jitter_s)):
         if seconds is not None and seconds > 60:
             raise ValueError(f"{name} {value!r} is longer than a minute; netem cannot express it")

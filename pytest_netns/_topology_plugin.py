@@ -12,7 +12,7 @@ pytest, where it is simply raised.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
@@ -126,7 +126,9 @@ def netns_nat(request: pytest.FixtureRequest) -> Iterator[NatNetwork]:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Report a test that hit ``FeatureUnavailable`` during setup or call as skipped, with its reason."""
     report = yield
     if (

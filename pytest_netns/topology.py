@@ -309,15 +309,15 @@ class Segment(_Network):
     def up(self, member: Namespace | str | None = None) -> None:
         """Plug every member (or only ``member``) back in; returns when the first packet gets through."""
         self._topology._check_open()
-        pairs = list(zip(self._ports, self._attachments))
+        pairs = list(zip(self._ports, self._attachments, strict=True))
         if member is not None:
             att = self._attachment(member)
             pairs = [p for p in pairs if p[1] is att]
         _execute(self.namespace, [_rtnl.set_link(i, up=True, doing=f"plugging {name} into {self._what}")
                                   for (name, i), _ in pairs])
-        ends = [(self.namespace, index, []) for (_, index), _ in pairs]
+        ends: list[tuple[Namespace, int, Sequence[IPInterface]]] = [(self.namespace, i, []) for (_, i), _ in pairs]
         ends += [(att.node.ns, att.index, att.addresses) for _, att in pairs]
-        wait_ready(ends, self._what)  # type: ignore[arg-type]
+        wait_ready(ends, self._what)
         if member is None:
             self._is_up = True
 
@@ -382,7 +382,7 @@ class Topology:
         try:
             return self._nodes[name].ns
         except KeyError:
-            raise KeyError(f"no namespace {name!r} in this topology (it has {', '.join(self._nodes) or 'none'})") from None
+            raise KeyError(f"no namespace {name!r} in this topology (it has {self._names()})") from None
 
     def __contains__(self, item: object) -> bool:
         if isinstance(item, Namespace):
@@ -571,7 +571,8 @@ class Topology:
                 for start in range(0, len(removals), CHUNK):
                     node.ns.rtnl.execute(removals[start:start + CHUNK], ignore=(errno.ESRCH, errno.ENOENT))
             additions = [
-                _rtnl.new_route(net, via=via, replace=True, doing=f"adding route to {net} via {via} in {node.ns.name!r}")
+                _rtnl.new_route(net, via=via, replace=True,
+                                doing=f"adding route to {net} via {via} in {node.ns.name!r}")
                 for net, via in sorted(wanted - installed, key=_route_key)
             ]
             _execute(node.ns, additions)
@@ -647,9 +648,12 @@ class Topology:
             return node
         if isinstance(member, str):
             if member not in self._nodes:
-                raise ValueError(f"no namespace {member!r} in this topology (it has {', '.join(self._nodes) or 'none'})")
+                raise ValueError(f"no namespace {member!r} in this topology (it has {self._names()})")
             return self._nodes[member]
         raise ValueError(f"expected a namespace of this topology or its name, got {member!r}")
+
+    def _names(self) -> str:
+        return ", ".join(self._nodes) or "none"
 
     def _check_mtu(self, mtu: object) -> int:
         value = _validate.mtu(mtu, "mtu")
@@ -691,7 +695,7 @@ class Topology:
                 attached: Sequence[tuple[_Node, str, int, list[IPInterface]]]) -> None:
         """Record a network that now exists in the kernel, and publish the names."""
         _, low, high = _span(net4)
-        self._overlapping = self._overlapping or any(low < h and l < high for l, h in self._v4_used)
+        self._overlapping = self._overlapping or any(low < end and begin < high for begin, end in self._v4_used)
         self._v4_used.append((low, high))
         for node, ifname, index, addresses in attached:
             att = _Attachment(node, network, ifname, index, list(addresses))
@@ -737,7 +741,7 @@ class Topology:
                     for version, low, high in net._spans:
                         # A subnet that overlaps one source is attached to: the connected route wins.
                         if version == gateway.version and not (self._overlapping and any(
-                                v == version and low < h and l < high for v, l, h in connected)):
+                                v == version and low < end and begin < high for v, begin, end in connected)):
                             spans.append((low, high))
                 for start, prefixlen in _collapse(spans, gateway.max_prefixlen):
                     routes.add((cls((start, prefixlen)), gateway))
@@ -823,7 +827,8 @@ def _new_bridge(index: int, mtu: int) -> _rtnl.Request:
         + _rtnl.attr_u32(_rtnl.IFLA_MTU, mtu)
         + _rtnl.attr(_rtnl.IFLA_LINKINFO, linkinfo)
     )
-    return _rtnl.Request(_rtnl.RTM_NEWLINK, _rtnl.NLM_F_CREATE | _rtnl.NLM_F_EXCL, body, f"creating bridge {BRIDGE_DEVICE}")
+    flags = _rtnl.NLM_F_CREATE | _rtnl.NLM_F_EXCL
+    return _rtnl.Request(_rtnl.RTM_NEWLINK, flags, body, f"creating bridge {BRIDGE_DEVICE}")
 
 
 def _execute(ns: Namespace, requests: list[_rtnl.Request]) -> None:

@@ -18,8 +18,7 @@ import textwrap
 
 import pytest
 
-from pytest_netns import KernelError, Namespace, NetnsError
-from pytest_netns import _kernel, _rtnl
+from pytest_netns import KernelError, Namespace, NetnsError, _kernel, _rtnl
 from pytest_netns._hosts import HostsFile
 from pytest_netns._watchdog import pids_in_netns
 from pytest_netns.topology import Link, Segment, Topology
@@ -529,7 +528,8 @@ def test_topology_works_in_a_script_without_pytest() -> None:
         from pytest_netns.topology import Topology
 
         with Topology() as net:
-            client, r1, r2, server = net.add("client"), net.add("r1", router=True), net.add("r2", router=True), net.add("server")
+            client, server = net.add("client"), net.add("server")
+            r1, r2 = net.add("r1", router=True), net.add("r2", router=True)
             net.link(client, r1)
             net.link(r1, r2)
             net.link(r2, server)

@@ -16,8 +16,7 @@ import time
 
 import pytest
 
-from pytest_netns import FeatureUnavailable, Namespace
-from pytest_netns import _impair
+from pytest_netns import FeatureUnavailable, Namespace, _impair
 from pytest_netns.topology import Link, Topology
 
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # not exported by Python's socket module
@@ -79,7 +78,8 @@ def tcp_rate(src: Namespace, dst: Namespace, address: str, *, warmup: float = 0.
         sender.connect(listener.getsockname())
         conn, _ = listener.accept()
         with conn:
-            threads = [threading.Thread(target=pump, daemon=True), threading.Thread(target=drain, args=(conn,), daemon=True)]
+            threads = [threading.Thread(target=pump, daemon=True),
+                       threading.Thread(target=drain, args=(conn,), daemon=True)]
             for thread in threads:
                 thread.start()
             start = time.monotonic()
