@@ -19,8 +19,8 @@ working directory), marks every mount as a slave (``mount --make-rslave /``:
 mounts made inside stay inside, or they would propagate to the host where
 ``/`` is shared), then bind-mounts the files.  Children inherit the mount
 namespace of the thread that starts them, so ``Namespace`` hands the start of
-each process to that thread (the ``_spawn_via`` hook); starting stays a
-plain ``vfork``+``exec`` (no ``preexec_fn``, which would cost a ``fork``).
+each process to that thread (``HostedNamespace``); starting stays a plain
+``vfork``+``exec`` (no ``preexec_fn``, which would cost a ``fork``).
 
 The hosts file is rewritten in place when names or addresses are added (a
 bind mount pins the inode, so it is never replaced by a rename); a process
@@ -42,6 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .errors import FeatureUnavailable
+from .namespace import Namespace
 
 CLONE_NEWNS = 0x00020000
 MS_BIND = 0x1000
@@ -99,9 +100,9 @@ class HostsFile:
     """Private hosts/resolv.conf/nsswitch.conf files and the thread that starts processes under them.
 
     ``update({name: [addresses]})`` rewrites the hosts file;
-    ``spawn_via(start, kwargs)`` is the ``Namespace._spawn_via`` hook: it runs
-    ``start(kwargs)`` (which calls ``subprocess.Popen`` inside the right
-    network namespace) on the thread whose mount namespace has the files.
+    ``spawn_via(start, kwargs)`` runs ``start(kwargs)`` (which calls
+    ``subprocess.Popen`` inside the right network namespace) on the thread
+    whose mount namespace has the files.
     ``close()`` stops the thread and removes the files.
     """
 
@@ -233,3 +234,21 @@ class HostsFile:
             shutil.rmtree(self._dir)
         except FileNotFoundError:
             pass
+
+
+class HostedNamespace(Namespace):
+    """A ``Namespace`` whose ``run``/``popen`` children see a ``HostsFile``'s private files.
+
+    Set ``_hosts``; without it the namespace behaves like any other.  Only
+    the start of a process moves to the hosts file's thread: the namespace's
+    own bookkeeping (its process list, teardown) is unchanged.
+    """
+
+    _hosts: HostsFile | None = None
+
+    def _spawn(self, command: Any, **kwargs: Any) -> Any:
+        hosts = self._hosts
+        if hosts is None:
+            return super()._spawn(command, **kwargs)
+        self._check_open()
+        return hosts.spawn_via(lambda popen_kwargs: Namespace._spawn(self, command, **popen_kwargs), kwargs)

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _kernel, _rtnl, _validate
-from ._hosts import HostsFile
+from ._hosts import HostedNamespace, HostsFile
 from ._impair import ALL_ROLES, RATE_ONLY, Impairment, Point, Shaper
 from ._links import veth, wait_ready
 from ._validate import IPInterface, IPNetwork
@@ -631,11 +631,9 @@ class Topology:
             raise NetnsError("this topology is already torn down")
 
     def _new_namespace(self, name: str) -> Namespace:
-        ns = Namespace(name, kill_grace=self.kill_grace)
+        ns = HostedNamespace(name, kill_grace=self.kill_grace)
+        ns._hosts = self._hosts  # processes started with run/popen see the topology's hosts file
         self._owned.append(ns)
-        # Processes started with run/popen see the topology's hosts file (needs the
-        # Namespace._spawn_via hook; without it they see the host's files).
-        ns._spawn_via = self._hosts.spawn_via  # type: ignore[attr-defined]
         if self._namespace_created is not None:
             self._namespace_created(ns)
         return ns

@@ -7,7 +7,6 @@ first ARP or neighbour solicitation would cost a 1 s retransmit and fail them.
 from __future__ import annotations
 
 import errno
-import inspect
 import ipaddress
 import itertools
 import os
@@ -26,11 +25,6 @@ from pytest_netns.topology import Link, Segment, Topology
 # Not exported by Python's socket module (linux/in.h).
 IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2
 
-#: Processes see the topology's hosts file once Namespace._spawn hands the start
-#: of a process to the ``_spawn_via`` hook (asked of namespace.py's owner).
-SPAWN_HOOK = "_spawn_via" in inspect.getsource(Namespace._spawn)
-needs_spawn_hook = pytest.mark.xfail(not SPAWN_HOOK, reason="Namespace._spawn does not call the _spawn_via hook yet",
-                                     raises=AssertionError)
 
 
 def first_packet(src: Namespace, dst: str) -> bool:
@@ -366,8 +360,7 @@ RESOLVE = textwrap.dedent(
 )
 
 
-@needs_spawn_hook
-def test_names_resolve_in_run_and_popen(netns_topology: Topology) -> None:
+def test_names_resolve_in_run_and_popen(netns_topology: Topology, tmp_path, monkeypatch) -> None:
     t = netns_topology
     a, r, b = t.add("a"), t.add("r", router=True), t.add("b")
     t.link(a, r)
@@ -384,6 +377,9 @@ def test_names_resolve_in_run_and_popen(netns_topology: Topology) -> None:
     assert not [line for line in resolv.splitlines() if line.startswith("nameserver")]
     nsswitch = a.run(["sh", "-c", "grep '^hosts:' /etc/nsswitch.conf || true"]).stdout
     assert nsswitch.split()[:2] in ([], ["hosts:", "files"])
+    monkeypatch.chdir(tmp_path)  # children start in the caller's working directory, as usual
+    assert a.run(["pwd"]).stdout.strip() == str(tmp_path)
+    assert a.run("cat /proc/self/mountinfo").stdout != _read("/proc/self/mountinfo")  # a mount namespace of its own
 
 
 def test_hosts_file_serves_names_without_touching_the_hosts_files(netns: Namespace) -> None:
