@@ -351,12 +351,12 @@ def header_line() -> str:
     priv = privileges()
     namespaces = network_namespaces()
     if not namespaces.ok:
-        return f"netns: {priv.detail}; namespaces UNAVAILABLE: {namespaces.detail} (see: python -m pytest_netns doctor)"
+        return f"netns: {priv.detail}; namespaces: UNAVAILABLE ({namespaces.detail}); see python -m pytest_netns doctor"
     features = kernel_features()
     have = [p.short for p in features if p.ok]
     missing = [p.short for p in features if not p.ok]
     (have if _libpcap_loadable() else missing).append("libpcap")
-    line = f"netns: {priv.detail}; namespaces, {', '.join(have)}"
+    line = f"netns: {priv.detail}; namespaces: available; {', '.join(have)}"
     if missing:
         line += f"; missing: {', '.join(missing)}"
     return line + f"; kernel {platform.release()}"

@@ -81,7 +81,7 @@ def test_header_shows_privileges_and_capabilities_in_one_line(pytester: pytest.P
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     (line,) = [x for x in result.outlines if x.startswith("netns: ")]
-    assert line.startswith("netns: root, CAP_NET_ADMIN+CAP_SYS_ADMIN; namespaces, veth, bridge, tbf")
+    assert line.startswith("netns: root, CAP_NET_ADMIN+CAP_SYS_ADMIN; namespaces: available; veth, bridge, tbf")
     assert "kernel " in line
     data = json.loads(cli("doctor", "--json").stdout)
     for probe in data["probes"]:
@@ -95,7 +95,7 @@ def test_header_without_privileges(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines([
         "netns: root, neither CAP_NET_ADMIN nor CAP_SYS_ADMIN (missing CAP_SYS_ADMIN, CAP_NET_ADMIN); "
-        "namespaces UNAVAILABLE: *need CAP_SYS_ADMIN and CAP_NET_ADMIN*",
+        "namespaces: UNAVAILABLE (*need CAP_SYS_ADMIN and CAP_NET_ADMIN*); see python -m pytest_netns doctor",
     ])
 
 

@@ -228,8 +228,9 @@ def test_forked_child_does_not_blind_the_watchdog(pytester: pytest.Pytester, inn
     """``multiprocessing`` (fork): a fork without exec inherits every fd of pytest, the watchdog's pipe too.
 
     Under ``with ns:`` the child is in the namespace and must die with the
-    run; outside any namespace it is the test's own business, but it must not
-    keep the watchdog from cleaning the namespaces up.
+    run.  Outside any namespace it is the test's own business (and the
+    namespace fds it inherited keep those namespaces, emptied, alive while it
+    lives), but it must not keep the watchdog from killing what is inside.
     """
     run = new_run(pytester, inner, FORKED.replace("{inside}", str(inside))).start(env={"NETNS_FAULT_IGNORE_TERM": "1"})
     run.wait_ready()

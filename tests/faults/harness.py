@@ -10,7 +10,9 @@ file, flushed by the kernel at once so it survives a SIGKILL:
     ready <pid>                            the test is where it should be killed
 
 A process whose label starts with ``unowned`` is the test's own business
-(not in any namespace of the run): it is not a leftover, only killed after.
+(not in any namespace of the run): it is not a leftover, and the namespace
+file descriptors it inherited by ``fork`` do not count (it may keep those
+namespaces, empty, alive while it lives); it is killed after the check.
 
 "What is left of the run" is then, scanned from ``/proc`` until it is empty
 or the bound expires: a live process among those logged (matched by pid
@@ -139,8 +141,11 @@ def _net_inode(path: str) -> int | None:
     return None
 
 
-def references(namespaces: dict[int, tuple[int, str]]) -> list[str]:
-    """Everything in the process table and mount table that still references one of ``namespaces``."""
+def references(namespaces: dict[int, tuple[int, str]], ignore: frozenset[int] = frozenset()) -> list[str]:
+    """Everything in the process table and mount table that still references one of ``namespaces``.
+
+    Processes in ``ignore`` (the test's own, outside the run's namespaces) may hold fds.
+    """
     found = []
     me = os.getpid()
 
@@ -161,6 +166,8 @@ def references(namespaces: dict[int, tuple[int, str]]) -> list[str]:
             for tid in os.listdir(f"/proc/{pid}/task"):
                 if tid != entry:
                     check(f"/proc/{pid}/task/{tid}/ns/net", f"thread {tid} of process {pid} ({comm})")
+        if pid in ignore:
+            continue
         with contextlib.suppress(OSError):
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 check(f"/proc/{pid}/fd/{fd}", f"fd {fd} of process {pid} ({comm})")
@@ -184,8 +191,9 @@ def _comm(pid: int) -> str:
 def leftovers(events: Events) -> list[str]:
     """Processes of the run that are still alive, and references to its namespaces."""
     found = [f"pytest process {p.pid} ({p.label})" for p in events.pytest if alive(p)]
-    found += [f"process {p.pid} ({p.label})" for p in events.processes if alive(p) and not p.label.startswith("unowned")]
-    return found + references(events.namespaces)
+    unowned = [p for p in events.processes if p.label.startswith("unowned")]
+    found += [f"process {p.pid} ({p.label})" for p in events.processes if alive(p) and p not in unowned]
+    return found + references(events.namespaces, frozenset(p.pid for p in unowned if alive(p)))
 
 
 def kill_leftovers(events: Events) -> None:
