@@ -562,3 +562,21 @@ def test_kernel_errors_name_what_was_being_done(netns_topology: Topology) -> Non
     a.execute([_rtnl.del_link(a.rtnl.link_by_name("eth0")["index"])])  # the veth is gone under our feet
     with pytest.raises(KernelError, match="a:eth0"):
         link.set_mtu(1400)
+
+
+def test_segment_capture_sees_frames_between_members_once(netns_bridge) -> None:
+    h1, h2, h3 = netns_bridge
+    with h2:
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with h1:
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with receiver, sender:
+        receiver.bind((str(h2.ip), 5000))
+        is_ours = lambda pkt: pkt.haslayer("UDP") and pkt["UDP"].dport == 5000  # noqa: E731
+        with netns_bridge.segment.capture(lfilter=is_ours) as capture:
+            sender.sendto(b"across the bridge", (str(h2.ip), 5000))
+            [frame] = capture.wait(1)
+            receiver.settimeout(1)
+            assert receiver.recv(100) == b"across the bridge"
+        assert frame["IP"].src == str(h1.ip) and frame["IP"].dst == str(h2.ip)
+        assert len(capture.packets) == 1  # the bridge device sees each frame once
