@@ -13,7 +13,12 @@ import pytest
 from . import _settings
 from ._fixtures import RUN_SETTINGS, NamespacePair, netns, netns_factory, netns_pair
 
-pytest_plugins: list[str] = ["pytest_netns._topology_plugin", "pytest_netns._keep_plugin", "pytest_netns._pcap_plugin"]
+pytest_plugins: list[str] = [
+    "pytest_netns._topology_plugin",
+    "pytest_netns._keep_plugin",
+    "pytest_netns._pcap_plugin",
+    "pytest_netns._cluster_plugin",
+]
 
 __all__ = ["NamespacePair", "netns", "netns_factory", "netns_pair"]
 
