@@ -33,8 +33,9 @@ import os
 import re
 import socket
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence, Union
+from typing import Literal
 
 from pyroute2.netlink.nfnetlink import nfgen_msg
 from pyroute2.netlink.nfnetlink.nftsocket import (
@@ -51,22 +52,22 @@ from pyroute2.netlink.nfnetlink.nftsocket import (
 )
 
 __all__ = [
+    "NAT_TABLE",
+    "TABLE_PREFIX",
+    "Backend",
     "NftError",
     "NftTable",
-    "Backend",
-    "masquerade",
-    "dnat_service",
-    "port_forward",
-    "drop_ingress",
     "delete_table",
+    "dnat_service",
+    "drop_ingress",
     "list_tables",
-    "TABLE_PREFIX",
-    "NAT_TABLE",
+    "masquerade",
+    "port_forward",
 ]
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-Backend = tuple[Union[str, IPAddress], int]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Backend = tuple[str | IPAddress, int]
 
 #: Every table this module creates starts with this prefix.
 TABLE_PREFIX = "pytest_netns"
@@ -131,6 +132,9 @@ _RTN_LOCAL = 2
 
 _NF_DROP = 0
 _NFT_GOTO = -4
+
+_CT_STATE = 0  # NFT_CT_STATE: a host-endian u32 of NF_CT_STATE_*_BIT
+_CT_STATE_NEW = 1 << 3  # NF_CT_STATE_BIT(IP_CT_NEW)
 
 _REJECT_TCP_RST = 1
 _REJECT_ICMPX_UNREACH = 2
@@ -202,9 +206,7 @@ class _Batch:
         what: str,
     ) -> None:
         """Queue one request; ``what`` names it in error messages."""
-        self._requests.append(
-            (msg_class, msg_type, flags, _FAMILIES[family], attrs, what)
-        )
+        self._requests.append((msg_class, msg_type, flags, _FAMILIES[family], attrs, what))
 
     def add_table(self, family: str, name: str) -> None:
         """Create ``name`` if missing (an existing table is kept)."""
@@ -276,9 +278,7 @@ class _Batch:
             f"add chain {family} {table} {name}",
         )
 
-    def add_rule(
-        self, family: str, table: str, chain: str, exprs: Iterable[dict]
-    ) -> None:
+    def add_rule(self, family: str, table: str, chain: str, exprs: Iterable[dict]) -> None:
         """Append a rule made of ``exprs`` to ``chain``."""
         self.add(
             nft_rule_msg,
@@ -355,9 +355,7 @@ class _netlink_socket:
     """Context manager: a NETLINK_NETFILTER socket in the thread's netns."""
 
     def __enter__(self) -> socket.socket:
-        self.sock = socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER
-        )
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
         try:
             self.sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
             self.sock.setsockopt(_SOL_NETLINK, _NETLINK_EXT_ACK, 1)
@@ -377,9 +375,7 @@ def _iter_messages(data: bytes) -> Iterable[tuple[int, int, int, int, int]]:
     """Yield (offset, length, type, flags, seq) for each netlink message."""
     offset = 0
     while offset + 16 <= len(data):
-        length, msg_type, flags, seq, _pid = struct.unpack_from(
-            "=IHHII", data, offset
-        )
+        length, msg_type, flags, seq, _pid = struct.unpack_from("=IHHII", data, offset)
         if length < 16:
             break
         yield offset, length, msg_type, flags, seq
@@ -399,9 +395,7 @@ def _read_acks(data: bytes) -> list[tuple[int, int, str | None]]:
             orig_len = 16
             if not flags & _NLM_F_CAPPED:
                 (orig_len,) = struct.unpack_from("=I", data, offset + 20)
-            detail = _extack_message(
-                data[offset + 20 + orig_len : offset + length]
-            )
+            detail = _extack_message(data[offset + 20 + orig_len : offset + length])
         acks.append((seq, -err, detail))
     return acks
 
@@ -420,9 +414,7 @@ def _extack_message(tlvs: bytes) -> str | None:
     return None
 
 
-def _exists(
-    sock: socket.socket, family: str, table: str, chain: str | None = None
-) -> bool:
+def _exists(sock: socket.socket, family: str, table: str, chain: str | None = None) -> bool:
     """Whether ``table`` (or ``chain`` in it) exists: one GET round trip.
 
     Worth it because the kernel makes any transaction that deletes
@@ -492,9 +484,7 @@ def list_tables() -> list[tuple[str, str]]:
                 else:
                     table = nft_table_msg(data[offset : offset + length])
                     table.decode()
-                    family = _FAMILY_NAMES.get(
-                        table["nfgen_family"], str(table["nfgen_family"])
-                    )
+                    family = _FAMILY_NAMES.get(table["nfgen_family"], str(table["nfgen_family"]))
                     tables.append((family, table.get_attr("NFTA_TABLE_NAME")))
     return tables
 
@@ -528,9 +518,7 @@ def _cmp(op: int, raw: bytes, sreg: int = _REG_1) -> dict:
 
 
 def _payload(base: int, offset: int, length: int) -> dict:
-    return _expr(
-        "payload", "PAYLOAD", dreg=_REG_1, base=base, offset=offset, len=length
-    )
+    return _expr("payload", "PAYLOAD", dreg=_REG_1, base=base, offset=offset, len=length)
 
 
 def _bitwise_and(mask: bytes) -> dict:
@@ -553,8 +541,13 @@ def _hton32() -> dict:
     # numgen stores a host-endian u32, while cmp's </> compare bytes
     # (memcmp): convert to network order first, as nft itself does.
     return _expr(
-        "byteorder", "BYTEORDER", sreg=_REG_1, dreg=_REG_1, op=_BYTEORDER_HTON,
-        len=4, size=4,
+        "byteorder",
+        "BYTEORDER",
+        sreg=_REG_1,
+        dreg=_REG_1,
+        op=_BYTEORDER_HTON,
+        len=4,
+        size=4,
     )
 
 
@@ -589,7 +582,10 @@ def _daddr_is_local() -> list[dict]:
     """``fib daddr type local``."""
     return [
         _expr(
-            "fib", "FIB", dreg=_REG_1, result=_fib_result_addrtype(),
+            "fib",
+            "FIB",
+            dreg=_REG_1,
+            result=_fib_result_addrtype(),
             flags=_FIB_F_DADDR,
         ),
         _cmp(_CMP_EQ, struct.pack("=I", _RTN_LOCAL)),
@@ -633,21 +629,45 @@ def _dnat_to(addr: IPAddress, port: int) -> list[dict]:
         _immediate(_REG_1, addr.packed),
         _immediate(_REG_2, struct.pack("!H", port)),
         _expr(
-            "nat", "NAT", type=_NAT_DNAT, family=family,
-            reg_addr_min=_REG_1, reg_proto_min=_REG_2,
+            "nat",
+            "NAT",
+            type=_NAT_DNAT,
+            family=family,
+            reg_addr_min=_REG_1,
+            reg_proto_min=_REG_2,
             flags={"NF_NAT_RANGE_PROTO_SPECIFIED"},
         ),
     ]
 
 
-def _reject(proto: str) -> dict:
-    """TCP reset or ICMP(v6) port unreachable, as kube-proxy does."""
+def _ct_state_new() -> list[dict]:
+    """``ct state new``.
+
+    Besides matching, a ct expression makes the kernel enable conntrack in
+    the namespace.  That matters: nat chains only ever see packets that
+    have a conntrack entry, and only nat/masq/ct expressions switch
+    conntrack on; a nat table holding nothing but a reject would be
+    silently skipped.
+    """
+    return [
+        _expr("ct", "CT", dreg=_REG_1, key=_CT_STATE),
+        _bitwise_and(struct.pack("=I", _CT_STATE_NEW)),
+        _cmp(_CMP_NEQ, bytes(4)),
+    ]
+
+
+def _reject(proto: str) -> list[dict]:
+    """New connections: TCP reset or ICMP(v6) port unreachable (kube-proxy)."""
     if proto == "tcp":
-        return _expr("reject", "REJECT", type=_REJECT_TCP_RST)
-    return _expr(
-        "reject", "REJECT", type=_REJECT_ICMPX_UNREACH,
-        icmp_code=_REJECT_ICMPX_PORT_UNREACH,
-    )
+        reject = _expr("reject", "REJECT", type=_REJECT_TCP_RST)
+    else:
+        reject = _expr(
+            "reject",
+            "REJECT",
+            type=_REJECT_ICMPX_UNREACH,
+            icmp_code=_REJECT_ICMPX_PORT_UNREACH,
+        )
+    return [*_ct_state_new(), reject]
 
 
 # --------------------------------------------------------------------------
@@ -657,9 +677,7 @@ def _reject(proto: str) -> dict:
 
 def _check_family(family: str) -> None:
     if family not in _FAMILIES:
-        raise ValueError(
-            f"family {family!r} is not one of {', '.join(sorted(_FAMILIES))}"
-        )
+        raise ValueError(f"family {family!r} is not one of {', '.join(sorted(_FAMILIES))}")
 
 
 def _check_table_name(name: object) -> None:
@@ -680,10 +698,7 @@ def _check_ifname(ifname: object, what: str = "interface name") -> str:
 
 def _check_name(name: object, what: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise ValueError(
-            f"{what} {name!r} must be 1-64 characters of letters, digits, "
-            "'_', '.', '-'"
-        )
+        raise ValueError(f"{what} {name!r} must be 1-64 characters of letters, digits, '_', '.', '-'")
     return name
 
 
@@ -710,9 +725,7 @@ def _to_network(value: object, what: str) -> IPNetwork:
     try:
         return ipaddress.ip_network(value)  # type: ignore[arg-type]
     except (ValueError, TypeError):
-        raise ValueError(
-            f"{what} {value!r} is not an IP network (host bits must be 0)"
-        ) from None
+        raise ValueError(f"{what} {value!r} is not an IP network (host bits must be 0)") from None
 
 
 def _ifname_bytes(ifname: str) -> bytes:
@@ -772,8 +785,12 @@ def masquerade(
         if not _exists(sock, "inet", table, "postrouting"):
             batch.add_table("inet", table)
             batch.add_chain(
-                "inet", table, "postrouting",
-                hook=_HOOK_POSTROUTING, priority=_PRIO_SRCNAT, kind="nat",
+                "inet",
+                table,
+                "postrouting",
+                hook=_HOOK_POSTROUTING,
+                priority=_PRIO_SRCNAT,
+                kind="nat",
             )
         batch.add_rule("inet", table, "postrouting", exprs)
         batch.commit(sock)
@@ -788,14 +805,10 @@ def _nat_table_with_hooks(batch: _Batch, sock: socket.socket, table: str) -> Non
     """
     batch.fresh_table(sock, "inet", table)
     for chain, hook in (("prerouting", _HOOK_PREROUTING), ("output", _HOOK_OUTPUT)):
-        batch.add_chain(
-            "inet", table, chain, hook=hook, priority=_PRIO_DSTNAT, kind="nat"
-        )
+        batch.add_chain("inet", table, chain, hook=hook, priority=_PRIO_DSTNAT, kind="nat")
 
 
-def _backend_rules(
-    backends: Sequence[tuple[IPAddress, int]], spread: str
-) -> list[list[dict]]:
+def _backend_rules(backends: Sequence[tuple[IPAddress, int]], spread: str) -> list[list[dict]]:
     """One rule per backend so that each new connection picks one uniformly.
 
     Rule i fires with probability 1/(n-i) among connections that reached
@@ -858,21 +871,19 @@ def dnat_service(
     with _netlink_socket() as sock:
         _nat_table_with_hooks(batch, sock, table)
         batch.add_chain("inet", table, "backends")
-        goto = match + [_verdict(_NFT_GOTO, "backends")]
+        goto = [*match, _verdict(_NFT_GOTO, "backends")]
         batch.add_rule("inet", table, "prerouting", goto)
         batch.add_rule("inet", table, "output", goto)
         if targets:
             for rule in _backend_rules(targets, spread):
                 batch.add_rule("inet", table, "backends", rule)
         else:
-            batch.add_rule("inet", table, "backends", [_reject(proto)])
+            batch.add_rule("inet", table, "backends", _reject(proto))
         batch.commit(sock)
     return NftTable("inet", table)
 
 
-def _check_backends(
-    backends: Sequence[Backend], version: int
-) -> list[tuple[IPAddress, int]]:
+def _check_backends(backends: Sequence[Backend], version: int) -> list[tuple[IPAddress, int]]:
     if isinstance(backends, (str, bytes)) or not isinstance(backends, Sequence):
         raise ValueError(f"backends {backends!r} must be a sequence of (ip, port)")
     targets = []
@@ -881,9 +892,7 @@ def _check_backends(
             raise ValueError(f"backend {backend!r} is not an (ip, port) pair")
         addr = _to_address(backend[0], "backend address")
         if addr.version != version:
-            raise ValueError(
-                f"backend address {backend[0]!r} is not IPv{version} like the vip"
-            )
+            raise ValueError(f"backend address {backend[0]!r} is not IPv{version} like the vip")
         targets.append((addr, _check_port(backend[1], "backend port")))
     return targets
 
@@ -918,9 +927,7 @@ def port_forward(
     _check_proto(proto)
     host = _to_address(host_addr, "host_addr") if host_addr is not None else None
     if host is not None and host.version != target.version:
-        raise ValueError(
-            f"host_addr {host_addr!r} is not IPv{target.version} like to_addr"
-        )
+        raise ValueError(f"host_addr {host_addr!r} is not IPv{target.version} like to_addr")
     if name is not None:
         _check_name(name, "name")
     table = f"{TABLE_PREFIX}_fwd_{name or f'{proto}_{port}'}"
@@ -935,10 +942,7 @@ def port_forward(
         incoming = local = family + action
     else:
         incoming = _daddr_is_local() + family + action
-        local = (
-            _daddr_is_local() + family
-            + _addr_match(loopback, "daddr", _CMP_NEQ) + action
-        )
+        local = _daddr_is_local() + family + _addr_match(loopback, "daddr", _CMP_NEQ) + action
     batch = _Batch()
     with _netlink_socket() as sock:
         _nat_table_with_hooks(batch, sock, table)
@@ -979,9 +983,7 @@ def drop_ingress(ifname: str, probability: float) -> NftTable:
     try:
         socket.if_nametoindex(ifname)  # resolved in the calling thread's netns
     except OSError:
-        raise ValueError(
-            f"interface {ifname!r} does not exist in this network namespace"
-        ) from None
+        raise ValueError(f"interface {ifname!r} does not exist in this network namespace") from None
 
     table = f"{TABLE_PREFIX}_loss_{ifname}"
     rule = [
@@ -994,8 +996,13 @@ def drop_ingress(ifname: str, probability: float) -> NftTable:
     with _netlink_socket() as sock:
         batch.fresh_table(sock, "netdev", table)
         batch.add_chain(
-            "netdev", table, "ingress",
-            hook=_HOOK_INGRESS, priority=0, kind="filter", device=ifname,
+            "netdev",
+            table,
+            "ingress",
+            hook=_HOOK_INGRESS,
+            priority=0,
+            kind="filter",
+            device=ifname,
         )
         batch.add_rule("netdev", table, "ingress", rule)
         batch.commit(sock)
