@@ -227,6 +227,12 @@ class Shaper:
         self._stack.append(impairment)
         return impairment
 
+    def refresh(self) -> None:
+        """Apply the impairment in force again (after an MTU change: tbf's burst depends on it)."""
+        if self._stack:
+            top = self._stack[-1].settings
+            self._set(top, fallback=top)
+
     def revert(self, impairment: Impairment) -> None:
         was_top = self._stack[-1] is impairment
         self._stack.remove(impairment)

@@ -219,6 +219,7 @@ class Link(_Network):
         self._topology._check_mtu(mtu)
         for att in self._attachments:
             att.node.ns.execute([_rtnl.set_link(att.index, mtu=mtu, doing=f"setting MTU {mtu} on {_where(att)}")])
+        self._shaper.refresh()  # a rate limit's burst must hold a full frame of the new size
 
     def down(self) -> None:
         """Pull the cable: both ends go administratively down, traffic stops.
@@ -292,6 +293,7 @@ class Segment(_Network):
         _execute(self.namespace, requests)
         for att in self._attachments:
             att.node.ns.execute([_rtnl.set_link(att.index, mtu=mtu, doing=f"setting MTU {mtu} on {_where(att)}")])
+        self._shaper.refresh()  # a rate limit's burst must hold a full frame of the new size
 
     def down(self, member: Namespace | str | None = None) -> None:
         """Unplug every member (or only ``member``) from the bridge.

@@ -291,3 +291,21 @@ def test_kernel_lacking_a_qdisc_is_named(link: Link, monkeypatch: pytest.MonkeyP
     a, b = ends(link)
     assert root_qdisc(a, "eth0") is None and root_qdisc(b, "eth0") is None
 
+
+
+def test_rate_limit_follows_an_mtu_change(link: Link) -> None:
+    """tbf's burst must hold a whole frame: after set_mtu(9000) jumbo frames still pass."""
+    a, b = ends(link)
+    with link.impair(rate="512kbit"):
+        link.set_mtu(9000)
+        with b:
+            receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with a:
+            sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with receiver, sender:
+            receiver.bind((str(b.ip), 9000))
+            receiver.settimeout(2)
+            sender.sendto(bytes(8900), (str(b.ip), 9000))
+            assert len(receiver.recv(9000)) == 8900
+        assert root_qdisc(a, "eth0") == "tbf"
+    assert root_qdisc(a, "eth0") is None
