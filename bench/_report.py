@@ -186,6 +186,13 @@ class Report:
         out += [f"Command: `{self.command}` (took {self.duration / 60:.1f} min).", ""]
         out += ["## Machine", ""] + [f"- {line}" for line in self.machine]
         out += [f"- Load average at the end: {self.load_end}", ""]
+        busy = _busy(self.machine, self.load_end)
+        if busy:
+            out += [
+                f"**Warning: the machine was busy during this run ({busy}); the figures are inflated and "
+                "noisy, and the verdicts below are not meaningful. Re-run on an idle machine.**",
+                "",
+            ]
         out += ["## Setup + teardown per test, as pytest measures it", ""]
         out += [
             "Median / p90 of `report.duration` of the setup and teardown phases of trivial tests that "
@@ -303,6 +310,20 @@ class Report:
         if self.notes:
             out += ["## Notes", "", *(f"- {n}" for n in self.notes), ""]
         return "\n".join(out)
+
+
+def _busy(machine: list[str], load_end: str) -> str:
+    """A description of the load if others used more than half the cores at the start or the end, else ''."""
+    import os
+    import re
+
+    cores = os.cpu_count() or 1
+    start = next((m.group(1) for line in machine if (m := re.search(r"load average at start ([\d.]+)", line))), "0")
+    end = load_end.split()[0] if load_end else "0"
+    # The run itself keeps about one core busy: allow for it at the end.
+    if float(start) > cores / 2 or float(end) > cores / 2 + 1:
+        return f"1-minute load average {start} at the start and {end} at the end, on {cores} cores"
+    return ""
 
 
 def _process(sample: dict[str, int]) -> str:
