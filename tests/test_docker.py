@@ -1,0 +1,203 @@
+"""Docker's default bridge network (pytest_netns.docker), shown with real traffic.
+
+Servers are threads of the test process listening inside the namespaces
+(``Responder``): each TCP connection (or UDP datagram) is answered with
+"<label> <peer address>", so a test sees who served it and whom the server saw.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import threading
+import warnings
+from collections.abc import Iterator
+
+import pytest
+
+from pytest_netns import Namespace, NetnsError, _rtnl
+from pytest_netns.docker import Container, DockerHost
+
+
+class Responder:
+    """A server in ``ns``: greets each TCP connection (or answers each datagram) with its label and the peer."""
+
+    def __init__(self, ns: Namespace, port: int, *, label: str | None = None, proto: str = "tcp") -> None:
+        self.label = label or ns.name
+        self.proto = proto
+        with ns:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("0.0.0.0", port))
+        if proto == "tcp":
+            self.sock.listen(64)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                if self.proto == "tcp":
+                    conn, peer = self.sock.accept()
+                    with conn:
+                        conn.sendall(f"{self.label} {peer[0]}\n".encode())
+                else:
+                    _, peer = self.sock.recvfrom(2048)
+                    if peer is None:  # shut down
+                        return
+                    self.sock.sendto(f"{self.label} {peer[0]}\n".encode(), peer)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes accept()/recvfrom()
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join()
+
+
+def ask(ns: Namespace, address: tuple[str, int], *, proto: str = "tcp", timeout: float = 5.0) -> tuple[str, str]:
+    """Connect (or send a datagram) from ``ns``; return (label of the server, address the server saw)."""
+    with ns:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+    with sock:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        if proto == "udp":
+            sock.send(b"?")
+            data = sock.recv(256)
+        else:
+            data = b""
+            while chunk := sock.recv(256):
+                data += chunk
+    label, peer = data.decode().split()
+    return label, peer
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Responder]]:
+    started: list[Responder] = []
+    yield started
+    for responder in started:
+        responder.close()
+
+
+def default_route(ns: Namespace) -> str | None:
+    body = _rtnl._RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+    for msg in ns.rtnl.dump(_rtnl.RTM_GETROUTE, body, "listing routes"):
+        if msg["dst_len"] == 0 and msg.get_attr("RTA_TABLE") == _rtnl.RT_TABLE_MAIN:
+            return msg.get_attr("RTA_GATEWAY")  # type: ignore[no-any-return]
+    return None
+
+
+def test_layout_host_docker0_outside_network_and_containers(netns_docker: DockerHost) -> None:
+    docker = netns_docker
+    web, db = docker.container("web"), docker.container("db")
+    assert isinstance(web, Container) and isinstance(web, Namespace)
+    assert docker.host.addresses("docker0") == [ipaddress.ip_interface("172.17.0.1/16")]
+    assert docker.host.addresses("eth0") == [ipaddress.ip_interface(f"{docker.host.ip}/24")]
+    assert str(docker.host.ip) == "203.0.113.1" and str(docker.external.ip) == "203.0.113.2"
+    assert docker.external.addresses("eth0") == [ipaddress.ip_interface("203.0.113.2/24")]
+    assert (str(web.ip), str(db.ip)) == ("172.17.0.2", "172.17.0.3")
+    for container in (web, db):
+        assert container.interfaces() == ["lo", "eth0"]
+        assert container.addresses("eth0") == [ipaddress.ip_interface(f"{container.ip}/16")]
+        assert default_route(container) == "172.17.0.1"
+    assert docker.host.sysctl("net.ipv4.ip_forward") == "1"
+    assert docker.host.sysctl("net.bridge.bridge-nf-call-iptables") == "1"
+    assert docker["web"] is web and docker.containers == [web, db]
+    # docker0's ports are the containers' veth peers.
+    assert {"veth2", "veth3"} <= set(docker.host.interfaces())
+
+
+def test_containers_go_out_masqueraded_and_talk_to_each_other_directly(netns_docker: DockerHost, servers) -> None:
+    docker = netns_docker
+    web, db = docker.container("web"), docker.container("db")
+    servers += [Responder(docker.external, 443), Responder(db, 5432)]
+    assert ask(web, (str(docker.external.ip), 443)) == ("external", str(docker.host.ip))
+    assert ask(web, (str(db.ip), 5432)) == ("db", str(web.ip))  # same bridge: no NAT
+    with docker.external:  # the outside has no route to the containers
+        sock = socket.socket()
+    with sock, pytest.raises(OSError) as info:
+        sock.settimeout(1)
+        sock.connect((str(db.ip), 5432))
+    assert info.value.errno == errno.ENETUNREACH
+
+
+def test_published_port_reaches_the_container_from_outside_the_host_and_other_containers(
+        netns_docker: DockerHost, servers) -> None:
+    docker = netns_docker
+    web, other = docker.container("web"), docker.container("other")
+    servers.append(Responder(web, 80))
+    published = docker.publish(web, host_port=8080, container_port=80)
+    assert published.address == (str(docker.host.ip), 8080)
+    assert docker.published == [published]
+    # From outside: the container sees the external host's own address (DNAT only).
+    assert ask(docker.external, published.address) == ("web", str(docker.external.ip))
+    # From the host itself, and from another container through the host's address.
+    assert ask(docker.host, published.address) == ("web", str(docker.host.ip))
+    assert ask(other, published.address) == ("web", str(other.ip))
+    assert ask(other, ("172.17.0.1", 8080)) == ("web", str(other.ip))
+
+
+def test_publishing_a_taken_host_port_is_refused_naming_the_port(netns_docker: DockerHost, servers) -> None:
+    docker = netns_docker
+    web, api = docker.container("web"), docker.container("api")
+    servers += [Responder(web, 80), Responder(api, 8000), Responder(api, 5353, proto="udp")]
+    first = docker.publish(web, host_port=8080, container_port=80)
+    with pytest.raises(ValueError, match=r"host port 8080/tcp is already allocated.*'web'"):
+        docker.publish(api, host_port=8080, container_port=8000)
+    assert ask(docker.external, first.address)[0] == "web"  # the refused publish changed nothing
+    # The same number in the other protocol is another port.
+    dns = docker.publish(api, host_port=8080, container_port=5353, proto="udp")
+    assert ask(docker.external, dns.address, proto="udp") == ("api", str(docker.external.ip))
+    # Like docker-proxy, a published port is bound on the host: a process there cannot take it...
+    with docker.host:
+        squatter = socket.socket()
+    with squatter, pytest.raises(OSError) as info:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("0.0.0.0", 8080))
+    assert info.value.errno == errno.EADDRINUSE
+    # ...and a port a host process already uses cannot be published.
+    with docker.host:
+        busy = socket.create_server(("0.0.0.0", 9090))
+    with busy, pytest.raises(ValueError, match="host port 9090/tcp is already in use"):
+        docker.publish(api, host_port=9090, container_port=8000)
+    # Unpublishing frees the port for another container.
+    first.remove()
+    with pytest.raises(ConnectionRefusedError):
+        ask(docker.external, first.address)
+    second = docker.publish(api, host_port=8080, container_port=8000)
+    assert ask(docker.external, second.address)[0] == "api"
+
+
+def test_bad_input_is_refused(netns_docker: DockerHost) -> None:
+    docker = netns_docker
+    web = docker.container("web")
+    for kwargs in ({"host_port": 0, "container_port": 80}, {"host_port": 80, "container_port": 65536},
+                   {"host_port": 80, "container_port": 80, "proto": "sctp"}, {"host_port": True, "container_port": 80}):
+        with pytest.raises(ValueError):
+            docker.publish(web, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'nope' is not a container"):
+        docker.publish("nope", host_port=80, container_port=80)
+    for bad in ("", "a/b", "web", "host"):
+        with pytest.raises(ValueError, match="container name"):
+            docker.container(bad)
+    assert docker.published == [] and len(docker.namespaces) == 3
+
+
+def test_docker_host_works_without_pytest_and_tears_everything_down() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a reservation socket left open would be a leak warning
+        with DockerHost() as docker:
+            web = docker.container("web")
+            docker.publish(web, host_port=8080, container_port=80)
+            proc = web.popen(["sleep", "60"])
+            namespaces = docker.namespaces
+    assert docker.closed and all(ns.closed for ns in namespaces)
+    assert proc.poll() is not None
+    with pytest.raises(NetnsError, match="torn down"):
+        docker.container("again")
