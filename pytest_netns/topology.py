@@ -23,9 +23,9 @@ Only connected routes exist until ``autoroute()`` (or ``ns.add_route``).
 ``autoroute()`` computes, for every namespace, the first hop of a shortest
 path (in hops, through routers only) to every subnet and installs static
 routes for both families; subnets that share a first hop are merged into
-the exact covering prefixes (``ipaddress.collapse_addresses``: no address
-outside the topology's subnets is covered), which keeps a 100-router chain at
-a few routes per namespace instead of 200.
+the fewest prefixes that cover exactly them (as ``ipaddress.collapse_addresses``
+does: no address outside those subnets is covered), which keeps a 100-router
+chain at a dozen routes per namespace instead of 200.
 """
 
 from __future__ import annotations
@@ -138,6 +138,7 @@ class _Network:
         self._attachments: list[_Attachment] = []
         self._spans = [_span(n) for n in (subnet, subnet6) if n is not None]
         self._is_up = True
+        self._saved_routes: list[tuple[_Attachment, list[_SavedRoute]]] = []  # while a link is down
         self._shaper = Shaper(self._impair_points, what)
         self._what = what
 
@@ -242,7 +243,7 @@ class Link(_Network):
         for att in self._attachments:
             att.node.ns.execute([_rtnl.set_link(att.index, up=True, doing=f"bringing {_where(att)} up")])
         wait_ready([(att.node.ns, att.index, att.addresses) for att in self._attachments], self._what)
-        for att, routes in getattr(self, "_saved_routes", []):
+        for att, routes in self._saved_routes:
             _execute(att.node.ns, [_restore_route(route, att) for route in routes])
         self._saved_routes = []
         self._is_up = True
