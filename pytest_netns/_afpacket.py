@@ -7,14 +7,15 @@ measured on Linux 6.18:
   (``synchronize_net()`` in ``packet_release``, also in ``PACKET_RX_RING``
   setup): about 16 ms per socket, whatever it did.  Closing two recorder
   sockets per test on the test's thread would cost 10 times the whole
-  ``netns_pair`` budget.  :func:`close_later` hands the socket to closer
-  threads instead: the caller pays ~5 us.  Grace periods are shared, so
-  concurrent closes overlap (16 threads close ~900 sockets/s, 64 ~3,500/s).
-* The closer threads have a private file descriptor table
-  (``unshare(CLONE_FILES)``) and receive sockets over a Unix socket
-  (``SCM_RIGHTS``): the socket leaves the process's table at once, so the
-  leak check that runs after teardown (``warn_if_held``) never sees it,
-  while the kernel finishes the release in the background.
+  ``netns_pair`` budget.  :func:`close_later` passes the socket to a helper
+  process over a Unix socket (``SCM_RIGHTS``) and closes its own copy:
+  the caller pays ~10 us, the descriptor leaves this process at once (the
+  leak check after teardown never sees it) and the helper's close, the
+  last one, waits out the grace period.  Grace periods are shared, so the
+  helper closes in parallel threads (16 threads: ~900 sockets/s, 64:
+  ~3,500/s).  A process rather than threads here: closer threads woken in
+  this process compete with the test for the GIL (measured: +0.1 ms per
+  teardown on a loaded 2-core machine).
 * Swapping a socket filter (``SO_ATTACH_FILTER``) is RCU-deferred and does
   not wait: capture sockets are therefore kept open per namespace and
   switched between "reject everything" (idle) and the capture's filter.
@@ -28,12 +29,10 @@ measured on Linux 6.18:
 
 from __future__ import annotations
 
-import array
 import ctypes
 import errno
 import itertools
 import os
-import signal
 import socket
 import struct
 import threading
@@ -56,7 +55,6 @@ SO_RCVBUFFORCE = 33
 PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST, PACKET_OUTGOING = 0, 1, 2, 3, 4
 ARPHRD_ETHER = 1
 ARPHRD_LOOPBACK = 772
-CLONE_FILES = 0x400
 
 #: Largest packet read in one piece: veth hands GSO packets of up to 64 KiB
 #: to packet sockets as a single frame.
@@ -76,7 +74,6 @@ ACCEPT: list[Instruction] = [(BPF_RET_K, 0, 0, MAX_FRAME)]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.bind.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
-_libc.unshare.argtypes = (ctypes.c_int,)
 _SOCKADDR_LL = struct.Struct("=HHiHBB8s")
 _TIMESPEC = struct.Struct("=qq")
 _STATS = struct.Struct("=II")
@@ -250,161 +247,97 @@ def keep_timestamps_on() -> None:
 
 # -- closing without waiting -------------------------------------------------------
 
-#: At most this many closer threads; each waits in the kernel, holding no CPU.
-MAX_CLOSERS = 64
-#: The dispatcher collects sockets for this long before handing them out, so
-#: that a test's teardown never wakes a thread (which would then compete
-#: with the test for the GIL): sending a descriptor costs the caller ~5 us.
-BATCH_DELAY = 0.02
-
-
-class _Closers:
-    """A dispatcher thread with a private descriptor table, fed over a Unix socket pair,
-    and the worker threads it starts (which share that table) to wait out the closes."""
+class _Closer:
+    """The helper process (``_packet_closer.py``) and our end of the socket pair leading to it."""
 
     def __init__(self) -> None:
+        import subprocess
+        import sys
+
         self.pid = os.getpid()
         self.lock = threading.Lock()
-        self.changed = threading.Condition(self.lock)
-        self.send, self.recv = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self.send.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        self.send.setblocking(False)
         self.ids = itertools.count(1)
-        self.released: set[int] = set()  # ids whose sender has closed its own descriptor
-        self.outstanding = 0
-        self.work: list[int] = []
-        self.workers = 0
-        self.idle_workers = 0
-        self.broken: str | None = None
-        started = threading.Event()
-        threading.Thread(target=self._dispatch, args=(started,), name="netns-packet-closer", daemon=True).start()
-        started.wait()
-
-    def _dispatch(self, started: threading.Event) -> None:
+        self.link, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        self.link.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        self.link.settimeout(1.0)
         try:
-            # No signal may run a C handler here or in the workers (it would
-            # write to a descriptor number that means something else in this table).
-            signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-            # Started by whichever thread needed it, possibly inside a test namespace.
-            _kernel.setns(_kernel.INITIAL_NETNS_FD)
-            if _libc.unshare(CLONE_FILES) != 0:
-                raise OSError(ctypes.get_errno(), "unshare(CLONE_FILES)")
-            keep = self.recv.fileno()
-            for name in os.listdir("/proc/thread-self/fd"):
-                if int(name) != keep:
-                    try:
-                        os.close(int(name))
-                    except OSError:
-                        pass
-            null = os.open(os.devnull, os.O_RDWR)  # 0, 1 and 2 never name a received socket
-            for fd in (0, 1, 2):
-                if fd != null:
-                    os.dup2(null, fd, inheritable=False)
-        except OSError as exc:
-            self.broken = str(exc)
-            started.set()
-            return
-        started.set()
-        cmsg = socket.CMSG_SPACE(struct.calcsize("i"))
-        waiting: list[tuple[int, int]] = []  # (id, fd) received before their sender closed its copy
-        while True:
-            if not waiting:
-                self.recv.setblocking(True)
-                received = [self.recv.recvmsg(8, cmsg)]
-            else:
-                received = []
-            time.sleep(BATCH_DELAY)
-            self.recv.setblocking(False)
-            while True:
-                try:
-                    received.append(self.recv.recvmsg(8, cmsg))
-                except BlockingIOError:
-                    break
-            for message, ancillary, _flags, _addr in received:
-                ident = int.from_bytes(message, "little")
-                for level, kind, data in ancillary:
-                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                        fds = array.array("i")
-                        fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-                        waiting += [(ident, fd) for fd in fds]
-            with self.lock:
-                # Ours must be the last reference: close only once the sender closed its own.
-                done = {ident for ident, _ in waiting if ident in self.released}
-                self.work += [fd for ident, fd in waiting if ident in done]
-                waiting = [(ident, fd) for ident, fd in waiting if ident not in done]
-                self.released -= done
-                spawn = min(len(self.work) - self.idle_workers, MAX_CLOSERS - self.workers)
-                self.workers += max(spawn, 0)
-                self.changed.notify_all()
-            for _ in range(spawn):
-                threading.Thread(target=self._close_forever, name="netns-packet-closer", daemon=True).start()
+            # Started from the namespace the process started in: it never pins a test namespace.
+            with _kernel.entered(_kernel.INITIAL_NETNS_FD):
+                self.process = subprocess.Popen(
+                    [sys.executable, "-I", "-S", os.path.join(os.path.dirname(__file__), "_packet_closer.py")],
+                    stdin=theirs.fileno(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+        finally:
+            theirs.close()
 
-    def _close_forever(self) -> None:
-        while True:
-            with self.lock:
-                self.idle_workers += 1
-                while not self.work:
-                    self.changed.wait()
-                self.idle_workers -= 1
-                fd = self.work.pop()
-            os.close(fd)  # waits for the grace period, here rather than in the test
-            with self.lock:
-                self.outstanding -= 1
-                self.changed.notify_all()
+    def send(self, kind: bytes, ident: int, fd: int | None = None) -> None:
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))] if fd is not None else []
+        self.link.sendmsg([kind + ident.to_bytes(8, "little")], ancillary)
 
 
-_closers: _Closers | None = None
-_closers_lock = threading.Lock()
+_closer: _Closer | None = None
+_closer_lock = threading.Lock()
 
 
-def _get_closers() -> _Closers | None:
-    global _closers
-    with _closers_lock:
-        if _closers is None or _closers.pid != os.getpid():
-            _closers = _Closers()
-        return None if _closers.broken else _closers
+def _get_closer() -> _Closer | None:
+    global _closer
+    with _closer_lock:
+        if _closer is None or _closer.pid != os.getpid():
+            try:
+                _closer = _Closer()
+            except OSError:
+                return None
+        if _closer.process.poll() is not None:
+            return None
+        return _closer
 
 
 def close_later(sock: socket.socket) -> None:
     """Close an AF_PACKET socket now, without waiting ~16 ms for the kernel to release it.
 
-    The descriptor leaves this process's table immediately; a closer thread
-    holds the last reference until the kernel is done.  Where closer threads
-    cannot be made (``unshare(CLONE_FILES)`` refused), the socket is closed
-    here and the wait is paid here.
+    The descriptor leaves this process at once; a helper process holds the
+    last reference until the kernel is done.  If the helper cannot be
+    reached, the socket is closed here and the wait is paid here.
     """
     if sock.fileno() < 0:
         return
-    closers = _get_closers()
-    if closers is None:
+    closer = _get_closer()
+    if closer is None:
         sock.close()
         return
-    with closers.lock:
-        ident = next(closers.ids)
-        closers.outstanding += 1
+    ident = next(closer.ids)
     try:
-        closers.send.sendmsg([ident.to_bytes(8, "little")],
-                             [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", sock.fileno()))])
+        closer.send(b"F", ident, sock.fileno())
     except OSError:
-        with closers.lock:
-            closers.outstanding -= 1
         sock.close()
         return
     sock.close()
-    with closers.lock:
-        closers.released.add(ident)
+    try:
+        closer.send(b"R", ident)
+    except OSError:
+        pass  # the helper is gone: it released what it held when it exited
 
 
 def wait_closed(timeout: float = 5.0) -> bool:
-    """Wait until every socket given to :func:`close_later` is released; False on timeout."""
-    closers = _closers
-    if closers is None:
+    """Wait until the helper has released every socket given to :func:`close_later`; False on timeout."""
+    closer = _closer
+    if closer is None or closer.pid != os.getpid() or closer.process.poll() is not None:
         return True
-    deadline = time.monotonic() + timeout
-    with closers.lock:
-        while closers.outstanding:
+    with closer.lock:
+        ident = next(closer.ids)
+        closer.send(b"W", ident)
+        expected = b"D" + ident.to_bytes(8, "little")
+        deadline = time.monotonic() + timeout
+        while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            closers.changed.wait(remaining)
-    return True
+            closer.link.settimeout(remaining)
+            try:
+                if closer.link.recv(16) == expected:
+                    return True
+            except TimeoutError:
+                return False
+            finally:
+                closer.link.settimeout(1.0)

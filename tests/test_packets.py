@@ -418,3 +418,29 @@ def test_link_local_destination_goes_out_of_the_routed_interface(netns_factory) 
     reply = a.sr1(IPv6(dst=str(ll_b)) / ICMPv6EchoRequest(id=11), timeout=3)
     assert reply is not None and reply[ICMPv6EchoReply].id == 11
     assert reply.src == str(ll_b) and ipaddress.ip_address(reply.dst).is_link_local
+
+
+@pytest.mark.parametrize("ending", ["exit", "sigkill"])
+def test_the_closing_helper_ends_with_the_test_process(ending: str) -> None:
+    import signal
+    import subprocess
+    import time
+
+    script = (
+        "import os, socket, sys, time\n"
+        "from pytest_netns import _afpacket\n"
+        "_afpacket.close_later(socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))\n"
+        "print(_afpacket._closer.process.pid, flush=True)\n"
+        "time.sleep(60 if sys.argv[1] == 'sigkill' else 0)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, ending], stdout=subprocess.PIPE, text=True)
+    helper = int(proc.stdout.readline())
+    assert os.path.exists(f"/proc/{helper}")
+    if ending == "sigkill":
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{helper}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not os.path.exists(f"/proc/{helper}"), "the helper outlived the process it served"
