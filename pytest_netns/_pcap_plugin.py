@@ -29,6 +29,7 @@ import hashlib
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 MODES = _settings.PCAP_CHOICES
 #: How many rows of the packet ladder the failure report shows (packets.txt has all).
 LADDER_ROWS = 30
+#: packets.txt stops there (summarising a packet costs ~0.1 ms); the pcap files hold everything.
+PACKETS_TXT_ROWS = 10_000
 BUFFER_MIN, BUFFER_MAX = 64 << 10, 1 << 30
 
 
@@ -58,6 +61,7 @@ class PcapSettings:
 PCAP_SETTINGS = pytest.StashKey[PcapSettings]()
 RECORDERS = pytest.StashKey[list["Recorder"]]()
 TOLD = pytest.StashKey[str]()  # the directory a failed test's story was written to
+UNAVAILABLE = pytest.StashKey[bool]()  # recording failed once (warned)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -139,7 +143,14 @@ def pytest_netns_namespace_created(item: pytest.Item, namespace: Namespace) -> N
     number = 2
     while label in labels:
         label, number = f"{namespace.name}.{number}", number + 1
-    recorder = Recorder(namespace, label, buffer=settings.buffer)
+    try:
+        recorder = Recorder(namespace, label, buffer=settings.buffer)
+    except OSError as exc:  # recording must never break a test: say so once and go on without it
+        if not item.config.stash.get(UNAVAILABLE, False):
+            item.config.stash[UNAVAILABLE] = True
+            warnings.warn(pytest.PytestWarning(f"--netns-pcap: cannot record {namespace.name!r} ({exc}); "
+                                               "no pcap files will be written"), stacklevel=1)
+        return
     recorders.append(recorder)
     namespace.add_cleanup(functools.partial(_stop, recorder, settings.mode == "always"),
                           f"stopping the packet recorder of {namespace.name!r}")
@@ -235,7 +246,7 @@ def _story_sections(report: pytest.TestReport, recorders: list[Recorder], direct
     start = min(recorder.started for recorder in recorders)
     header = "time: seconds since the test's first namespace was made; a -> b: sent by a, received by b"
     with open(os.path.join(directory, "packets.txt"), "w") as handle:
-        handle.write(header + "\n" + _story.render_ladder(rows, start) + "\n")
+        handle.write(header + "\n" + _story.render_ladder(rows, start, PACKETS_TXT_ROWS) + "\n")
     shown = min(len(rows), LADDER_ROWS)
     title = f"netns: last {shown} of {len(rows)} packets" if len(rows) > shown else f"netns: {len(rows)} packets"
     report.sections.append((title, header + "\n" + _story.render_ladder(rows, start, LADDER_ROWS)))

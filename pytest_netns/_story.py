@@ -85,7 +85,7 @@ def render_ladder(rows: list[Row], start: float, limit: int | None = None) -> st
     width = max(len(row.path) for row in shown)
     lines = [f"{'time':>11}  {'where':<{width}}  packet"]
     if len(shown) < len(rows):
-        lines.append(f"{'':>11}  ({len(rows) - len(shown)} earlier packets in packets.txt)")
+        lines.append(f"{'':>11}  ({len(rows) - len(shown)} earlier packets: see packets.txt and the pcap files)")
     for row in shown:
         lines.append(f"{row.time - start:+11.6f}  {row.path:<{width}}  {summarise(row.data, row.hatype, row.proto)}")
     return "\n".join(lines)

@@ -127,6 +127,9 @@ class _Sockets:
         return sock
 
     def give_back(self, sock: socket.socket) -> None:
+        with self.lock:
+            if self.closed:  # the namespace was torn down meanwhile: the socket is closed already
+                return
         _afpacket.attach(sock, _afpacket.REJECT)
         _afpacket.Reader(sock).discard()
         with self.lock:
@@ -676,9 +679,10 @@ class Capture:
         if sock is None or state is None:
             return
         try:
-            _afpacket.attach(sock, _afpacket.REJECT)
-            self._pull()
-            self.dropped += _afpacket.statistics(sock)[1]
+            if not state.closed:
+                _afpacket.attach(sock, _afpacket.REJECT)
+                self._pull()
+                self.dropped += _afpacket.statistics(sock)[1]
         finally:
             self._sock = self._reader = None
             state.give_back(sock)

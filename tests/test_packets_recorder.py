@@ -81,7 +81,7 @@ def test_ladder_joins_both_ends_of_a_hop(recorded_pair) -> None:
     assert ("a:eth0 -> b:eth0", "IP / ICMP 10.0.0.1 > 10.0.0.2 echo-request 0") in paths
     assert ("b:eth0 -> a:eth0", "IP / ICMP 10.0.0.2 > 10.0.0.1 echo-reply 0") in paths
     text = _story.render_ladder(rows, recorders[0].started, limit=2)
-    assert "earlier packets in packets.txt" in text and len(text.splitlines()) == 4
+    assert "earlier packets: see packets.txt" in text and len(text.splitlines()) == 4
 
 
 def test_topology_text(recorded_pair) -> None:
