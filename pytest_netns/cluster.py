@@ -89,6 +89,7 @@ __all__ = [
     "NODE_NETWORK",
     "SERVICE_CIDR",
     "Cluster",
+    "External",
     "Node",
     "Pod",
     "Service",
@@ -780,7 +781,8 @@ def _plug(bridge_ns: Namespace, bridge_index: int, port: str, member: Namespace,
     member._port_index = port_index  # type: ignore[attr-defined]
 
 
-def _settle_sysctls(ns: Namespace, settings: Sequence[tuple[str, str]], *, required: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+def _settle_sysctls(ns: Namespace, settings: Sequence[tuple[str, str]], *,
+                    required: frozenset[str] | set[str] = frozenset()) -> None:
     """Write the settings that differ, in one namespace switch.
 
     A missing file in ``required`` raises ``FeatureUnavailable``; other

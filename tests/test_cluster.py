@@ -523,3 +523,14 @@ def test_pod_processes_run_under_the_private_files_only() -> None:
             plain.close()
         assert theirs == Path("/etc/hosts").read_text() != mine
         assert subprocess.run(["cat", "/etc/hosts"], capture_output=True, text=True).stdout == theirs
+
+
+def test_a_kernel_without_br_netfilter_is_reported_as_unavailable(netns: Namespace) -> None:
+    """Where /proc/sys/net/bridge is missing (br_netfilter not loaded) a node cannot be built: a precise skip reason."""
+    from pytest_netns import FeatureUnavailable
+    from pytest_netns.cluster import _settle_sysctls
+
+    missing = "/proc/sys/net/bridge/no-such-setting"
+    with pytest.raises(FeatureUnavailable, match="br_netfilter"):
+        _settle_sysctls(netns, [(missing, "1")], required={missing})
+    _settle_sysctls(netns, [(missing, "1")])  # optional settings that do not exist are skipped
