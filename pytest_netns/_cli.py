@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 def _table(rows: list[list[str]], out: TextIO) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         out.write("  ".join([*cells, row[-1]]).rstrip() + "\n")
 
 
@@ -71,7 +71,8 @@ def _doctor(as_json: bool, out: TextIO) -> int:
     out.write("\n")
     if essential_ok:
         missing = [p.name for p in probes if not p.ok]
-        out.write("The fixtures work here" + (f"; missing: {', '.join(missing)}.\n" if missing else "; nothing is missing.\n"))
+        out.write(f"The fixtures work here; missing: {', '.join(missing)}.\n" if missing
+                  else "The fixtures work here; nothing is missing.\n")
     else:
         out.write("The fixtures cannot work here: see the MISSING lines above.\n")
     return 0 if essential_ok else 1

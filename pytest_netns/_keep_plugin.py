@@ -26,6 +26,8 @@ from ._fixtures import test_namespaces
 from .errors import FeatureUnavailable
 
 if TYPE_CHECKING:
+    import pluggy
+
     from .namespace import Namespace
 
 KEEP = pytest.StashKey[bool]()
@@ -56,7 +58,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
     if not item.config.stash.get(KEEP, False):
@@ -101,7 +105,8 @@ class KeptSummary:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for title, content in report.sections:
             if title == SECTION:
-                self.paths += [line.split(" is kept as ", 1)[1] for line in content.splitlines() if " is kept as " in line]
+                lines = content.splitlines()
+                self.paths += [line.split(" is kept as ", 1)[1] for line in lines if " is kept as " in line]
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if not self.paths:

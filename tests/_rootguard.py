@@ -135,7 +135,8 @@ def _rtnl() -> dict[str, dict[str, str]]:
             for route in ipr.get_routes(family=family):
                 out["routes"][_route_key(route, names)] = ""
             for rule in ipr.get_rules(family=family):
-                attrs = " ".join(f"{a[0]}={a[1]}" for a in sorted(rule["attrs"], key=lambda a: a[0]) if a[0] != "UNKNOWN")
+                attrs = " ".join(f"{a[0]}={a[1]}" for a in sorted(rule["attrs"], key=lambda a: a[0])
+                                 if a[0] != "UNKNOWN")
                 out["rules"][f"{family} action={rule['action']} {attrs}"] = ""
         for qdisc in ipr.get_qdiscs():
             key = f"{names.get(qdisc['index'])} parent={qdisc['parent']:#x} handle={qdisc['handle']:#x}"
@@ -178,7 +179,8 @@ def _nftables() -> dict[str, str]:
         for table in nft.get_tables():
             out[f"table {table['nfgen_family']} {table.get_attr('NFTA_TABLE_NAME')}"] = repr(_plain(table))
         for chain in nft.get_chains():
-            key = f"chain {chain['nfgen_family']} {chain.get_attr('NFTA_CHAIN_TABLE')} {chain.get_attr('NFTA_CHAIN_NAME')}"
+            table, name = chain.get_attr("NFTA_CHAIN_TABLE"), chain.get_attr("NFTA_CHAIN_NAME")
+            key = f"chain {chain['nfgen_family']} {table} {name}"
             out[key] = repr(_plain(chain))
         for rule in nft.get_rules():
             key = f"rules {rule['nfgen_family']} {rule.get_attr('NFTA_RULE_TABLE')} {rule.get_attr('NFTA_RULE_CHAIN')}"

@@ -276,7 +276,7 @@ def test_marker_arguments(pytester: pytest.Pytester) -> None:
     if "fixture 'netns_bridge' not found" in result.stdout.str():  # pragma: no cover - before topologies exist
         pytest.skip("netns_bridge is not there yet")
     result.assert_outcomes(errors=len(MARKERS))
-    for number, (args, _, message) in enumerate(MARKERS):
+    for number, (_, _, message) in enumerate(MARKERS):
         result.stdout.fnmatch_lines([f"*UsageError: @pytest.mark.netns on *test_{number}: {message}"])
     assert not (pytester.path / "created.txt").exists()
 
@@ -287,7 +287,7 @@ OPTIONS = [
     (["--netns-kill-grace=nan"], {}, "", "*--netns-kill-grace: nan is not a non-negative number of seconds*"),
     ([], {"PYTEST_NETNS_KILL_GRACE": "soon"}, "", "*environment variable PYTEST_NETNS_KILL_GRACE: 'soon'*"),
     ([], {}, "netns_kill_grace = forever", "*ini option netns_kill_grace: 'forever'*"),
-    ([], {"PYTEST_NETNS_REQUIRE": "maybe"}, "", "*environment variable PYTEST_NETNS_REQUIRE: 'maybe' is not a boolean*"),
+    ([], {"PYTEST_NETNS_REQUIRE": "maybe"}, "", "*variable PYTEST_NETNS_REQUIRE: 'maybe' is not a boolean*"),
     ([], {"PYTEST_NETNS_KEEP_ON_FAILURE": "2"}, "", "*PYTEST_NETNS_KEEP_ON_FAILURE: '2' is not a boolean*"),
 ]
 

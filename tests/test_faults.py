@@ -224,7 +224,9 @@ def test_victim(everything):
 @pytest.mark.xfail(reason="hole reported to the core: a forked child keeps the watchdog's pipe open, so the "
                           "watchdog never sees the test process die")
 @pytest.mark.parametrize("inside", [True, False], ids=["child-under-with", "helper-outside-any-namespace"])
-def test_forked_child_does_not_blind_the_watchdog(pytester: pytest.Pytester, inner: list[InnerRun], inside: bool) -> None:
+def test_forked_child_does_not_blind_the_watchdog(
+    pytester: pytest.Pytester, inner: list[InnerRun], inside: bool
+) -> None:
     """``multiprocessing`` (fork): a fork without exec inherits every fd of pytest, the watchdog's pipe too.
 
     Under ``with ns:`` the child is in the namespace and must die with the

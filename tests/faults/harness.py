@@ -233,11 +233,12 @@ class InnerRun:
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> InnerRun:
         """Start ``pytest ARGS`` (a kill grace of 0.3 s unless ARGS say otherwise)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_ADDOPTS"))} | (env or {})
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_ADDOPTS"))}
+        env = inherited | (env or {})
         env["NETNS_FAULT_LOG"] = str(self.log)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.path), env.get("PYTHONPATH")]))
-        self._out = open(self.path / "stdout", "wb")  # noqa: SIM115 - closed in finish()
-        self._err = open(self.path / "stderr", "wb")  # noqa: SIM115
+        self._out = open(self.path / "stdout", "wb")
+        self._err = open(self.path / "stderr", "wb")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--basetemp={self.path / 'tmp'}",
