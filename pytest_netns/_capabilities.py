@@ -59,7 +59,9 @@ def privileges() -> Probe:
     if missing:
         detail += f" (missing {', '.join(missing)})"
     return Probe(
-        "privileges", not missing, detail,
+        "privileges",
+        not missing,
+        detail,
         "every fixture (tests are skipped, or fail with --netns-require); run as root, in a privileged "
         "container, or with --netns-rootless where user namespaces are allowed",
     )
@@ -78,8 +80,12 @@ def kernel() -> Probe:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.getsockopt(socket.SOL_SOCKET, 71, 8)  # SO_NETNS_COOKIE, Linux 5.14
     except OSError as exc:
-        return Probe("kernel", False, f"Linux {release}: no SO_NETNS_COOKIE ({exc.strerror})",
-                     "Namespace (needs Linux 5.14 or newer)")
+        return Probe(
+            "kernel",
+            False,
+            f"Linux {release}: no SO_NETNS_COOKIE ({exc.strerror})",
+            "Namespace (needs Linux 5.14 or newer)",
+        )
     return Probe("kernel", True, f"Linux {release}", "Namespace (needs Linux 5.14 or newer)")
 
 
@@ -103,8 +109,10 @@ def kernel_features() -> tuple[Probe, ...]:
 
     reason = unavailable_reason()
     if reason is not None:
-        return tuple(Probe(name, None, "not probed: no network namespaces", what, short)
-                     for name, (short, what) in _FEATURES.items())
+        return tuple(
+            Probe(name, None, "not probed: no network namespaces", what, short)
+            for name, (short, what) in _FEATURES.items()
+        )
     results: dict[str, tuple[bool, str]] = {}
     error: list[BaseException] = []
 
@@ -124,8 +132,9 @@ def kernel_features() -> tuple[Probe, ...]:
     thread.start()
     thread.join()
     if error:
-        return tuple(Probe(name, None, f"probe failed: {error[0]}", what, short)
-                     for name, (short, what) in _FEATURES.items())
+        return tuple(
+            Probe(name, None, f"probe failed: {error[0]}", what, short) for name, (short, what) in _FEATURES.items()
+        )
     return tuple(Probe(name, *results[name], what, short) for name, (short, what) in _FEATURES.items())
 
 
@@ -248,8 +257,13 @@ def _nft_transaction(messages: list[tuple[int, int, bytes]]) -> tuple[bool, str]
         add(NFNL_MSG_BATCH_BEGIN, _rtnl.NLM_F_REQUEST, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b"")
         for msg, family, attrs in messages:
             kinds[seq] = names[msg]
-            add(NFNL_SUBSYS_NFTABLES << 8 | msg, _rtnl.NLM_F_REQUEST | _rtnl.NLM_F_CREATE | _rtnl.NLM_F_ACK,
-                family, 0, attrs)
+            add(
+                NFNL_SUBSYS_NFTABLES << 8 | msg,
+                _rtnl.NLM_F_REQUEST | _rtnl.NLM_F_CREATE | _rtnl.NLM_F_ACK,
+                family,
+                0,
+                attrs,
+            )
         add(NFNL_MSG_BATCH_END, _rtnl.NLM_F_REQUEST, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b"")
         sock.sendall(b"".join(packets))
         pending = set(kinds)
@@ -278,8 +292,12 @@ def user_namespaces() -> Probe:
     from ._rootless import userns_unavailable_reason
 
     reason = userns_unavailable_reason()
-    return Probe("user namespaces", reason is None, reason or "an unprivileged user may create them",
-                 "--netns-rootless (running the tests without root)")
+    return Probe(
+        "user namespaces",
+        reason is None,
+        reason or "an unprivileged user may create them",
+        "--netns-rootless (running the tests without root)",
+    )
 
 
 def libpcap() -> Probe:
@@ -287,8 +305,13 @@ def libpcap() -> Probe:
 
     name = ctypes.util.find_library("pcap")
     if name is None:
-        return Probe("libpcap", False, "not found (apt install libpcap0.8)",
-                     "BPF filter= strings in sniff/capture (lfilter= works without it)", "libpcap")
+        return Probe(
+            "libpcap",
+            False,
+            "not found (apt install libpcap0.8)",
+            "BPF filter= strings in sniff/capture (lfilter= works without it)",
+            "libpcap",
+        )
     return Probe("libpcap", True, name, "BPF filter= strings in sniff/capture", "libpcap")
 
 
@@ -306,8 +329,7 @@ def keep_on_failure() -> Probe:
     from ._kernel import Capabilities
 
     if not Capabilities.current().has(Capabilities.CAP_SYS_ADMIN):
-        return Probe("kept namespaces (/run/netns)", False, "bind mounts need CAP_SYS_ADMIN",
-                     "--netns-keep-on-failure")
+        return Probe("kept namespaces (/run/netns)", False, "bind mounts need CAP_SYS_ADMIN", "--netns-keep-on-failure")
     if not os.access("/run", os.W_OK):
         return Probe("kept namespaces (/run/netns)", False, "/run is not writable", "--netns-keep-on-failure")
     return Probe("kept namespaces (/run/netns)", True, "/run writable, CAP_SYS_ADMIN held", "--netns-keep-on-failure")
@@ -316,7 +338,14 @@ def keep_on_failure() -> Probe:
 def doctor_probes() -> list[Probe]:
     """Every probe, in the order ``doctor`` prints them."""
     steps: list[Callable[[], Probe | tuple[Probe, ...]]] = [
-        privileges, network_namespaces, kernel, user_namespaces, kernel_features, libpcap, scapy, keep_on_failure,
+        privileges,
+        network_namespaces,
+        kernel,
+        user_namespaces,
+        kernel_features,
+        libpcap,
+        scapy,
+        keep_on_failure,
     ]
     probes: list[Probe] = []
     for step in steps:

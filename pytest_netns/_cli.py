@@ -71,8 +71,11 @@ def _doctor(as_json: bool, out: TextIO) -> int:
     out.write("\n")
     if essential_ok:
         missing = [p.name for p in probes if not p.ok]
-        out.write(f"The fixtures work here; missing: {', '.join(missing)}.\n" if missing
-                  else "The fixtures work here; nothing is missing.\n")
+        out.write(
+            f"The fixtures work here; missing: {', '.join(missing)}.\n"
+            if missing
+            else "The fixtures work here; nothing is missing.\n"
+        )
     else:
         out.write("The fixtures cannot work here: see the MISSING lines above.\n")
     return 0 if essential_ok else 1
@@ -91,8 +94,13 @@ def _list(as_json: bool, out: TextIO) -> int:
     entries = _kept.find()
     if as_json:
         data = [
-            {"name": e.name, "state": e.state, "detail": e.detail, "path": str(_kept.NETNS_RUN_DIR / e.name),
-             **({"info": asdict(e.info), "processes": _kept.processes_inside(e)} if e.info else {})}
+            {
+                "name": e.name,
+                "state": e.state,
+                "detail": e.detail,
+                "path": str(_kept.NETNS_RUN_DIR / e.name),
+                **({"info": asdict(e.info), "processes": _kept.processes_inside(e)} if e.info else {}),
+            }
             for e in entries
         ]
         json.dump(data, out, indent=1)
@@ -108,8 +116,9 @@ def _list(as_json: bool, out: TextIO) -> int:
             rows.append([entry.name, entry.state, "-", "-", "-", entry.detail])
             continue
         enter = f"ip netns exec {entry.name} <command>" if entry.state in ("kept", "run still going") else entry.detail
-        rows.append([entry.name, entry.state, f"{info.namespace} (net:[{info.inode}])", info.test,
-                     _when(info.created), enter])
+        rows.append(
+            [entry.name, entry.state, f"{info.namespace} (net:[{info.inode}])", info.test, _when(info.created), enter]
+        )
     _table(rows, out)
     return 0
 

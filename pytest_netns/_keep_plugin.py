@@ -45,13 +45,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "remove them with `python -m pytest_netns cleanup`. Also: ini netns_keep_on_failure, "
         "env PYTEST_NETNS_KEEP_ON_FAILURE=1.",
     )
-    parser.addini("netns_keep_on_failure", type="bool", default=False,
-                  help="keep the namespaces of failed tests under /run/netns for debugging")
+    parser.addini(
+        "netns_keep_on_failure",
+        type="bool",
+        default=False,
+        help="keep the namespaces of failed tests under /run/netns for debugging",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    value, source = _settings._pick(config, "netns_keep_on_failure", "PYTEST_NETNS_KEEP_ON_FAILURE",
-                                    "netns_keep_on_failure")
+    value, source = _settings._pick(
+        config, "netns_keep_on_failure", "PYTEST_NETNS_KEEP_ON_FAILURE", "netns_keep_on_failure"
+    )
     config.stash[KEEP] = keep = _settings._as_bool(value, source)
     if keep:
         config.pluginmanager.register(KeptSummary(), "netns-kept-summary")

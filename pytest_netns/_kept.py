@@ -97,8 +97,14 @@ def keep(ns: Namespace, test: str) -> KeptInfo:
         number = _counter
     label = re.sub(r"[^A-Za-z0-9_.-]", "_", ns.name)[:40]
     info = KeptInfo(
-        name=f"{PREFIX}{os.getpid()}-{number}-{label}", namespace=ns.name, inode=ns.inode, cookie=ns.cookie,
-        test=test, pid=os.getpid(), pid_start=process_start(os.getpid()) or 0, boot_id=boot_id(),
+        name=f"{PREFIX}{os.getpid()}-{number}-{label}",
+        namespace=ns.name,
+        inode=ns.inode,
+        cookie=ns.cookie,
+        test=test,
+        pid=os.getpid(),
+        pid_start=process_start(os.getpid()) or 0,
+        boot_id=boot_id(),
         created=time.time(),
     )
     prepare_run_dir()
@@ -286,7 +292,7 @@ def process_start(pid: int) -> int | None:
             data = handle.read()
     except OSError:
         return None
-    fields = data[data.rindex(")") + 2:].split()
+    fields = data[data.rindex(")") + 2 :].split()
     return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
