@@ -160,6 +160,18 @@ class Reader:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._cmsg = socket.CMSG_SPACE(_TIMESPEC.size)
+        #: Frames the kernel saw before this time are skipped (see :meth:`start`).
+        self.not_before = 0.0
+
+    def start(self) -> None:
+        """Forget what is queued and skip anything the kernel saw before now.
+
+        After a filter swap, a packet let through by the previous filter on
+        another CPU can still be queued a moment later; its timestamp (taken
+        when the kernel saw it) gives it away.
+        """
+        self.discard()
+        self.not_before = time.time()
 
     def read(self) -> Frame | None:
         """The next queued frame, or None when nothing is queued."""
@@ -190,7 +202,7 @@ class Reader:
             frame = self.read()
             if frame is None:
                 return
-            if not is_loopback_copy(frame):
+            if not is_loopback_copy(frame) and frame.time >= self.not_before:
                 yield frame
 
     def discard(self) -> None:

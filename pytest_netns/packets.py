@@ -518,7 +518,7 @@ def sr1(ns: Namespace, pkt: Any, *, timeout: float = 2.0) -> Packet | None:
     try:
         _afpacket.attach(listener, _afpacket.not_outgoing(_afpacket.ACCEPT))
         reader = _afpacket.Reader(listener)
-        reader.discard()
+        reader.start()
         _sendto(state.raw_socket(version), data, address, ns)
         deadline = time.monotonic() + timeout
         while True:
@@ -665,13 +665,13 @@ class Capture:
         try:
             _afpacket.attach(sock, self._program)
             reader = _afpacket.Reader(sock)
-            reader.discard()  # whatever arrived before this point (packets queued while the filter changed)
+            reader.start()  # nothing from before this point
             _afpacket.statistics(sock)  # resets the kernel's counters
         except BaseException:
             self._state.give_back(sock)
             raise
         self._sock, self._reader = sock, reader
-        self._started = time.time()
+        self._started = reader.not_before
         return self
 
     def __exit__(self, *exc_info: object) -> None:

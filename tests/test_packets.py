@@ -414,7 +414,18 @@ def test_link_local_destination_goes_out_of_the_routed_interface(netns_factory) 
     for ns in (a, b):  # no duplicate address detection: link-local addresses usable at once
         ns.sysctl("net.ipv6.conf.default.accept_dad", 0)
     veth(a, b, name_a="eth0", name_b="eth0")
-    (ll_b,) = [x.ip for x in b.addresses("eth0") if x.ip.is_link_local]
+
+    def link_local(ns):  # the kernel adds them shortly after the link is up
+        import time
+
+        deadline = time.monotonic() + 5
+        while not (found := [x.ip for x in ns.addresses("eth0") if x.ip.is_link_local]):
+            assert time.monotonic() < deadline, f"{ns.name} got no link-local address"
+            time.sleep(0.001)
+        return found[0]
+
+    link_local(a)
+    ll_b = link_local(b)
     reply = a.sr1(IPv6(dst=str(ll_b)) / ICMPv6EchoRequest(id=11), timeout=3)
     assert reply is not None and reply[ICMPv6EchoReply].id == 11
     assert reply.src == str(ll_b) and ipaddress.ip_address(reply.dst).is_link_local
