@@ -15,7 +15,7 @@ import errno
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 CLONE_NEWNET = 0x40000000
 #: ``SO_NETNS_COOKIE`` (Linux 5.14): a 64-bit id of the namespace a socket lives in.
@@ -60,18 +60,27 @@ def open_thread_netns() -> int:
     return os.open(THREAD_NETNS, os.O_RDONLY | os.O_CLOEXEC)
 
 
-def create_netns() -> int:
+def create_netns(setup: Callable[[], object] | None = None) -> int:
     """Create an anonymous network namespace and return the fd that holds it.
 
-    The namespace lives exactly as long as something pins it (this fd, a socket
-    made inside, a process or thread inside).  The calling thread is back in its
-    previous namespace when this returns, also on error.
+    ``setup`` runs on the calling thread while it is still inside the new
+    namespace (saving a switch back in).  The namespace lives exactly as long
+    as something pins it (this fd, a socket made inside, a process or thread
+    inside).  The calling thread is back in its previous namespace when this
+    returns, also on error.
     """
     saved = open_thread_netns()
     try:
         _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
         try:
-            return open_thread_netns()
+            fd = open_thread_netns()
+            if setup is not None:
+                try:
+                    setup()
+                except BaseException:
+                    os.close(fd)
+                    raise
+            return fd
         finally:
             setns(saved)
     finally:

@@ -6,6 +6,7 @@ the bad value, before anything touches the kernel.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -81,6 +82,11 @@ def route_destination(value: object) -> IPNetwork:
 
 def hosts(net: IPNetwork, count: int, what: str = "subnet") -> list[IPInterface]:
     """The first ``count`` host addresses of ``net`` with its prefix, or ValueError if it is too small."""
+    return list(_hosts(net, count, what))
+
+
+@functools.lru_cache(maxsize=512)
+def _hosts(net: IPNetwork, count: int, what: str) -> tuple[IPInterface, ...]:
     usable = net.num_addresses - (2 if net.version == 4 and net.prefixlen < 31 else 0)
     if net.version == 6 and net.prefixlen < 127:
         usable = net.num_addresses - 1  # the subnet-router anycast address
@@ -91,7 +97,7 @@ def hosts(net: IPNetwork, count: int, what: str = "subnet") -> list[IPInterface]
         result.append(ipaddress.ip_interface(f"{host}/{net.prefixlen}"))
         if len(result) == count:
             break
-    return result
+    return tuple(result)
 
 
 def sysctl_key(value: object) -> str:

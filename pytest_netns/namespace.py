@@ -58,24 +58,27 @@ class Namespace:
             raise ValueError(f"namespace name must be a non-empty string of at most 64 characters without '/', got {name!r}")
         self.kill_grace = _validate.duration(kill_grace, "kill_grace")
         self._name = name or f"ns{next(_numbers)}"
-        self._fd = _kernel.create_netns()
         self._closed = False
         self._lock = threading.Lock()
         self._processes: list[subprocess.Popen[Any]] = []
         self._cleanups: list[tuple[Callable[[], object], str]] = []
         self._may_hold_processes = False
+        self._watched = False
         self._next_index = FIRST_INDEX
+
+        def inside() -> None:
+            _apply_baseline()
+            self._rtnl = _rtnl.RtnlSocket()
+
+        self._fd = _kernel.create_netns(inside)
         try:
             self.inode = _kernel.netns_inode(self._fd)
-            _watchdog.register(self.inode)
-            with _kernel.entered(self._fd):
-                _apply_baseline()
-                self._rtnl = _rtnl.RtnlSocket()
             self.cookie = _kernel.socket_netns_cookie(self._rtnl.sock)
             self._setup_requests = [_rtnl.set_link(1, up=True, doing=f"bringing lo up in {self._name!r}")]
             if not _defer_setup:
                 self.execute([])
         except BaseException:
+            self._rtnl.close()
             os.close(self._fd)
             raise
 
@@ -120,7 +123,7 @@ class Namespace:
             os.close(saved)
             raise KernelError(exc.errno or errno.EINVAL, f"entering namespace {self._name!r}") from None
         stack.append(saved)
-        self._may_hold_processes = True
+        self._may_host_processes()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -205,7 +208,7 @@ class Namespace:
 
     def _spawn(self, command: _process.Command, **kwargs: Any) -> subprocess.Popen:
         self._check_open()
-        self._may_hold_processes = True
+        self._may_host_processes()
         with self._lock, _kernel.entered(self._fd):
             proc = subprocess.Popen(command, **kwargs)
             self._processes.append(proc)
@@ -434,6 +437,17 @@ class Namespace:
     def _index(self, iface: str) -> int:
         return self._link(iface)["index"]
 
+    def _may_host_processes(self) -> None:
+        """From now on a process may live inside: tell the watchdog, and scan at teardown.
+
+        Until code runs inside (``with``, ``call``, ``run``, ``popen``) no
+        process can be in the namespace, so plain fixtures pay nothing for this.
+        """
+        self._may_hold_processes = True
+        if not self._watched:
+            self._watched = True
+            _watchdog.register(self.inode)
+
     def _check_open(self) -> None:
         if self._closed:
             raise NetnsError(f"namespace {self._name!r} is already torn down")
@@ -475,7 +489,8 @@ class Namespace:
         self._cleanups.clear()
         self._rtnl.close()
         os.close(self._fd)
-        _watchdog.unregister(self.inode)
+        if self._watched:
+            _watchdog.unregister(self.inode)
         return problems
 
 

@@ -8,10 +8,12 @@ is a plugin module of its own, loaded with this one through
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from . import _settings
-from ._fixtures import RUN_SETTINGS, NamespacePair, netns, netns_factory, netns_pair
+from ._fixtures import RUN_SETTINGS, TEST_NAMESPACES, NamespacePair, netns, netns_factory, netns_pair
 
 pytest_plugins: list[str] = [
     "pytest_netns._topology_plugin",
@@ -56,6 +58,14 @@ def _enter_rootless() -> None:
     except RuntimeError as exc:
         raise pytest.UsageError(f"--netns-rootless: {exc}") from None
     _kernel.reset_after_rootless()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """Forget the test's namespaces once its fixtures are torn down (the session keeps no references)."""
+    yield
+    if TEST_NAMESPACES in item.stash:
+        del item.stash[TEST_NAMESPACES]
 
 
 def pytest_report_header(config: pytest.Config) -> str:
