@@ -17,7 +17,7 @@ FAILING = """
     def test_port_80(netns_pair):
         a, b = netns_pair
         assert a.ping("10.0.0.2")
-        reply = a.sr1(IP(dst="10.0.0.2") / TCP(dport=80, flags="S"), timeout=2)
+        reply = a.sr1(IP(dst="10.0.0.2") / TCP(dport=80, flags="S"), timeout=10)
         assert reply is None, "b answered on port 80"
 """
 
