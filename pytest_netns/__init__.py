@@ -8,8 +8,49 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from .errors import CommandError, FeatureUnavailable, KernelError, NetnsError, NetnsLeakWarning, TeardownError
+from typing import TYPE_CHECKING, Any
+
 from .namespace import Namespace
-from .packets import Capture
+
+if TYPE_CHECKING:
+    from .cluster import Cluster, External, Node, Pod, Service
+    from .docker import Container, DockerHost, PublishedPort
+    from .packets import Capture
+    from .plugin import NamespacePair
+    from .topology import Link, Segment, Topology
+
+# Loaded on first use: the plugin imports this package, and pytest's start-up
+# must not pay for netfilter or packet machinery a run may never use.
+_LAZY = {
+    "Capture": "packets",
+    "Cluster": "cluster",
+    "Container": "docker",
+    "DockerHost": "docker",
+    "External": "cluster",
+    "Link": "topology",
+    "NamespacePair": "plugin",
+    "Node": "cluster",
+    "Pod": "cluster",
+    "PublishedPort": "docker",
+    "Segment": "topology",
+    "Service": "cluster",
+    "Topology": "topology",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_netns' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 try:
     __version__ = version("pytest-netns")
@@ -18,12 +59,24 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Capture",
+    "Cluster",
     "CommandError",
+    "Container",
+    "DockerHost",
+    "External",
     "FeatureUnavailable",
     "KernelError",
+    "Link",
     "Namespace",
+    "NamespacePair",
     "NetnsError",
     "NetnsLeakWarning",
+    "Node",
+    "Pod",
+    "PublishedPort",
+    "Segment",
+    "Service",
     "TeardownError",
+    "Topology",
     "__version__",
 ]
