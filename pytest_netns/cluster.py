@@ -18,7 +18,7 @@ The network:
 * **Node network** 172.18.0.0/24: a bridge ``br0`` in a namespace of its own
   (``cluster.fabric``); node *k* (0-based, in creation order) has ``eth0``
   172.18.0.(k+2) on it, external hosts get 172.18.0.200 upwards.
-* **Pod network**: node *k* has the pod CIDR 10.244.k.0/24 (``node.pod_cidr``)
+* **Pod network**: the k-th node (counting from 1) has the pod CIDR 10.244.k.0/24 (``node.pod_cidr``)
   on a bridge ``cni0`` whose address is the gateway 10.244.k.1; every node
   routes every other node's pod CIDR via that node's IP; forwarding is on.
   Pods are flat: every pod reaches every pod by its own IP, without NAT.
@@ -98,7 +98,7 @@ __all__ = [
 IPv4 = ipaddress.IPv4Address
 
 NODE_NETWORK = ipaddress.IPv4Network("172.18.0.0/24")
-#: Every node's pod CIDR is a /24 of this network (node k: 10.244.k.0/24).
+#: Every node's pod CIDR is a /24 of this network (the k-th node, counting from 1: 10.244.k.0/24).
 CLUSTER_CIDR = ipaddress.IPv4Network("10.244.0.0/16")
 SERVICE_CIDR = ipaddress.IPv4Network("10.96.0.0/12")
 CLUSTER_DOMAIN = "cluster.local"
@@ -428,12 +428,13 @@ class Cluster:
         self._check_open()
         self._check_new_name(name, "node")
         number = len(self._nodes)
-        if number >= FIRST_EXTERNAL_HOST - FIRST_NODE_HOST or number > 255:
+        if number >= FIRST_EXTERNAL_HOST - FIRST_NODE_HOST or number >= 255:
             raise ValueError(f"a cluster holds at most {FIRST_EXTERNAL_HOST - FIRST_NODE_HOST} nodes")
         node = Node(name, kill_grace=self.kill_grace)
         self._adopt(node)
         node._ip = NODE_NETWORK[FIRST_NODE_HOST + number]
-        node.pod_cidr = ipaddress.IPv4Network((int(CLUSTER_CIDR.network_address) + (number << 8), 24))
+        # The i-th node (counting from 1, as the contract reads) gets 10.244.<i>.0/24.
+        node.pod_cidr = ipaddress.IPv4Network((int(CLUSTER_CIDR.network_address) + ((number + 1) << 8), 24))
         node.gateway = node.pod_cidr[1]
         _settle_sysctls(node, NODE_SYSCTLS, required={BRIDGE_NF_CALL_IPTABLES})
         self._attach_to_fabric(node, node.ip)

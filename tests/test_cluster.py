@@ -163,7 +163,7 @@ def test_nodes_have_node_ips_pod_cidrs_bridges_and_routes_to_each_other(two_node
     cluster, n1, n2 = two_nodes
     n3 = cluster.node("node3")
     assert [str(n.ip) for n in (n1, n2, n3)] == ["172.18.0.2", "172.18.0.3", "172.18.0.4"]
-    assert [str(n.pod_cidr) for n in (n1, n2, n3)] == ["10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24"]
+    assert [str(n.pod_cidr) for n in (n1, n2, n3)] == ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/24"]
     for node in (n1, n2, n3):
         assert isinstance(node, Namespace)
         assert node.addresses("eth0") == [ipaddress.ip_interface(f"{node.ip}/24")]
@@ -173,7 +173,7 @@ def test_nodes_have_node_ips_pod_cidrs_bridges_and_routes_to_each_other(two_node
         others = {(str(o.pod_cidr), str(o.ip)) for o in (n1, n2, n3) if o is not node}
         assert others <= routes(node)
     # A node added later is routed from the earlier ones too.
-    assert ("10.244.2.0/24", "172.18.0.4") in routes(n1)
+    assert ("10.244.3.0/24", "172.18.0.4") in routes(n1)
 
 
 def test_pods_have_eth0_on_cni0_an_ip_of_the_node_and_a_default_route(two_nodes) -> None:
@@ -181,7 +181,7 @@ def test_pods_have_eth0_on_cni0_an_ip_of_the_node_and_a_default_route(two_nodes)
     a, b, c = cluster.pod("a", node=n1), cluster.pod("b", node="node1"), cluster.pod("c", node=n2)
     assert (a.name, b.name, c.name) == ("a", "b", "c")
     assert isinstance(a, Pod) and isinstance(a, Namespace)
-    assert [str(p.ip) for p in (a, b, c)] == ["10.244.0.2", "10.244.0.3", "10.244.1.2"]
+    assert [str(p.ip) for p in (a, b, c)] == ["10.244.1.2", "10.244.1.3", "10.244.2.2"]
     assert (a.node, c.node) == (n1, n2)
     assert n1.pods == [a, b]
     for pod in (a, b, c):
