@@ -32,7 +32,18 @@ def starttime(pid: int) -> int:
 
 def ready() -> None:
     """Tell the fault test this test is where it should be ended."""
+    log_watchdog()
     log("ready", os.getpid())
+
+
+def log_watchdog() -> None:
+    """Log this process's watchdog (started when code first runs inside a namespace) once."""
+    from pytest_netns._watchdog import client
+
+    pid = client.pid
+    if pid is not None and pid not in _watchdogs:
+        _watchdogs.add(pid)
+        log("proc", pid, starttime(pid), "watchdog")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -41,13 +52,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_netns_namespace_created(item: pytest.Item, namespace: object) -> None:
-    from pytest_netns._watchdog import client
-
     log("ns", namespace.inode, namespace.cookie, namespace.name)
-    pid = client.pid
-    if pid is not None and pid not in _watchdogs:
-        _watchdogs.add(pid)
-        log("proc", pid, starttime(pid), "watchdog")
+    log_watchdog()
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    log_watchdog()
 
 
 def start(popen, label: str, mode: str = "sleep") -> subprocess.Popen:
@@ -67,6 +77,7 @@ def everything(netns_pair, netns):
         start(subprocess.Popen, "user-popen-under-with")
     b.run([*CHILD, "daemon", "setsid-double-fork-daemon"])
     assert a.ping("10.0.0.2")
+    log_watchdog()
     return a, b, netns
 
 
