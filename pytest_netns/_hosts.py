@@ -134,7 +134,13 @@ class HostsFile:
 
     def update(self, entries: Mapping[str, Sequence[Address]]) -> None:
         """Rewrite the hosts file in place (same inode: the bind mount keeps showing it)."""
-        text = hosts_text(entries)
+        self._write(hosts_text(entries))
+
+    def add(self, name: str, addresses: Sequence[Address]) -> None:
+        """Add one name's lines at the end (cheaper than ``update`` for a growing topology)."""
+        self._write(self._text + hosts_text({name: addresses})[len(_HOSTS_HEADER):])
+
+    def _write(self, text: str) -> None:
         if text == self._text:
             return
         data = text.encode()

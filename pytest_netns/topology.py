@@ -702,8 +702,9 @@ class Topology:
             att = _Attachment(node, network, ifname, index, list(addresses))
             node.attachments.append(att)
             network._attachments.append(att)
+            if len(node.attachments) == 1:  # a name resolves to the addresses of its first interface
+                self._hosts.add(node.ns.name, att.gateways)
         self._networks.append(network)
-        self._hosts.update(self.hosts())
 
     def _routes_for(self, source: _Node) -> set[tuple[IPNetwork, Any]]:
         """The (prefix, gateway) routes ``source`` needs, merged per gateway."""
