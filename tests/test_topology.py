@@ -565,7 +565,7 @@ def test_kernel_errors_name_what_was_being_done(netns_topology: Topology) -> Non
 
 
 def test_segment_capture_sees_frames_between_members_once(netns_bridge) -> None:
-    h1, h2, h3 = netns_bridge
+    h1, h2, _ = netns_bridge
     with h2:
         receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with h1:
