@@ -275,35 +275,44 @@ class RtnlSocket:
         header = _HEADER.pack(16 + len(request.body), request.kind, flags, seq, 0)
         return seq, header + request.body
 
+    #: Requests per write: one write of thousands of requests fails with EMSGSIZE.
+    CHUNK = 128
+
     def execute(self, requests: Sequence[Request], *, ignore: Iterable[int] = ()) -> None:
-        """Send all requests in one write, wait for every ack, raise the first error.
+        """Send the requests in as few writes as possible, wait for every ack, raise the first error.
 
         ``ignore`` lists errno values that count as success (for example
-        ``ENODEV`` when deleting something that may be gone already).
+        ``ENODEV`` when deleting something that may be gone already).  All
+        requests are sent even when an early one fails.
         """
-        if not requests:
-            return
         ignored = set(ignore)
+        failure: KernelError | None = None
         with self._lock:
-            pending: dict[int, Request] = {}
-            chunks = []
-            for request in requests:
-                seq, data = self._pack(request, NLM_F_ACK)
-                pending[seq] = request
-                chunks.append(data)
-            self.sock.sendall(b"".join(chunks))
-            failure: KernelError | None = None
-            while pending:
-                data = self.sock.recv(65536)
-                for kind, flags, seq, offset, end in _messages(data):
-                    if kind != NLMSG_ERROR or seq not in pending:
-                        continue
-                    request = pending.pop(seq)
-                    code = -struct.unpack_from("=i", data, offset)[0]
-                    if code and code not in ignored and failure is None:
-                        failure = KernelError(code, request.doing, _extack(data, flags, offset, end))
-            if failure is not None:
-                raise failure
+            for start in range(0, len(requests), self.CHUNK):
+                error = self._execute_chunk(requests[start : start + self.CHUNK], ignored)
+                failure = failure or error
+        if failure is not None:
+            raise failure
+
+    def _execute_chunk(self, requests: Sequence[Request], ignored: set[int]) -> KernelError | None:
+        pending: dict[int, Request] = {}
+        chunks = []
+        for request in requests:
+            seq, data = self._pack(request, NLM_F_ACK)
+            pending[seq] = request
+            chunks.append(data)
+        self.sock.sendall(b"".join(chunks))
+        failure: KernelError | None = None
+        while pending:
+            data = self.sock.recv(65536)
+            for kind, flags, seq, offset, end in _messages(data):
+                if kind != NLMSG_ERROR or seq not in pending:
+                    continue
+                request = pending.pop(seq)
+                code = -struct.unpack_from("=i", data, offset)[0]
+                if code and code not in ignored and failure is None:
+                    failure = KernelError(code, request.doing, _extack(data, flags, offset, end))
+        return failure
 
     def query(self, request: Request) -> bytes:
         """Send one request that has a single reply and return that reply message."""
