@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -126,16 +127,32 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     parent = int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid()
+    # The pipe alone is not enough: a child forked without exec (multiprocessing)
+    # inherits its write end and keeps it open after the test process died.
+    # A pidfd of the test process becomes readable the moment it exits.
+    try:
+        parent_fd: int | None = os.pidfd_open(parent)
+    except (AttributeError, OSError):  # pragma: no cover - Linux < 5.3
+        parent_fd = None
     inodes: set[int] = set()
-    stdin = sys.stdin.buffer
-    for line in stdin:
-        sign, value = line[:1], line[1:].strip()
-        if sign == b"+":
-            inodes.add(int(value))
-        elif sign == b"-":
-            inodes.discard(int(value))
-    # EOF: the test process has exited or died.  Anything still registered was
-    # not torn down; its processes must not outlive the run.
+    buffered = b""
+    watched = [0] + ([parent_fd] if parent_fd is not None else [])
+    while True:
+        ready, _, _ = select.select(watched, [], [])
+        if parent_fd is not None and parent_fd in ready:
+            break  # the test process is gone (whatever still holds the pipe)
+        chunk = os.read(0, 65536)
+        if not chunk:
+            break  # end of file: the test process exited or died
+        buffered += chunk
+        *lines, buffered = buffered.split(b"\n")
+        for line in lines:
+            sign, value = line[:1], line[1:].strip()
+            if sign == b"+":
+                inodes.add(int(value))
+            elif sign == b"-":
+                inodes.discard(int(value))
+    # Anything still registered was not torn down; its processes must not outlive the run.
     if inodes:
         kill_all_in(inodes, {os.getpid(), parent}, time.monotonic() + 10)
 

@@ -97,8 +97,13 @@ class Namespace:
 
     @property
     def path(self) -> str:
-        """A path that opens this namespace while the process lives: ``nsenter --net=<path>``."""
-        return f"/proc/{os.getpid()}/fd/{self.fd}"
+        """A path that opens this namespace while the process lives: ``nsenter --net=<path>``.
+
+        Processes that enter this way are killed at teardown too.
+        """
+        self._check_open()
+        self._may_host_processes()
+        return f"/proc/{os.getpid()}/fd/{self._fd}"
 
     @property
     def closed(self) -> bool:
