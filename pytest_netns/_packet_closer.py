@@ -22,7 +22,7 @@ import threading
 import time
 
 MAX_THREADS = 64  # each waits in the kernel for a grace period, holding no CPU
-BATCH_DELAY = 0.05
+BATCH_DELAY = 0.01
 _CMSG = socket.CMSG_SPACE(4 * 8)
 
 
