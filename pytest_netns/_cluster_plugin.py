@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ._fixtures import require_namespaces, run_settings, track
+from ._fixtures import require_namespaces, run_settings, teardown, track
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -33,7 +33,7 @@ def netns_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     cluster = Cluster(kill_grace=run_settings(request.config).kill_grace,
                       _namespace_created=lambda ns: track(request, [ns]))
     yield cluster
-    cluster.close()
+    teardown(request, cluster.close)
 
 
 @pytest.fixture
@@ -52,4 +52,4 @@ def netns_docker(request: pytest.FixtureRequest) -> Iterator[DockerHost]:
     docker = DockerHost(kill_grace=run_settings(request.config).kill_grace,
                         _namespace_created=lambda ns: track(request, [ns]))
     yield docker
-    docker.close()
+    teardown(request, docker.close)

@@ -49,6 +49,27 @@ def track(request: pytest.FixtureRequest, namespaces: list[Namespace]) -> None:
         request.config.hook.pytest_netns_namespace_created(item=item, namespace=ns)
 
 
+def teardown(request: pytest.FixtureRequest, close: Callable[[], object]) -> None:
+    """Run a fixture's teardown; its problems fail the test's teardown.
+
+    When the session was interrupted (Ctrl-C, ``pytest.exit``) pytest tears
+    fixtures down after the run, where an exception would escape as a raw
+    traceback and change the exit code: then the problems are written to the
+    terminal instead.
+    """
+    __tracebackhide__ = True
+    from .errors import TeardownError
+
+    try:
+        close()
+    except TeardownError as exc:
+        if request.session.exitstatus == pytest.ExitCode.OK:
+            raise
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"pytest-netns: after the interruption, {exc}", red=True)
+
+
 def test_namespaces(item: pytest.Item) -> list[Namespace]:
     """The namespaces fixtures made for ``item`` so far (alive until its teardown)."""
     return item.stash.get(TEST_NAMESPACES, [])
@@ -88,7 +109,7 @@ def netns_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Name
     require_namespaces(request)
     factory = NamespaceFactory(request)
     yield factory
-    factory.close()
+    teardown(request, factory.close)
 
 
 @pytest.fixture
@@ -122,4 +143,4 @@ def netns_pair(request: pytest.FixtureRequest) -> Iterator[NamespacePair]:
         close_all(list(pair))
         raise
     yield NamespacePair(*pair)
-    close_all(list(pair))
+    teardown(request, lambda: close_all(list(pair)))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import pytest
 
 from . import _settings
-from ._fixtures import require_namespaces, run_settings, track
+from ._fixtures import require_namespaces, run_settings, teardown, track
 from .errors import FeatureUnavailable
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def netns_topology(request: pytest.FixtureRequest) -> Iterator[Topology]:
     require_namespaces(request)
     topology = _topology(request)
     yield topology
-    topology.close()
+    teardown(request, topology.close)
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def netns_bridge(request: pytest.FixtureRequest) -> Iterator[BridgeMembers]:
         raise
     _finish(request, topology)
     yield members
-    topology.close()
+    teardown(request, topology.close)
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def netns_nat(request: pytest.FixtureRequest) -> Iterator[NatNetwork]:
         raise
     _finish(request, topology)
     yield NatNetwork(client, router, server)
-    topology.close()
+    teardown(request, topology.close)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -15,8 +15,6 @@ own.  ``InnerRun.assert_nothing_left`` then polls ``/proc`` (processes,
 threads, fds, bind mounts; namespaces identified by inode and confirmed by
 cookie) until nothing of the run is left, failing after 10 s.
 
-Known holes in the core are ``xfail`` with the reason; the proposed fixes
-are in the issue-5 report.
 """
 
 from __future__ import annotations
@@ -91,12 +89,6 @@ def test_popen_ignoring_sigterm_is_killed_and_reported(pytester: pytest.Pytester
 
 def expect_interrupted(result: pytest.RunResult, code: int) -> None:
     """The exit code of a session interrupted mid-test (Ctrl-C, ``pytest.exit``)."""
-    if result.ret == pytest.ExitCode.TESTS_FAILED and "TeardownError" in str(result.stderr):
-        pytest.xfail(
-            "known: when the session is interrupted, the TeardownError for the popen'd process that needed "
-            "SIGKILL escapes pytest's session teardown as a raw traceback, exit code 1 instead of "
-            f"{code} (reported to the core)"
-        )
     assert result.ret == code
 
 
@@ -202,7 +194,6 @@ def test_it(netns):
 """
 
 
-@pytest.mark.xfail(reason="hole reported to the core: _kill_strays only scans when `with ns:`/popen/run was used")
 def test_process_entering_through_ns_path_is_stopped(pytester: pytest.Pytester, inner: list[InnerRun]) -> None:
     """``Namespace.path`` is documented for ``nsenter --net=``: what enters that way dies at teardown too."""
     run = new_run(pytester, inner, NSENTER).start()
@@ -230,8 +221,6 @@ def test_victim(everything):
 """
 
 
-@pytest.mark.xfail(reason="hole reported to the core: a forked child keeps the watchdog's pipe open, so the "
-                          "watchdog never sees the test process die")
 @pytest.mark.parametrize("inside", [True, False], ids=["child-under-with", "helper-outside-any-namespace"])
 def test_forked_child_does_not_blind_the_watchdog(
     pytester: pytest.Pytester, inner: list[InnerRun], inside: bool
