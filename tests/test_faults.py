@@ -14,7 +14,6 @@ controller is SIGKILLed mid-test.  Processes entering another way
 own.  ``InnerRun.assert_nothing_left`` then polls ``/proc`` (processes,
 threads, fds, bind mounts; namespaces identified by inode and confirmed by
 cookie) until nothing of the run is left, failing after 10 s.
-
 """
 
 from __future__ import annotations
@@ -88,8 +87,15 @@ def test_popen_ignoring_sigterm_is_killed_and_reported(pytester: pytest.Pytester
 
 
 def expect_interrupted(result: pytest.RunResult, code: int) -> None:
-    """The exit code of a session interrupted mid-test (Ctrl-C, ``pytest.exit``)."""
+    """A session interrupted mid-test (Ctrl-C, ``pytest.exit``): its exit code, and teardown problems shown.
+
+    The process ignoring SIGTERM had to be killed at teardown: that is
+    reported (not swallowed, and not as a traceback that changes the exit code).
+    """
     assert result.ret == code
+    output = str(result.stdout) + str(result.stderr)
+    assert "tearing down namespace" in output and "popen-ignoring-sigterm" in output and "ignored SIGTERM" in output
+    assert "Traceback" not in output
 
 
 @pytest.mark.parametrize(
