@@ -190,19 +190,30 @@ def test_xdist_controller_killed_leaves_nothing(pytester: pytest.Pytester, inner
 # -- processes the plugin did not start -----------------------------------------------------------
 
 NSENTER = """
-import subprocess
+import os, subprocess
 from conftest import CHILD
 
 def test_it(netns):
-    proc = subprocess.Popen(["nsenter", f"--net={netns.path}", *CHILD, "sleep", "nsenter-via-path"],
+    path = {path}
+    proc = subprocess.Popen(["nsenter", f"--net={{path}}", *CHILD, "sleep", "nsenter-via-{how}"],
                             stdout=subprocess.PIPE)
     assert proc.stdout.readline() == b"ok\\n"
 """
 
 
-def test_process_entering_through_ns_path_is_stopped(pytester: pytest.Pytester, inner: list[InnerRun]) -> None:
-    """``Namespace.path`` is documented for ``nsenter --net=``: what enters that way dies at teardown too."""
-    run = new_run(pytester, inner, NSENTER).start()
+@pytest.mark.parametrize(
+    "how",
+    [
+        "path",
+        pytest.param("fd", marks=pytest.mark.xfail(
+            reason="reported to the core: Namespace.fd (documented 'for setns or nsenter') does not mark the "
+                   "namespace as possibly hosting processes, so teardown does not look for them")),
+    ],
+)
+def test_process_entering_from_outside_is_stopped(pytester: pytest.Pytester, inner: list[InnerRun], how: str) -> None:
+    """``Namespace.path`` and ``.fd`` are documented for ``nsenter``/``setns``: what enters that way dies too."""
+    path = "netns.path" if how == "path" else 'f"/proc/{os.getpid()}/fd/{netns.fd}"'
+    run = new_run(pytester, inner, NSENTER.format(path=path, how=how)).start()
     result = run.finish()
     result.assert_outcomes(passed=1)
     run.assert_nothing_left()
