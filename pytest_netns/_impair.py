@@ -131,7 +131,7 @@ def _apply_point(ns: Namespace, ifname: str, roles: frozenset[str], settings: Se
     what = f"{ns.name}:{ifname}"
     netem = settings is not None and settings.needs_netem and "delay" in roles
     rate = settings.rate if settings is not None and "rate" in roles else None
-    with _kernel.entered(ns.fd):
+    with _kernel.entered(ns._nsfd):
         try:
             if netem:
                 assert settings is not None

@@ -115,7 +115,7 @@ def keep(ns: Namespace, test: str) -> KeptInfo:
         fd = os.open(info.path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0)
         os.close(fd)
         try:
-            _mount(f"/proc/self/fd/{ns.fd}", str(info.path), MS_BIND, f"bind-mounting {ns.name!r} on {info.path}")
+            _mount(f"/proc/self/fd/{ns._nsfd}", str(info.path), MS_BIND, f"bind-mounting {ns.name!r} on {info.path}")
         except BaseException:
             os.unlink(info.path)
             raise

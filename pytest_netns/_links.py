@@ -53,7 +53,7 @@ def veth(
     what = f"{a.name}:{name_a} <-> {b.name}:{name_b}"
     # Below 1280 the kernel gives the link no IPv6 at all (nothing to switch off).
     suppress_link_local = not ipv6 and mtu >= 1280
-    create = _rtnl.new_veth(name_a, name_b, b.fd, index=index_a, peer_index=index_b, mtu=mtu,
+    create = _rtnl.new_veth(name_a, name_b, b._nsfd, index=index_a, peer_index=index_b, mtu=mtu,
                             up=up and not suppress_link_local)
     create.doing = f"creating veth {what}"
     a_requests = [create]
@@ -93,7 +93,7 @@ def solicited_node_group(address: ipaddress.IPv4Address | ipaddress.IPv6Address)
 def wait_multicast_joined(ns: Namespace, index: int, groups: set[str], deadline: float, what: str) -> None:
     delay = 0.0001
     while True:
-        with _kernel.entered(ns.fd):
+        with _kernel.entered(ns._nsfd):
             # /proc/net resolves through /proc/self (the main thread): thread-self is ours.
             with open("/proc/thread-self/net/igmp6") as table:
                 joined = {fields[2] for fields in map(str.split, table) if int(fields[0]) == index}

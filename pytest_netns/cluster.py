@@ -761,7 +761,7 @@ def _plug(bridge_ns: Namespace, bridge_index: int, port: str, member: Namespace,
     if member_index == port_index:  # equal indexes on both ends make the link slow to come up
         member_index = member.allocate_index()
     where = f"{member.name}:{ifname}"
-    create = _rtnl.new_veth(port, ifname, member.fd, index=port_index, peer_index=member_index, mtu=mtu, up=False)
+    create = _rtnl.new_veth(port, ifname, member._nsfd, index=port_index, peer_index=member_index, mtu=mtu, up=False)
     create.body += _rtnl.attr_u32(_rtnl.IFLA_MASTER, bridge_index)
     create.doing = f"plugging {where} into {bridge_ns.name} (port {port})"
     bridge_requests = [
@@ -790,7 +790,7 @@ def _settle_sysctls(ns: Namespace, settings: Sequence[tuple[str, str]], *,
     missing files are skipped (no ``/proc/sys/net/bridge`` where
     br_netfilter is not loaded).
     """
-    with _kernel.entered(ns.fd):
+    with _kernel.entered(ns._nsfd):
         for path, value in settings:
             try:
                 with open(path) as handle:

@@ -91,7 +91,17 @@ class Namespace:
 
     @property
     def fd(self) -> int:
-        """The file descriptor that holds the namespace (for ``setns`` or ``nsenter``)."""
+        """The file descriptor that holds the namespace (for ``setns`` or ``nsenter``).
+
+        Processes that enter through it are killed at teardown too.
+        """
+        self._check_open()
+        self._may_host_processes()
+        return self._fd
+
+    @property
+    def _nsfd(self) -> int:
+        """The namespace's fd for the plugin's own kernel calls (no process can enter through them)."""
         self._check_open()
         return self._fd
 

@@ -530,7 +530,7 @@ class Topology:
             if member_index == port_index:  # equal indexes on both ends make the link slow to come up
                 member_index = node.ns.allocate_index()
             ifname = _next_ifname(node)
-            create = _rtnl.new_veth(port_name, ifname, node.ns.fd, index=port_index, peer_index=member_index,
+            create = _rtnl.new_veth(port_name, ifname, node.ns._nsfd, index=port_index, peer_index=member_index,
                                     mtu=mtu, up=True)
             create.body += _rtnl.attr_u32(_rtnl.IFLA_MASTER, bridge_index)
             create.doing = f"plugging {node.ns.name}:{ifname} into {segment._what} (port {port_name})"
@@ -595,7 +595,7 @@ class Topology:
         ifname = outside.interface(node.ns)
         from . import _nft
 
-        with _kernel.entered(node.ns.fd):
+        with _kernel.entered(node.ns._nsfd):
             _nft.masquerade(oifname=ifname)
 
     # -- teardown ------------------------------------------------------------------
@@ -840,7 +840,7 @@ def _execute(ns: Namespace, requests: list[_rtnl.Request]) -> None:
 
 def _settle_sysctls(ns: Namespace, settings: Sequence[tuple[str, str]]) -> None:
     """Write the settings that differ (one namespace switch for all; missing ones are skipped)."""
-    with _kernel.entered(ns.fd):
+    with _kernel.entered(ns._nsfd):
         for path, value in settings:
             try:
                 with open(path) as handle:

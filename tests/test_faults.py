@@ -203,12 +203,7 @@ def test_it(netns):
 
 @pytest.mark.parametrize(
     "how",
-    [
-        "path",
-        pytest.param("fd", marks=pytest.mark.xfail(
-            reason="reported to the core: Namespace.fd (documented 'for setns or nsenter') does not mark the "
-                   "namespace as possibly hosting processes, so teardown does not look for them")),
-    ],
+    ["path", "fd"],
 )
 def test_process_entering_from_outside_is_stopped(pytester: pytest.Pytester, inner: list[InnerRun], how: str) -> None:
     """``Namespace.path`` and ``.fd`` are documented for ``nsenter``/``setns``: what enters that way dies too."""
