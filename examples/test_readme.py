@@ -1,0 +1,61 @@
+"""The code shown in README.md, run as tests so the documentation cannot rot."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import pytest
+
+
+def test_client_reaches_server(netns_pair):
+    a, b = netns_pair  # a = 10.0.0.1, b = 10.0.0.2, eth0 on both
+    with b:  # sockets made inside stay inside
+        server = socket.create_server(("0.0.0.0", 8080))
+    with a:
+        client = socket.create_connection(("10.0.0.2", 8080))
+    conn, peer = server.accept()
+    assert peer[0] == "10.0.0.1"
+    for sock in (conn, client, server):
+        sock.close()
+
+
+def test_three_hops(netns_topology):
+    t = netns_topology
+    client, r1, r2, server = t.add("client"), t.add("r1", router=True), t.add("r2", router=True), t.add("server")
+    t.link(client, r1)
+    slow = t.link(r1, r2, mtu=1400)
+    t.link(r2, server, subnet="198.51.100.0/30")
+    t.autoroute()
+    assert client.run(["getent", "hosts", "server"]).returncode == 0
+    assert client.ping(str(server.ip)) and client.ping(str(server.ip6))
+    with slow.impair(rate="8mbit", loss=0.01):
+        assert slow.mtu == 1400
+    slow.down()
+    assert not client.ping(str(server.ip), timeout=0.3)
+    slow.up()
+    assert client.ping(str(server.ip))
+
+
+def test_rst_from_closed_port(netns_pair):
+    pytest.importorskip("scapy")
+    from scapy.layers.inet import IP, TCP
+
+    a, b = netns_pair
+    with b.capture("eth0") as cap:  # already listening: no race with the next line
+        answer = a.sr1(IP(dst="10.0.0.2") / TCP(dport=9, flags="S"))
+    assert answer[TCP].flags == "RA"
+    syn = cap.wait(lfilter=lambda p: TCP in p and p[TCP].flags == "S")[0]
+    assert syn[IP].ttl == 64
+
+
+def test_service_spreads_over_pods(netns_cluster):
+    c = netns_cluster
+    n1, n2 = c.node("node1"), c.node("node2")
+    pods = [c.pod(f"web-{i}", node=n) for i, n in enumerate((n1, n2, n2))]
+    client = c.pod("client", node=n1)
+    svc = c.service("web", port=80, target_port=8080, pods=pods)
+    lookup = "import socket; print(socket.gethostbyname('web.default.svc.cluster.local'))"
+    assert client.run([sys.executable, "-c", lookup]).stdout.strip() == str(svc.ip)
+    assert c.resolve("web") == svc.ip
+    assert str(n1.pod_cidr) == "10.244.1.0/24" and str(n2.pod_cidr) == "10.244.2.0/24"
