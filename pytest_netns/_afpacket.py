@@ -29,12 +29,15 @@ measured on Linux 6.18:
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import errno
 import itertools
 import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -255,6 +258,7 @@ def keep_timestamps_on() -> None:
             keeper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         keeper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         _timestamp_keeper = keeper
+        atexit.register(keeper.close)
 
 
 # -- closing without waiting -------------------------------------------------------
@@ -263,9 +267,6 @@ class _Closer:
     """The helper process (``_packet_closer.py``) and our end of the socket pair leading to it."""
 
     def __init__(self) -> None:
-        import subprocess
-        import sys
-
         self.pid = os.getpid()
         self.lock = threading.Lock()
         self.ids = itertools.count(1)
@@ -282,6 +283,15 @@ class _Closer:
                 )
         finally:
             theirs.close()
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        """At exit: close our end (the helper sees it and exits) and reap the helper."""
+        self.link.close()
+        try:
+            self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:  # pragma: no cover - still closing sockets: it ends on its own
+            pass
 
     def send(self, kind: bytes, ident: int, fd: int | None = None) -> None:
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))] if fd is not None else []
