@@ -9,7 +9,7 @@ measured on Linux 6.18:
   sockets per test on the test's thread would cost 10 times the whole
   ``netns_pair`` budget.  :func:`close_later` passes the socket to a helper
   process over a Unix socket (``SCM_RIGHTS``) and closes its own copy:
-  the caller pays ~10 us, the descriptor leaves this process at once (the
+  the caller pays ~35 us, the descriptor leaves this process at once (the
   leak check after teardown never sees it) and the helper's close, the
   last one, waits out the grace period.  Grace periods are shared, so the
   helper closes in parallel threads (16 threads: ~900 sockets/s, 64:
