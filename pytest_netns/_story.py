@@ -101,7 +101,7 @@ RT_TABLE_MAIN = 254
 
 def _nsid(ns: Namespace, other: Namespace) -> int | None:
     """The id under which ``ns`` knows ``other`` (what its links report as IFLA_LINK_NETNSID)."""
-    body = struct.pack("=Bxxx", socket.AF_UNSPEC) + _rtnl.attr_u32(NETNSA_FD, other.fd)
+    body = struct.pack("=Bxxx", socket.AF_UNSPEC) + _rtnl.attr_u32(NETNSA_FD, other._nsfd)
     reply = ns.rtnl.query(_rtnl.Request(RTM_GETNSID, 0, body, f"reading the id of {other.name!r} in {ns.name!r}"))
     raw = _rtnl.parse_attrs(reply, 20, len(reply)).get(NETNSA_NSID)
     value = struct.unpack("=i", raw)[0] if raw else -1

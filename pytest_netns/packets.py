@@ -119,7 +119,7 @@ class _Sockets:
             if self.idle:
                 return self.idle.pop()
         _afpacket.keep_timestamps_on()
-        sock = _afpacket.open_all_interfaces(self.ns.fd, rcvbuf=CAPTURE_BUFFER, program=_afpacket.REJECT)
+        sock = _afpacket.open_all_interfaces(self.ns._nsfd, rcvbuf=CAPTURE_BUFFER, program=_afpacket.REJECT)
         with self.lock:
             if self.closed:
                 _afpacket.close_later(sock)
@@ -144,7 +144,7 @@ class _Sockets:
             sock = self.raw.get(version)
             if sock is None:
                 family = socket.AF_INET if version == 4 else socket.AF_INET6
-                with _kernel.entered(self.ns.fd):
+                with _kernel.entered(self.ns._nsfd):
                     sock = socket.socket(family, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.IPPROTO_RAW)
                 if version == 4:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
@@ -155,7 +155,7 @@ class _Sockets:
         with self.lock:
             self._check()
             if self.sender is None:
-                self.sender = _afpacket.open_sender(self.ns.fd)
+                self.sender = _afpacket.open_sender(self.ns._nsfd)
             return self.sender
 
     def close(self) -> None:
