@@ -6,10 +6,9 @@ Importing this package touches no namespace and does not import scapy.
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
-
-from .errors import CommandError, FeatureUnavailable, KernelError, NetnsError, NetnsLeakWarning, TeardownError
 from typing import TYPE_CHECKING, Any
 
+from .errors import CommandError, FeatureUnavailable, KernelError, NetnsError, NetnsLeakWarning, TeardownError
 from .namespace import Namespace
 
 if TYPE_CHECKING:
@@ -51,6 +50,7 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
 
 try:
     __version__ = version("pytest-netns")

@@ -30,8 +30,9 @@ def netns_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     require_namespaces(request)
     from .cluster import Cluster
 
-    cluster = Cluster(kill_grace=run_settings(request.config).kill_grace,
-                      _namespace_created=lambda ns: track(request, [ns]))
+    cluster = Cluster(
+        kill_grace=run_settings(request.config).kill_grace, _namespace_created=lambda ns: track(request, [ns])
+    )
     yield cluster
     teardown(request, cluster.close)
 
@@ -49,7 +50,8 @@ def netns_docker(request: pytest.FixtureRequest) -> Iterator[DockerHost]:
     require_namespaces(request)
     from .docker import DockerHost
 
-    docker = DockerHost(kill_grace=run_settings(request.config).kill_grace,
-                        _namespace_created=lambda ns: track(request, [ns]))
+    docker = DockerHost(
+        kill_grace=run_settings(request.config).kill_grace, _namespace_created=lambda ns: track(request, [ns])
+    )
     yield docker
     teardown(request, docker.close)

@@ -144,7 +144,7 @@ class Capabilities:
 
 
 _probe_lock = threading.Lock()
-_probe_result: str | None | bool = False  # False: not probed yet
+_probe_result: str | bool | None = False  # False: not probed yet
 
 
 def unavailable_reason() -> str | None:
@@ -160,7 +160,8 @@ def unavailable_reason() -> str | None:
         missing = Capabilities.current().missing()
         if missing:
             _probe_result = (
-                "network namespaces need " + " and ".join(missing)
+                "network namespaces need "
+                + " and ".join(missing)
                 + f" (running as uid {os.getuid()}); run as root or in a privileged container"
             )
             return _probe_result
@@ -168,7 +169,9 @@ def unavailable_reason() -> str | None:
             os.close(create_netns())
         except OSError as exc:
             reason = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-            _probe_result = f"cannot create a network namespace: unshare(CLONE_NEWNET) failed with {reason} ({exc.strerror})"
+            _probe_result = (
+                f"cannot create a network namespace: unshare(CLONE_NEWNET) failed with {reason} ({exc.strerror})"
+            )
         else:
             _probe_result = None
         return _probe_result

@@ -53,8 +53,9 @@ def veth(
     what = f"{a.name}:{name_a} <-> {b.name}:{name_b}"
     # Below 1280 the kernel gives the link no IPv6 at all (nothing to switch off).
     suppress_link_local = not ipv6 and mtu >= 1280
-    create = _rtnl.new_veth(name_a, name_b, b._nsfd, index=index_a, peer_index=index_b, mtu=mtu,
-                            up=up and not suppress_link_local)
+    create = _rtnl.new_veth(
+        name_a, name_b, b._nsfd, index=index_a, peer_index=index_b, mtu=mtu, up=up and not suppress_link_local
+    )
     create.doing = f"creating veth {what}"
     a_requests = [create]
     b_requests = []
@@ -100,6 +101,8 @@ def wait_multicast_joined(ns: Namespace, index: int, groups: set[str], deadline:
         if groups <= joined:
             return
         if time.monotonic() > deadline:
-            raise KernelError(errno.ETIMEDOUT, f"waiting for {ns.name} to join IPv6 groups {sorted(groups - joined)} ({what})")
+            raise KernelError(
+                errno.ETIMEDOUT, f"waiting for {ns.name} to join IPv6 groups {sorted(groups - joined)} ({what})"
+            )
         time.sleep(delay)
         delay = min(delay * 2, 0.005)

@@ -43,7 +43,11 @@ def ping(dst: ipaddress.IPv4Address | ipaddress.IPv6Address, count: int, timeout
         for seq in range(1, count + 1):
             header = struct.pack("!BBHHH", request, 0, 0, ident, seq)
             # The kernel fills the ICMPv6 checksum itself (it needs the pseudo-header).
-            packet = header + payload if v6 else struct.pack("!BBHHH", request, 0, _checksum(header + payload), ident, seq) + payload
+            packet = (
+                header + payload
+                if v6
+                else struct.pack("!BBHHH", request, 0, _checksum(header + payload), ident, seq) + payload
+            )
             try:
                 sock.sendto(packet, (str(dst), 0))
             except OSError:

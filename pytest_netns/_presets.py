@@ -19,8 +19,14 @@ def build_pair(settings: NetworkSettings, *, kill_grace: float = 1.0) -> tuple[N
         raise
     try:
         veth(
-            a, b, name_a="eth0", name_b="eth0", mtu=settings.mtu,
-            addresses_a=[v4[0], *v6[:1]], addresses_b=[v4[1], *v6[1:2]], ipv6=settings.ipv6,
+            a,
+            b,
+            name_a="eth0",
+            name_b="eth0",
+            mtu=settings.mtu,
+            addresses_a=[v4[0], *v6[:1]],
+            addresses_b=[v4[1], *v6[1:2]],
+            ipv6=settings.ipv6,
         )
     except BaseException:
         close_all([a, b])

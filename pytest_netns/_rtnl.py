@@ -373,7 +373,9 @@ class RtnlSocket:
         }
 
     def link_by_name(self, name: str) -> dict[str, int]:
-        return self.link(Request(RTM_GETLINK, 0, ifinfo() + attr_str(IFLA_IFNAME, name), f"looking up interface {name!r}"))
+        return self.link(
+            Request(RTM_GETLINK, 0, ifinfo() + attr_str(IFLA_IFNAME, name), f"looking up interface {name!r}")
+        )
 
     def operstate(self, index: int) -> int:
         return self.link(get_link(index))["operstate"]

@@ -25,12 +25,15 @@ MARKER_HELP = (
 PCAP_CHOICES = ("never", "failed", "always")
 
 
+DEFAULT_SUBNET = ipaddress.IPv4Network("10.0.0.0/24")
+
+
 @dataclass(frozen=True)
 class NetworkSettings:
     """What a ``netns`` marker asked for, validated."""
 
     mtu: int = 1500
-    subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("10.0.0.0/24")
+    subnet: ipaddress.IPv4Network = DEFAULT_SUBNET
     ipv6: bool = True
     size: int = 3
 
@@ -70,7 +73,9 @@ def network_settings(item: pytest.Item, members: int | None = None) -> NetworkSe
         if not isinstance(ipv6, bool):
             raise ValueError(f"ipv6 must be True or False, got {ipv6!r}")
         if ipv6 and mtu < _validate.IPV6_MIN_MTU:
-            raise ValueError(f"mtu={mtu} is below {_validate.IPV6_MIN_MTU}, the minimum for IPv6; pass ipv6=False to use it")
+            raise ValueError(
+                f"mtu={mtu} is below {_validate.IPV6_MIN_MTU}, the minimum for IPv6; pass ipv6=False to use it"
+            )
         subnet = _validate.network(kwargs["subnet"], "subnet")
         if subnet.version != 4:
             raise ValueError(f"subnet {kwargs['subnet']!r} is not an IPv4 network (IPv6 addresses come from fd00::/64)")
@@ -93,8 +98,11 @@ def addoption(parser: pytest.Parser) -> None:
         help="fail (instead of skip) tests that need network namespaces when this machine cannot make them. "
         "Also: ini netns_require, env PYTEST_NETNS_REQUIRE=1.",
     )
-    parser.addini("netns_require", default="false",
-                  help="fail instead of skip when network namespaces are unavailable (true/false)")
+    parser.addini(
+        "netns_require",
+        default="false",
+        help="fail instead of skip when network namespaces are unavailable (true/false)",
+    )
     group.addoption(
         "--netns-kill-grace",
         type=float,
@@ -103,9 +111,9 @@ def addoption(parser: pytest.Parser) -> None:
         help="at teardown, how long a process started with Namespace.popen may take to exit after SIGTERM "
         "before it is killed (default 1.0). Also: ini netns_kill_grace, env PYTEST_NETNS_KILL_GRACE.",
     )
-    parser.addini("netns_kill_grace", default="1.0",
-                  help="seconds between SIGTERM and SIGKILL for processes left at teardown")
-
+    parser.addini(
+        "netns_kill_grace", default="1.0", help="seconds between SIGTERM and SIGKILL for processes left at teardown"
+    )
 
     group.addoption(
         "--netns-rootless",
@@ -114,8 +122,11 @@ def addoption(parser: pytest.Parser) -> None:
         help="without root: run the session inside a user + network namespace of its own (needs unprivileged "
         "user namespaces). Also: ini netns_rootless, env PYTEST_NETNS_ROOTLESS=1.",
     )
-    parser.addini("netns_rootless", default="false",
-                  help="run the session in its own user + network namespace when not root (true/false)")
+    parser.addini(
+        "netns_rootless",
+        default="false",
+        help="run the session in its own user + network namespace when not root (true/false)",
+    )
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,9 @@ def ifname(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"interface name must be a non-empty string, got {value!r}")
     if len(value) >= IFNAMSIZ:
-        raise ValueError(f"interface name {value!r} is {len(value)} characters long; the kernel allows at most {IFNAMSIZ - 1}")
+        raise ValueError(
+            f"interface name {value!r} is {len(value)} characters long; the kernel allows at most {IFNAMSIZ - 1}"
+        )
     if value in (".", "..") or any(c in value for c in "/: \t\n\0"):
         raise ValueError(f"interface name {value!r} contains a character the kernel refuses ('/', ':', whitespace)")
     return value

@@ -232,8 +232,17 @@ class Service:
     set; ``names`` are the names that resolve to ``ip``.
     """
 
-    def __init__(self, cluster: Cluster, name: str, ip: IPv4, port: int, target_port: int,
-                 proto: Literal["tcp", "udp"], spread: Literal["random", "round_robin"], pods: list[Pod]) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        name: str,
+        ip: IPv4,
+        port: int,
+        target_port: int,
+        proto: Literal["tcp", "udp"],
+        spread: Literal["random", "round_robin"],
+        pods: list[Pod],
+    ) -> None:
         self._cluster = cluster
         #: The service name (a DNS label).
         self.name = name
@@ -284,8 +293,10 @@ class Service:
         self._cluster._check_open()
         pod = self._cluster._pod(pod)
         if pod not in self._pods:
-            raise ValueError(f"pod {pod.name!r} is not a backend of service {self.name!r} "
-                             f"(it has {', '.join(p.name for p in self._pods) or 'none'})")
+            raise ValueError(
+                f"pod {pod.name!r} is not a backend of service {self.name!r} "
+                f"(it has {', '.join(p.name for p in self._pods) or 'none'})"
+            )
         position = self._pods.index(pod)
         self._pods.remove(pod)
         try:
@@ -311,8 +322,9 @@ class Cluster:
     that name.  See the module docstring for the network it makes.
     """
 
-    def __init__(self, *, kill_grace: float = 1.0, mtu: int = 1500,
-                 _namespace_created: Callable[[Namespace], None] | None = None) -> None:
+    def __init__(
+        self, *, kill_grace: float = 1.0, mtu: int = 1500, _namespace_created: Callable[[Namespace], None] | None = None
+    ) -> None:
         self.kill_grace = _validate.duration(kill_grace, "kill_grace")
         self._mtu = _validate.mtu(mtu, "mtu")
         self._namespace_created = _namespace_created
@@ -403,8 +415,10 @@ class Cluster:
     def __repr__(self) -> str:
         if self._closed:
             return "<Cluster closed>"
-        return (f"<Cluster {len(self._nodes)} nodes, {len(self._pods)} pods, {len(self._services)} services, "
-                f"{len(self._externals)} external hosts>")
+        return (
+            f"<Cluster {len(self._nodes)} nodes, {len(self._pods)} pods, {len(self._services)} services, "
+            f"{len(self._externals)} external hosts>"
+        )
 
     def describe(self) -> str:
         """The cluster as text: nodes with their pods, services, external hosts."""
@@ -441,23 +455,35 @@ class Cluster:
         bridge = node.allocate_index()
         node._bridge_index = bridge
         where = f"{name}:{POD_BRIDGE}"
-        node.execute([
-            _bridge(POD_BRIDGE, bridge, self._mtu, nf_call_iptables=True),
-            _rtnl.no_ipv6_link_local(bridge, f"switching IPv6 off on {where}"),
-            _rtnl.set_link(bridge, up=True, doing=f"bringing {where} up"),
-            _rtnl.new_address(bridge, ipaddress.IPv4Interface(f"{node.gateway}/24"),
-                              f"adding {node.gateway}/24 to {where}"),
-            # The node's own connections to a ClusterIP need a route before the nat
-            # output hook sees them (a real node has its default route for that).
-            _rtnl.new_route(SERVICE_CIDR, oif=node._uplink_index,
-                            doing=f"routing {SERVICE_CIDR} via {name}:{NODE_UPLINK}"),
-        ] + [
-            _rtnl.new_route(other.pod_cidr, via=other.ip, doing=f"routing {other.pod_cidr} via {other.name} on {name}")
-            for other in self._nodes.values()
-        ])
+        node.execute(
+            [
+                _bridge(POD_BRIDGE, bridge, self._mtu, nf_call_iptables=True),
+                _rtnl.no_ipv6_link_local(bridge, f"switching IPv6 off on {where}"),
+                _rtnl.set_link(bridge, up=True, doing=f"bringing {where} up"),
+                _rtnl.new_address(
+                    bridge, ipaddress.IPv4Interface(f"{node.gateway}/24"), f"adding {node.gateway}/24 to {where}"
+                ),
+                # The node's own connections to a ClusterIP need a route before the nat
+                # output hook sees them (a real node has its default route for that).
+                _rtnl.new_route(
+                    SERVICE_CIDR, oif=node._uplink_index, doing=f"routing {SERVICE_CIDR} via {name}:{NODE_UPLINK}"
+                ),
+            ]
+            + [
+                _rtnl.new_route(
+                    other.pod_cidr, via=other.ip, doing=f"routing {other.pod_cidr} via {other.name} on {name}"
+                )
+                for other in self._nodes.values()
+            ]
+        )
         for other in self._nodes.values():
-            other.execute([_rtnl.new_route(node.pod_cidr, via=node.ip,
-                                           doing=f"routing {node.pod_cidr} via {name} on {other.name}")])
+            other.execute(
+                [
+                    _rtnl.new_route(
+                        node.pod_cidr, via=node.ip, doing=f"routing {node.pod_cidr} via {name} on {other.name}"
+                    )
+                ]
+            )
         with node:
             _node_nat_table()
             for service in self._services.values():
@@ -479,10 +505,25 @@ class Cluster:
         pod.node = host
         pod._cluster = self
         pod.node_port = _port_name(name, len(host.pods), host._port_names)
-        _plug(host, host._bridge_index, pod.node_port, pod, POD_IFNAME,
-              ipaddress.IPv4Interface(f"{pod.ip}/{host.pod_cidr.prefixlen}"), self._mtu, hairpin=True)
-        pod.execute([_rtnl.new_route(ipaddress.IPv4Network("0.0.0.0/0"), via=host.gateway,
-                                     doing=f"adding the default route via {host.gateway} in {name!r}")])
+        _plug(
+            host,
+            host._bridge_index,
+            pod.node_port,
+            pod,
+            POD_IFNAME,
+            ipaddress.IPv4Interface(f"{pod.ip}/{host.pod_cidr.prefixlen}"),
+            self._mtu,
+            hairpin=True,
+        )
+        pod.execute(
+            [
+                _rtnl.new_route(
+                    ipaddress.IPv4Network("0.0.0.0/0"),
+                    via=host.gateway,
+                    doing=f"adding the default route via {host.gateway} in {name!r}",
+                )
+            ]
+        )
         with host:
             _add_hairpin_masquerade(pod.ip)
         host._next_host += 1
@@ -512,8 +553,10 @@ class Cluster:
         """
         self._check_open()
         if not isinstance(name, str) or not _SERVICE_NAME.match(name):
-            raise ValueError(f"service name {name!r} is not a DNS-1035 label (1-63 lowercase letters, digits or '-', "
-                             "starting with a letter, not ending with '-')")
+            raise ValueError(
+                f"service name {name!r} is not a DNS-1035 label (1-63 lowercase letters, digits or '-', "
+                "starting with a letter, not ending with '-')"
+            )
         if name in self._services:
             raise ValueError(f"service {name!r} already exists in this cluster")
         if name in self._names():
@@ -619,8 +662,10 @@ class Cluster:
 
     def _check_new_name(self, name: object, what: str) -> str:
         if not isinstance(name, str) or not _NAME.match(name) or re.fullmatch(r"[0-9.]+", name):
-            raise ValueError(f"{what} name {name!r} is not a DNS-1123 name (1-63 lowercase letters, digits, '-', '.', "
-                             "starting and ending with a letter or digit, not all digits): names go into a hosts file")
+            raise ValueError(
+                f"{what} name {name!r} is not a DNS-1123 name (1-63 lowercase letters, digits, '-', '.', "
+                "starting and ending with a letter or digit, not all digits): names go into a hosts file"
+            )
         if name in self._names():
             raise ValueError(f"name {name!r} is already used in this cluster")
         if any(name in svc.names for svc in self._services.values()):
@@ -638,16 +683,19 @@ class Cluster:
             return node
         if isinstance(node, str) and node in self._nodes:
             return self._nodes[node]
-        raise ValueError(f"node {getattr(node, 'name', node)!r} is not a node of this cluster "
-                         f"(it has {', '.join(self._nodes) or 'none'})")
+        raise ValueError(
+            f"node {getattr(node, 'name', node)!r} is not a node of this cluster "
+            f"(it has {', '.join(self._nodes) or 'none'})"
+        )
 
     def _pod(self, pod: object) -> Pod:
         if isinstance(pod, Pod) and self._pods.get(pod.name) is pod:
             return pod
         if isinstance(pod, str) and pod in self._pods:
             return self._pods[pod]
-        raise ValueError(f"pod {getattr(pod, 'name', pod)!r} is not a pod of this cluster "
-                         f"(it has {', '.join(self._pods) or 'none'})")
+        raise ValueError(
+            f"pod {getattr(pod, 'name', pod)!r} is not a pod of this cluster (it has {', '.join(self._pods) or 'none'})"
+        )
 
     def _cluster_ip(self, wanted: object) -> IPv4:
         used = {svc.ip for svc in self._services.values()}
@@ -685,17 +733,26 @@ class Cluster:
         _settle_sysctls(fabric, FABRIC_SYSCTLS)
         self._fabric_bridge = fabric.allocate_index()
         self._fabric_ports: dict[str, int] = {}
-        fabric.execute([
-            _bridge(FABRIC_BRIDGE, self._fabric_bridge, self._mtu, nf_call_iptables=False),
-            _rtnl.no_ipv6_link_local(self._fabric_bridge, "switching IPv6 off on the node network's bridge"),
-            _rtnl.set_link(self._fabric_bridge, up=True, doing="bringing the node network's bridge up"),
-        ])
+        fabric.execute(
+            [
+                _bridge(FABRIC_BRIDGE, self._fabric_bridge, self._mtu, nf_call_iptables=False),
+                _rtnl.no_ipv6_link_local(self._fabric_bridge, "switching IPv6 off on the node network's bridge"),
+                _rtnl.set_link(self._fabric_bridge, up=True, doing="bringing the node network's bridge up"),
+            ]
+        )
         return fabric
 
     def _attach_to_fabric(self, ns: Namespace, ip: IPv4) -> None:
         name = _port_name(ns.name, len(self._fabric_ports), {"lo", FABRIC_BRIDGE, *self._fabric_ports})
-        _plug(self.fabric, self._fabric_bridge, name, ns, NODE_UPLINK,
-              ipaddress.IPv4Interface(f"{ip}/{NODE_NETWORK.prefixlen}"), self._mtu)
+        _plug(
+            self.fabric,
+            self._fabric_bridge,
+            name,
+            ns,
+            NODE_UPLINK,
+            ipaddress.IPv4Interface(f"{ip}/{NODE_NETWORK.prefixlen}"),
+            self._mtu,
+        )
         self._fabric_ports[name] = ns._port_index  # type: ignore[attr-defined]
 
 
@@ -749,8 +806,17 @@ def _hairpin(index: int, doing: str) -> _rtnl.Request:
     return _rtnl.Request(_rtnl.RTM_NEWLINK, 0, body, doing)
 
 
-def _plug(bridge_ns: Namespace, bridge_index: int, port: str, member: Namespace, ifname: str,
-          address: ipaddress.IPv4Interface, mtu: int, *, hairpin: bool = False) -> None:
+def _plug(
+    bridge_ns: Namespace,
+    bridge_index: int,
+    port: str,
+    member: Namespace,
+    ifname: str,
+    address: ipaddress.IPv4Interface,
+    mtu: int,
+    *,
+    hairpin: bool = False,
+) -> None:
     """A veth from ``member:ifname`` (with ``address``) to a new port ``port`` of a bridge; ready for the first packet.
 
     Neither end gets an IPv6 address.  Records ``member._uplink_index`` and
@@ -772,18 +838,21 @@ def _plug(bridge_ns: Namespace, bridge_index: int, port: str, member: Namespace,
     if hairpin:
         bridge_requests.append(_hairpin(port_index, f"turning hairpin mode on for port {port} of {bridge_ns.name}"))
     bridge_ns.execute(bridge_requests)
-    member.execute([
-        _rtnl.no_ipv6_link_local(member_index, f"switching IPv6 off on {where}"),
-        _rtnl.set_link(member_index, up=True, doing=f"bringing {where} up"),
-        _rtnl.new_address(member_index, address, f"adding {address} to {where}"),
-    ])
+    member.execute(
+        [
+            _rtnl.no_ipv6_link_local(member_index, f"switching IPv6 off on {where}"),
+            _rtnl.set_link(member_index, up=True, doing=f"bringing {where} up"),
+            _rtnl.new_address(member_index, address, f"adding {address} to {where}"),
+        ]
+    )
     wait_ready([(bridge_ns, port_index, []), (member, member_index, [])], f"{where} <-> {bridge_ns.name}:{port}")
     member._uplink_index = member_index  # type: ignore[attr-defined]
     member._port_index = port_index  # type: ignore[attr-defined]
 
 
-def _settle_sysctls(ns: Namespace, settings: Sequence[tuple[str, str]], *,
-                    required: frozenset[str] | set[str] = frozenset()) -> None:
+def _settle_sysctls(
+    ns: Namespace, settings: Sequence[tuple[str, str]], *, required: frozenset[str] | set[str] = frozenset()
+) -> None:
     """Write the settings that differ, in one namespace switch.
 
     A missing file in ``required`` raises ``FeatureUnavailable``; other
@@ -816,14 +885,20 @@ def _settle_sysctls(ns: Namespace, settings: Sequence[tuple[str, str]], *,
 
 def _install_service(service: Service) -> None:
     """The service's table in the calling thread's namespace (a node)."""
-    _nft.dnat_service(service.name, service.ip, service.port,
-                      [(pod.ip, service.target_port) for pod in service._pods],
-                      proto=service.proto, spread=service.spread)
+    _nft.dnat_service(
+        service.name,
+        service.ip,
+        service.port,
+        [(pod.ip, service.target_port) for pod in service._pods],
+        proto=service.proto,
+        spread=service.spread,
+    )
 
 
 # The masquerade rules below need matches ``_nft.masquerade`` does not offer
 # (``ip daddr != <net>``, ``ip saddr == ip daddr``): they are written with
 # _nft's own expression builders, in a table of their own.
+
 
 def _node_nat_table() -> None:
     """A node's egress masquerade, in the calling thread's namespace.
@@ -842,8 +917,9 @@ def _node_nat_table() -> None:
     batch = _nft._Batch()
     with _nft._netlink_socket() as sock:
         batch.add_table("inet", NAT_TABLE)
-        batch.add_chain("inet", NAT_TABLE, "postrouting", hook=_nft._HOOK_POSTROUTING,
-                        priority=_nft._PRIO_SRCNAT, kind="nat")
+        batch.add_chain(
+            "inet", NAT_TABLE, "postrouting", hook=_nft._HOOK_POSTROUTING, priority=_nft._PRIO_SRCNAT, kind="nat"
+        )
         batch.add_rule("inet", NAT_TABLE, "postrouting", rule)
         batch.commit(sock)
 
@@ -866,4 +942,3 @@ def _add_hairpin_masquerade(ip: IPv4) -> None:
     with _nft._netlink_socket() as sock:
         batch.add_rule("inet", NAT_TABLE, "postrouting", rule)
         batch.commit(sock)
-

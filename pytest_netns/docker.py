@@ -122,8 +122,9 @@ class DockerHost:
     See the module docstring for the network it makes.
     """
 
-    def __init__(self, *, kill_grace: float = 1.0,
-                 _namespace_created: Callable[[Namespace], None] | None = None) -> None:
+    def __init__(
+        self, *, kill_grace: float = 1.0, _namespace_created: Callable[[Namespace], None] | None = None
+    ) -> None:
         self.kill_grace = _validate.duration(kill_grace, "kill_grace")
         self._namespace_created = _namespace_created
         self._owned: list[Namespace] = []
@@ -182,11 +183,25 @@ class DockerHost:
         self._adopt(ns)
         ns._ip = DOCKER_NETWORK[number]
         port = f"veth{number}"  # dockerd names them veth<random>
-        _plug(self.host, self._bridge_index, port, ns, CONTAINER_IFNAME,
-              ipaddress.IPv4Interface(f"{ns.ip}/{DOCKER_NETWORK.prefixlen}"), 1500)
+        _plug(
+            self.host,
+            self._bridge_index,
+            port,
+            ns,
+            CONTAINER_IFNAME,
+            ipaddress.IPv4Interface(f"{ns.ip}/{DOCKER_NETWORK.prefixlen}"),
+            1500,
+        )
         gateway = DOCKER_NETWORK[1]
-        ns.execute([_rtnl.new_route(ipaddress.IPv4Network("0.0.0.0/0"), via=gateway,
-                                    doing=f"adding the default route via {gateway} in {name!r}")])
+        ns.execute(
+            [
+                _rtnl.new_route(
+                    ipaddress.IPv4Network("0.0.0.0/0"),
+                    via=gateway,
+                    doing=f"adding the default route via {gateway} in {name!r}",
+                )
+            ]
+        )
         self._containers[name] = ns
         return ns
 
@@ -211,8 +226,10 @@ class DockerHost:
             raise ValueError(f"proto {proto!r} is not 'tcp' or 'udp'")
         taken = self._published.get((proto, host_port))
         if taken is not None:
-            raise ValueError(f"host port {host_port}/{proto} is already allocated: published to container "
-                             f"{taken.container.name!r} port {taken.container_port}")
+            raise ValueError(
+                f"host port {host_port}/{proto} is already allocated: published to container "
+                f"{taken.container.name!r} port {taken.container_port}"
+            )
         reservation = self._reserve(host_port, proto)
         try:
             with self.host:
@@ -220,8 +237,9 @@ class DockerHost:
         except BaseException:
             reservation.close()
             raise
-        published = PublishedPort(target, host_port, container_port, proto, (str(self.host.ip), host_port),
-                                  self, table, reservation)
+        published = PublishedPort(
+            target, host_port, container_port, proto, (str(self.host.ip), host_port), self, table, reservation
+        )
         self._published[(proto, host_port)] = published
         return published
 
@@ -262,8 +280,10 @@ class DockerHost:
             return container
         if isinstance(container, str) and container in self._containers:
             return self._containers[container]
-        raise ValueError(f"container {getattr(container, 'name', container)!r} is not a container of this host "
-                         f"(there are {', '.join(self._containers) or 'none'})")
+        raise ValueError(
+            f"container {getattr(container, 'name', container)!r} is not a container of this host "
+            f"(there are {', '.join(self._containers) or 'none'})"
+        )
 
     def _build_host(self) -> Namespace:
         host = _Addressed("host", kill_grace=self.kill_grace, _defer_setup=True)
@@ -272,12 +292,14 @@ class DockerHost:
         _settle_sysctls(host, NODE_SYSCTLS, required={BRIDGE_NF_CALL_IPTABLES})
         self._bridge_index = host.allocate_index()
         gateway = ipaddress.IPv4Interface(f"{DOCKER_NETWORK[1]}/{DOCKER_NETWORK.prefixlen}")
-        host.execute([
-            _bridge(DOCKER_BRIDGE, self._bridge_index, 1500, nf_call_iptables=True),
-            _rtnl.no_ipv6_link_local(self._bridge_index, f"switching IPv6 off on {DOCKER_BRIDGE}"),
-            _rtnl.set_link(self._bridge_index, up=True, doing=f"bringing {DOCKER_BRIDGE} up"),
-            _rtnl.new_address(self._bridge_index, gateway, f"adding {gateway} to {DOCKER_BRIDGE}"),
-        ])
+        host.execute(
+            [
+                _bridge(DOCKER_BRIDGE, self._bridge_index, 1500, nf_call_iptables=True),
+                _rtnl.no_ipv6_link_local(self._bridge_index, f"switching IPv6 off on {DOCKER_BRIDGE}"),
+                _rtnl.set_link(self._bridge_index, up=True, doing=f"bringing {DOCKER_BRIDGE} up"),
+                _rtnl.new_address(self._bridge_index, gateway, f"adding {gateway} to {DOCKER_BRIDGE}"),
+            ]
+        )
         with host:
             _nft.masquerade(src=DOCKER_NETWORK, not_oifname=DOCKER_BRIDGE)
         return host
@@ -287,9 +309,15 @@ class DockerHost:
         self._adopt(external)
         external._ip = OUTSIDE_NETWORK[2]
         prefix = OUTSIDE_NETWORK.prefixlen
-        veth(self.host, external, name_a=UPLINK, name_b=UPLINK, ipv6=False,
-             addresses_a=[ipaddress.IPv4Interface(f"{self.host.ip}/{prefix}")],
-             addresses_b=[ipaddress.IPv4Interface(f"{external.ip}/{prefix}")])
+        veth(
+            self.host,
+            external,
+            name_a=UPLINK,
+            name_b=UPLINK,
+            ipv6=False,
+            addresses_a=[ipaddress.IPv4Interface(f"{self.host.ip}/{prefix}")],
+            addresses_b=[ipaddress.IPv4Interface(f"{external.ip}/{prefix}")],
+        )
         return external
 
     def _reserve(self, port: int, proto: str) -> socket.socket:
@@ -301,8 +329,9 @@ class DockerHost:
         except OSError as exc:
             sock.close()
             if exc.errno == errno.EADDRINUSE:
-                raise ValueError(f"host port {port}/{proto} is already in use in the host namespace "
-                                 "(a process there has bound it)") from None
+                raise ValueError(
+                    f"host port {port}/{proto} is already in use in the host namespace (a process there has bound it)"
+                ) from None
             raise
         return sock
 

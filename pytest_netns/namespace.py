@@ -7,7 +7,6 @@ import ipaddress
 import itertools
 import os
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -55,7 +54,9 @@ class Namespace:
 
     def __init__(self, name: str | None = None, *, kill_grace: float = 1.0, _defer_setup: bool = False) -> None:
         if name is not None and (not isinstance(name, str) or not name or len(name) > 64 or "/" in name):
-            raise ValueError(f"namespace name must be a non-empty string of at most 64 characters without '/', got {name!r}")
+            raise ValueError(
+                f"namespace name must be a non-empty string of at most 64 characters without '/', got {name!r}"
+            )
         self.kill_grace = _validate.duration(kill_grace, "kill_grace")
         self._name = name or f"ns{next(_numbers)}"
         self._closed = False
@@ -191,8 +192,13 @@ class Namespace:
         if timeout is not None:
             _validate.duration(timeout, "timeout")
         kwargs = _process.popen_arguments(command, env, {"text": text})
-        proc = self._spawn(command, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+        proc = self._spawn(
+            command,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            **kwargs,
+        )
         try:
             stdout, stderr = proc.communicate(input, timeout)
         except subprocess.TimeoutExpired as exc:
@@ -445,8 +451,10 @@ class Namespace:
             return self.rtnl.link_by_name(iface)
         except KernelError as exc:
             if exc.errno == errno.ENODEV:
-                raise KernelError(errno.ENODEV, f"no interface {iface!r} in namespace {self._name!r} "
-                                  f"(it has {', '.join(self.interfaces())})") from None
+                raise KernelError(
+                    errno.ENODEV,
+                    f"no interface {iface!r} in namespace {self._name!r} (it has {', '.join(self.interfaces())})",
+                ) from None
             raise
 
     def _index(self, iface: str) -> int:
