@@ -177,6 +177,9 @@ def pytest_runtest_makereport(
         _tell(item, report, recorders)
     except Exception as exc:  # the story must never hide the failure it explains
         report.sections.append(("netns: pcap files", f"could not write the recording: {type(exc).__name__}: {exc}"))
+    if report.when == "teardown":
+        # The session keeps every item: drop the recordings (up to the buffer size each) with the test.
+        del item.stash[RECORDERS]
     return report
 
 

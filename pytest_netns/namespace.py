@@ -30,6 +30,10 @@ BASELINE_SYSCTLS = (
     ("/proc/sys/net/ipv6/conf/all/forwarding", "0"),
     ("/proc/sys/net/ipv6/conf/default/forwarding", "0"),
     ("/proc/sys/net/ipv6/conf/all/keep_addr_on_down", "1"),
+    # No duplicate address detection on interfaces made here: link-local
+    # addresses would stay tentative for 1-2 s (a router's first forwarded
+    # IPv6 packet needs one for its neighbour solicitation).
+    ("/proc/sys/net/ipv6/conf/default/accept_dad", "0"),
 )
 #: The baseline settings a fresh namespace does not already have, learnt from
 #: the first namespace of the process (what a new namespace inherits does not
@@ -302,6 +306,14 @@ class Namespace:
         addr = _validate.interface(address)
         index = self._index(iface)
         self.execute([_rtnl.new_address(index, addr, f"adding {addr} to {iface} in {self._name!r}")])
+
+    def mac(self, iface: str) -> str:
+        """The link-layer address of an interface, like ``"02:42:ac:11:00:02"``."""
+        index = self._index(iface)
+        for msg in self.rtnl.dump(_rtnl.RTM_GETLINK, _rtnl.ifinfo(), f"listing interfaces in {self._name!r}"):
+            if msg["index"] == index:
+                return str(msg.get_attr("IFLA_ADDRESS"))
+        raise KernelError(errno.ENODEV, f"reading the address of {iface} in {self._name!r}")  # pragma: no cover
 
     def mtu(self, iface: str) -> int:
         """The MTU of an interface."""
