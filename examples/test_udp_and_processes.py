@@ -19,7 +19,8 @@ def test_udp_request_reply(netns_pair):
     client.settimeout(2)
     with server, client:
         client.sendto(b"question", ("10.0.0.2", 5000))
-        data, peer = server.recvfrom(100)
+        question, peer = server.recvfrom(100)
+        assert question == b"question"
         server.sendto(b"answer", peer)
         assert client.recvfrom(100) == (b"answer", ("10.0.0.2", 5000))
     assert peer[0] == "10.0.0.1"

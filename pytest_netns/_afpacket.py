@@ -196,8 +196,7 @@ class Reader:
                 seconds, nanoseconds = _TIMESPEC.unpack_from(data)
                 stamp = seconds + nanoseconds / 1e9
         ifname, proto, pkttype, hatype, _hwaddr = address
-        return Frame(stamp if stamp is not None else time.time(), ifname, pkttype, hatype, proto,
-                     bytes(buffer[:size]))
+        return Frame(stamp if stamp is not None else time.time(), ifname, pkttype, hatype, proto, bytes(buffer[:size]))
 
     def frames(self) -> Iterator[Frame]:
         """Every frame queued now (loopback's outgoing copies skipped: each packet once per interface)."""
@@ -263,6 +262,7 @@ def keep_timestamps_on() -> None:
 
 # -- closing without waiting -------------------------------------------------------
 
+
 class _Closer:
     """The helper process (``_packet_closer.py``) and our end of the socket pair leading to it."""
 
@@ -278,7 +278,9 @@ class _Closer:
             with _kernel.entered(_kernel.INITIAL_NETNS_FD):
                 self.process = subprocess.Popen(
                     [sys.executable, "-I", "-S", os.path.join(os.path.dirname(__file__), "_packet_closer.py")],
-                    stdin=theirs.fileno(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    stdin=theirs.fileno(),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
                     start_new_session=True,
                 )
         finally:

@@ -138,7 +138,7 @@ class HostsFile:
 
     def add(self, name: str, addresses: Sequence[Address]) -> None:
         """Add one name's lines at the end (cheaper than ``update`` for a growing topology)."""
-        self._write(self._text + hosts_text({name: addresses})[len(_HOSTS_HEADER):])
+        self._write(self._text + hosts_text({name: addresses})[len(_HOSTS_HEADER) :])
 
     def _write(self, text: str) -> None:
         if text == self._text:
@@ -217,8 +217,9 @@ class HostsFile:
         _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
         # Where / is shared (systemd makes it so), a bind mount made now would
         # propagate to the host's mount namespace: make every mount a slave first.
-        _check(_libc.mount(b"none", b"/", None, MS_REC | MS_SLAVE, None),
-               "making mounts private (mount --make-rslave /)")
+        _check(
+            _libc.mount(b"none", b"/", None, MS_REC | MS_SLAVE, None), "making mounts private (mount --make-rslave /)"
+        )
         if not os.path.exists(HOSTS):
             # Binding needs an existing target, and creating the host's file is not ours to do.
             raise OSError(errno.ENOENT, f"{HOSTS} does not exist on this machine, so there is nothing to bind over")

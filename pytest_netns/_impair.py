@@ -98,7 +98,8 @@ def validate(*, rate: object = None, delay: object = None, jitter: object = None
             raise ValueError(f"jitter {jitter!r} needs a delay (the delay varies by up to the jitter)")
         if jitter_s > delay_s:
             raise ValueError(
-                f"jitter {jitter!r} is larger than delay {delay!r} (a packet cannot arrive before it was sent)")
+                f"jitter {jitter!r} is larger than delay {delay!r} (a packet cannot arrive before it was sent)"
+            )
     for name, value, seconds in (("delay", delay, delay_s), ("jitter", jitter, jitter_s)):
         if seconds is not None and seconds > 60:
             raise ValueError(f"{name} {value!r} is longer than a minute; netem cannot express it")
@@ -106,8 +107,9 @@ def validate(*, rate: object = None, delay: object = None, jitter: object = None
         isinstance(loss, bool) or not isinstance(loss, (int, float)) or not math.isfinite(loss) or not 0 <= loss <= 1
     ):
         raise ValueError(f"loss {loss!r} is not a fraction between 0 and 1 (0.1 means 10 % of packets are lost)")
-    asked = ", ".join(f"{k}={v!r}" for k, v in (("rate", rate), ("delay", delay), ("jitter", jitter), ("loss", loss))
-                      if v is not None)
+    asked = ", ".join(
+        f"{k}={v!r}" for k, v in (("rate", rate), ("delay", delay), ("jitter", jitter), ("loss", loss)) if v is not None
+    )
     return Settings(bits, delay_s, jitter_s, float(loss) if loss is not None else None, asked)
 
 

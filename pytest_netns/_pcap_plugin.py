@@ -82,11 +82,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where pcap files and failure stories go, one directory per test (default: netns-artifacts in "
         "pytest's base temporary directory). Also: ini netns_artifacts_dir, env PYTEST_NETNS_ARTIFACTS_DIR.",
     )
-    parser.addini("netns_artifacts_dir", default="",
-                  help="directory (relative to the rootdir) for pcap files and failure stories")
-    parser.addini("netns_pcap_buffer", default="4M",
-                  help="recording bound per namespace in bytes (K/M suffixes), default 4M; when full, the "
-                  "earliest packets are kept")
+    parser.addini(
+        "netns_artifacts_dir", default="", help="directory (relative to the rootdir) for pcap files and failure stories"
+    )
+    parser.addini(
+        "netns_pcap_buffer",
+        default="4M",
+        help="recording bound per namespace in bytes (K/M suffixes), default 4M; when full, the "
+        "earliest packets are kept",
+    )
 
 
 def _choose(config: pytest.Config, option: str | None, env: str, ini: str) -> tuple[str, str]:
@@ -148,12 +152,18 @@ def pytest_netns_namespace_created(item: pytest.Item, namespace: Namespace) -> N
     except OSError as exc:  # recording must never break a test: say so once and go on without it
         if not item.config.stash.get(UNAVAILABLE, False):
             item.config.stash[UNAVAILABLE] = True
-            warnings.warn(pytest.PytestWarning(f"--netns-pcap: cannot record {namespace.name!r} ({exc}); "
-                                               "no pcap files will be written"), stacklevel=1)
+            warnings.warn(
+                pytest.PytestWarning(
+                    f"--netns-pcap: cannot record {namespace.name!r} ({exc}); no pcap files will be written"
+                ),
+                stacklevel=1,
+            )
         return
     recorders.append(recorder)
-    namespace.add_cleanup(functools.partial(_stop, recorder, settings.mode == "always"),
-                          f"stopping the packet recorder of {namespace.name!r}")
+    namespace.add_cleanup(
+        functools.partial(_stop, recorder, settings.mode == "always"),
+        f"stopping the packet recorder of {namespace.name!r}",
+    )
 
 
 def _stop(recorder: Recorder, keep: bool) -> None:
@@ -236,8 +246,10 @@ def _files_section(files: list, recorders: list[Recorder], directory: str) -> st
     for recorder in recorders:
         if recorder.dropped:
             since = f" from +{recorder.frames[-1].time - start:.6f} s" if recorder.frames else ""
-            lines.append(f"  {recorder.label}: {recorder.dropped} later packets not recorded{since}: the "
-                         f"{recorder.buffer >> 10} KiB buffer was full (ini netns_pcap_buffer)")
+            lines.append(
+                f"  {recorder.label}: {recorder.dropped} later packets not recorded{since}: the "
+                f"{recorder.buffer >> 10} KiB buffer was full (ini netns_pcap_buffer)"
+            )
     lines.append("open with: wireshark FILE, tcpdump -nr FILE; packets.txt and topology.txt are next to them")
     return "\n".join(lines)
 

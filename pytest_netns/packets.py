@@ -210,17 +210,23 @@ class _Route:
 
 def _link(ns: Namespace, *, name: str | None = None, index: int | None = None) -> _Link:
     if name is not None:
-        request = _rtnl.Request(_rtnl.RTM_GETLINK, 0, _rtnl.ifinfo() + _rtnl.attr_str(_rtnl.IFLA_IFNAME, name),
-                                f"looking up interface {name!r} in namespace {ns.name!r}")
+        request = _rtnl.Request(
+            _rtnl.RTM_GETLINK,
+            0,
+            _rtnl.ifinfo() + _rtnl.attr_str(_rtnl.IFLA_IFNAME, name),
+            f"looking up interface {name!r} in namespace {ns.name!r}",
+        )
     else:
-        request = _rtnl.Request(_rtnl.RTM_GETLINK, 0, _rtnl.ifinfo(index or 0),
-                                f"looking up interface {index} in namespace {ns.name!r}")
+        request = _rtnl.Request(
+            _rtnl.RTM_GETLINK, 0, _rtnl.ifinfo(index or 0), f"looking up interface {index} in namespace {ns.name!r}"
+        )
     try:
         reply = ns.rtnl.query(request)
     except KernelError as exc:
         if exc.errno == errno.ENODEV and name is not None:
-            raise KernelError(errno.ENODEV, f"no interface {name!r} in namespace {ns.name!r} "
-                              f"(it has {', '.join(ns.interfaces())})") from None
+            raise KernelError(
+                errno.ENODEV, f"no interface {name!r} in namespace {ns.name!r} (it has {', '.join(ns.interfaces())})"
+            ) from None
         raise
     _family, hatype, found, _flags, _change = _rtnl._IFINFO.unpack_from(reply, 16)
     attrs = _rtnl.parse_attrs(reply, 16 + _rtnl._IFINFO.size, len(reply))
@@ -246,8 +252,12 @@ def _route(ns: Namespace, dst: str, oif: int | None = None) -> _Route:
         return str(ipaddress.ip_address(raw)) if raw else None
 
     out = attrs.get(_rtnl.RTA_OIF)
-    return _Route(text(attrs.get(RTA_PREFSRC)), struct.unpack("=I", out)[0] if out else None,
-                  text(attrs.get(_rtnl.RTA_GATEWAY)), kind)
+    return _Route(
+        text(attrs.get(RTA_PREFSRC)),
+        struct.unpack("=I", out)[0] if out else None,
+        text(attrs.get(_rtnl.RTA_GATEWAY)),
+        kind,
+    )
 
 
 def _neighbour(ns: Namespace, address: str, index: int) -> str | None:
@@ -319,8 +329,10 @@ def _fill(ns: Namespace, pkt: Packet, link: _Link | None) -> None:
             elif isinstance(layer, ARP) and field.name == "psrc":
                 value = _source_address(ns, layer.pdst, link, where)
             else:
-                raise ValueError(f"{where} is empty, and scapy would fill it from its own tables (made in another "
-                                 f"namespace): set it explicitly")
+                raise ValueError(
+                    f"{where} is empty, and scapy would fill it from its own tables (made in another "
+                    f"namespace): set it explicitly"
+                )
             layer.setfieldval(field.name, value)
         layer = layer.payload
 
@@ -348,8 +360,9 @@ def _source_address(ns: Namespace, dst: Any, link: _Link | None, where: str) -> 
     except KernelError as exc:
         raise KernelError(exc.errno or errno.EHOSTUNREACH, f"filling {where}: {exc.doing}") from None
     if route.src is None:
-        raise ValueError(f"{where} is empty and namespace {ns.name!r} has no source address to reach {target}: "
-                         "set it explicitly")
+        raise ValueError(
+            f"{where} is empty and namespace {ns.name!r} has no source address to reach {target}: set it explicitly"
+        )
     return route.src
 
 
@@ -391,8 +404,10 @@ def _destination_mac(ns: Namespace, layer: Any, link: _Link | None, where: str) 
         hop = route.gateway or str(target)
         mac = _neighbour(ns, hop, link.index)
         if mac is None:
-            raise ValueError(f"{where} is empty and namespace {ns.name!r} has no neighbour entry for {hop} on "
-                             f"{link.name}: set Ether(dst=...) or let the kernel resolve it first (e.g. ns.ping)")
+            raise ValueError(
+                f"{where} is empty and namespace {ns.name!r} has no neighbour entry for {hop} on "
+                f"{link.name}: set Ether(dst=...) or let the kernel resolve it first (e.g. ns.ping)"
+            )
         return mac
     raise ValueError(f"{where} is empty: set the destination MAC explicitly")
 
@@ -451,8 +466,10 @@ def _prepare_l3(ns: Namespace, pkt: Packet) -> tuple[bytes, tuple[Any, ...], int
     elif isinstance(pkt, scapy.IPv6):
         version = 6
     else:
-        raise ValueError(f"send()/sr1() take an IP or IPv6 packet, got {pkt.summary()!r}; "
-                         "send link-layer frames with sendp(frame, iface)")
+        raise ValueError(
+            f"send()/sr1() take an IP or IPv6 packet, got {pkt.summary()!r}; "
+            "send link-layer frames with sendp(frame, iface)"
+        )
     dst = pkt.getfieldval("dst")
     if version == 4:
         _fill(ns, pkt, None)
@@ -482,8 +499,9 @@ def _sendto(sock: socket.socket, data: bytes, address: tuple[Any, ...], ns: Name
     try:
         sock.sendto(data, address)
     except OSError as exc:
-        raise KernelError(exc.errno or errno.EIO, f"sending {len(data)} bytes to {address[0]} from namespace "
-                          f"{ns.name!r}") from None
+        raise KernelError(
+            exc.errno or errno.EIO, f"sending {len(data)} bytes to {address[0]} from namespace {ns.name!r}"
+        ) from None
 
 
 def sendp(ns: Namespace, frame: Any, iface: str) -> None:
@@ -634,8 +652,13 @@ class Capture:
     it crosses (twice in a router: in and out).
     """
 
-    def __init__(self, ns: Namespace, iface: str | None, lfilter: Callable[[Any], bool] | None,
-                 program: list[_afpacket.Instruction]) -> None:
+    def __init__(
+        self,
+        ns: Namespace,
+        iface: str | None,
+        lfilter: Callable[[Any], bool] | None,
+        program: list[_afpacket.Instruction],
+    ) -> None:
         self.namespace = ns
         self.iface = iface
         self.lfilter = lfilter
@@ -747,8 +770,11 @@ class Capture:
         scope = f"on {self.where}"
         if self.lfilter is not None:
             scope += f" (capture lfilter {_describe(self.lfilter)})"
-        head = (f"waited {timeout:g} s for {what} {scope}" if self._sock is not None
-                else f"the capture {scope} is over and does not hold {what}")
+        head = (
+            f"waited {timeout:g} s for {what} {scope}"
+            if self._sock is not None
+            else f"the capture {scope} is over and does not hold {what}"
+        )
         tally = f"captured {len(self._packets)} packet{'s' if len(self._packets) != 1 else ''}"
         if lfilter is not None:
             tally += f", {found} matching"
@@ -813,4 +839,3 @@ def sniff(
                 _wait_readable(cap._sock, 1.0 if remaining is None else min(remaining, 1.0))
     packets = cap._packets[:count] if count else cap._packets
     return _packets(packets, f"sniff {cap.where}")
-

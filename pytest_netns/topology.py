@@ -128,8 +128,9 @@ class _Node:
 class _Network:
     """What links and segments share: subnets, addresses, impairments."""
 
-    def __init__(self, topology: Topology, subnet: ipaddress.IPv4Network, subnet6: ipaddress.IPv6Network | None,
-                 what: str) -> None:
+    def __init__(
+        self, topology: Topology, subnet: ipaddress.IPv4Network, subnet6: ipaddress.IPv6Network | None, what: str
+    ) -> None:
         self._topology = topology
         #: The IPv4 subnet.
         self.subnet = subnet
@@ -260,8 +261,14 @@ class Segment(_Network):
     the attached namespaces in address order.
     """
 
-    def __init__(self, topology: Topology, subnet: ipaddress.IPv4Network, subnet6: ipaddress.IPv6Network | None,
-                 what: str, namespace: Namespace) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        subnet: ipaddress.IPv4Network,
+        subnet6: ipaddress.IPv6Network | None,
+        what: str,
+        namespace: Namespace,
+    ) -> None:
         super().__init__(topology, subnet, subnet6, what)
         #: The namespace that holds the bridge and its ports.
         self.namespace = namespace
@@ -304,8 +311,10 @@ class Segment(_Network):
         """
         self._topology._check_open()
         ports = self._ports if member is None else [self._ports[self._attachments.index(self._attachment(member))]]
-        _execute(self.namespace, [_rtnl.set_link(i, up=False, doing=f"unplugging {name} from {self._what}")
-                                  for name, i in ports])
+        _execute(
+            self.namespace,
+            [_rtnl.set_link(i, up=False, doing=f"unplugging {name} from {self._what}") for name, i in ports],
+        )
         if member is None:
             self._is_up = False
 
@@ -316,8 +325,10 @@ class Segment(_Network):
         if member is not None:
             att = self._attachment(member)
             pairs = [p for p in pairs if p[1] is att]
-        _execute(self.namespace, [_rtnl.set_link(i, up=True, doing=f"plugging {name} into {self._what}")
-                                  for (name, i), _ in pairs])
+        _execute(
+            self.namespace,
+            [_rtnl.set_link(i, up=True, doing=f"plugging {name} into {self._what}") for (name, i), _ in pairs],
+        )
         ends: list[tuple[Namespace, int, Sequence[IPInterface]]] = [(self.namespace, i, []) for (_, i), _ in pairs]
         ends += [(att.node.ns, att.index, att.addresses) for _, att in pairs]
         wait_ready(ends, self._what)
@@ -425,8 +436,11 @@ class Topology:
         return entries
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else (
-            f"{len(self._nodes)} namespaces, {len(self.links)} links, {len(self.segments)} segments")
+        state = (
+            "closed"
+            if self._closed
+            else (f"{len(self._nodes)} namespaces, {len(self.links)} links, {len(self.segments)} segments")
+        )
         return f"<Topology {state}>"
 
     def describe(self) -> str:
@@ -440,8 +454,10 @@ class Topology:
                 lines.append(f"  {att.ifname}: {addrs}  [{att.network._what}]")
         for net in self._networks:
             ends = ", ".join(f"{a.node.ns.name}:{a.ifname}" for a in net._attachments)
-            lines.append(f"{net._what}: {net.subnet}{f' {net.subnet6}' if net.subnet6 else ''} -- {ends}"
-                         + ("" if net.is_up else " (down)"))
+            lines.append(
+                f"{net._what}: {net.subnet}{f' {net.subnet6}' if net.subnet6 else ''} -- {ends}"
+                + ("" if net.is_up else " (down)")
+            )
         return "\n".join(lines)
 
     # -- building ------------------------------------------------------------------
@@ -485,8 +501,16 @@ class Topology:
         link = Link(self, net4, net6, what)
         name_a, name_b = _next_ifname(node_a), _next_ifname(node_b)
         addrs_a, addrs_b = [v4[0], *v6[:1]], [v4[1], *v6[1:2]]
-        index_a, index_b = veth(node_a.ns, node_b.ns, name_a=name_a, name_b=name_b, mtu=mtu,
-                                addresses_a=addrs_a, addresses_b=addrs_b, ipv6=self.ipv6)
+        index_a, index_b = veth(
+            node_a.ns,
+            node_b.ns,
+            name_a=name_a,
+            name_b=name_b,
+            mtu=mtu,
+            addresses_a=addrs_a,
+            addresses_b=addrs_b,
+            ipv6=self.ipv6,
+        )
         self._commit(link, net4, [(node_a, name_a, index_a, addrs_a), (node_b, name_b, index_b, addrs_b)])
         return link
 
@@ -530,13 +554,14 @@ class Topology:
             if member_index == port_index:  # equal indexes on both ends make the link slow to come up
                 member_index = node.ns.allocate_index()
             ifname = _next_ifname(node)
-            create = _rtnl.new_veth(port_name, ifname, node.ns._nsfd, index=port_index, peer_index=member_index,
-                                    mtu=mtu, up=True)
+            create = _rtnl.new_veth(
+                port_name, ifname, node.ns._nsfd, index=port_index, peer_index=member_index, mtu=mtu, up=True
+            )
             create.body += _rtnl.attr_u32(_rtnl.IFLA_MASTER, bridge_index)
             create.doing = f"plugging {node.ns.name}:{ifname} into {segment._what} (port {port_name})"
             requests.append(create)
             ports.append((port_name, port_index))
-            addresses = [v4[position], *v6[position:position + 1]]
+            addresses = [v4[position], *v6[position : position + 1]]
             plan.append((node, ifname, member_index, addresses))
         _execute(bridge_ns, requests)
         segment._bridge_index = bridge_index
@@ -572,10 +597,11 @@ class Topology:
                     body = _rtnl.new_route(net, via=via).body
                     removals.append(_rtnl.Request(_rtnl.RTM_DELROUTE, 0, body, f"deleting route to {net} via {via}"))
                 for start in range(0, len(removals), CHUNK):
-                    node.ns.rtnl.execute(removals[start:start + CHUNK], ignore=(errno.ESRCH, errno.ENOENT))
+                    node.ns.rtnl.execute(removals[start : start + CHUNK], ignore=(errno.ESRCH, errno.ENOENT))
             additions = [
-                _rtnl.new_route(net, via=via, replace=True,
-                                doing=f"adding route to {net} via {via} in {node.ns.name!r}")
+                _rtnl.new_route(
+                    net, via=via, replace=True, doing=f"adding route to {net} via {via} in {node.ns.name!r}"
+                )
                 for net, via in sorted(wanted - installed, key=_route_key)
             ]
             _execute(node.ns, additions)
@@ -692,8 +718,12 @@ class Topology:
         self._next_v6 += 1
         return net
 
-    def _commit(self, network: _Network, net4: ipaddress.IPv4Network,
-                attached: Sequence[tuple[_Node, str, int, list[IPInterface]]]) -> None:
+    def _commit(
+        self,
+        network: _Network,
+        net4: ipaddress.IPv4Network,
+        attached: Sequence[tuple[_Node, str, int, list[IPInterface]]],
+    ) -> None:
         """Record a network that now exists in the kernel, and publish the names."""
         _, low, high = _span(net4)
         self._overlapping = self._overlapping or any(low < end and begin < high for begin, end in self._v4_used)
@@ -742,8 +772,10 @@ class Topology:
                 for net in nets:
                     for version, low, high in net._spans:
                         # A subnet that overlaps one source is attached to: the connected route wins.
-                        if version == gateway.version and not (self._overlapping and any(
-                                v == version and low < end and begin < high for v, begin, end in connected)):
+                        if version == gateway.version and not (
+                            self._overlapping
+                            and any(v == version and low < end and begin < high for v, begin, end in connected)
+                        ):
                             spans.append((low, high))
                 for start, prefixlen in _collapse(spans, gateway.max_prefixlen):
                     routes.add((cls((start, prefixlen)), gateway))
@@ -835,7 +867,7 @@ def _new_bridge(index: int, mtu: int) -> _rtnl.Request:
 
 def _execute(ns: Namespace, requests: list[_rtnl.Request]) -> None:
     for start in range(0, len(requests), CHUNK):
-        ns.execute(requests[start:start + CHUNK])
+        ns.execute(requests[start : start + CHUNK])
 
 
 def _settle_sysctls(ns: Namespace, settings: Sequence[tuple[str, str]]) -> None:
@@ -888,13 +920,20 @@ def _routes_through(ns: Namespace, index: int) -> list[_SavedRoute]:
             continue
         family = msg["family"]
         dst, gateway = msg.get_attr("RTA_DST"), msg.get_attr("RTA_GATEWAY")
-        saved.append(_SavedRoute(
-            family, msg["dst_len"],
-            socket.inet_pton(family, dst) if dst else None,
-            socket.inet_pton(family, gateway) if gateway else None,
-            msg.get_attr("RTA_TABLE") or msg["table"], msg["proto"], msg["scope"], msg["type"],
-            msg.get_attr("RTA_PRIORITY"), msg.get_attr("RTA_PREF"),
-        ))
+        saved.append(
+            _SavedRoute(
+                family,
+                msg["dst_len"],
+                socket.inet_pton(family, dst) if dst else None,
+                socket.inet_pton(family, gateway) if gateway else None,
+                msg.get_attr("RTA_TABLE") or msg["table"],
+                msg["proto"],
+                msg["scope"],
+                msg["type"],
+                msg.get_attr("RTA_PRIORITY"),
+                msg.get_attr("RTA_PREF"),
+            )
+        )
     return saved
 
 
@@ -912,5 +951,9 @@ def _restore_route(route: _SavedRoute, att: _Attachment) -> _rtnl.Request:
     if route.pref is not None:
         body += _rtnl.attr(RTA_PREF, struct.pack("B", route.pref))
     dst = socket.inet_ntop(route.family, route.dst) if route.dst else "default"
-    return _rtnl.Request(_rtnl.RTM_NEWROUTE, _rtnl.NLM_F_CREATE | _rtnl.NLM_F_REPLACE, body,
-                         f"restoring the route to {dst}/{route.dst_len} on {_where(att)}")
+    return _rtnl.Request(
+        _rtnl.RTM_NEWROUTE,
+        _rtnl.NLM_F_CREATE | _rtnl.NLM_F_REPLACE,
+        body,
+        f"restoring the route to {dst}/{route.dst_len} on {_where(att)}",
+    )

@@ -145,7 +145,8 @@ def test_run_env_adds_and_drops_proxies(netns: Namespace, monkeypatch: pytest.Mo
     out = netns.run("env", env={"EXTRA": "1"}).stdout
     lines = set(out.splitlines())
     assert "KEEP_ME=yes" in lines and "EXTRA=1" in lines
-    assert not any(line.lower().startswith(("http_proxy=", "https_proxy=", "all_proxy=", "no_proxy=")) for line in lines)
+    proxies = ("http_proxy=", "https_proxy=", "all_proxy=", "no_proxy=")
+    assert not any(line.lower().startswith(proxies) for line in lines)
 
 
 def test_run_check_raises_command_error(netns: Namespace) -> None:
@@ -178,7 +179,8 @@ def test_popen_runs_inside_and_is_stopped_at_teardown(netns_factory) -> None:
 def test_popen_that_ignores_sigterm_is_killed_after_grace(netns_factory) -> None:
     ns = netns_factory("stubborn")
     ns.kill_grace = 0.2
-    proc = ns.popen(["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"], stdout=subprocess.PIPE, text=True)
+    script = "trap '' TERM; echo ready; while :; do sleep 0.05; done"
+    proc = ns.popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline() == "ready\n"
     with pytest.raises(NetnsError, match="ignored SIGTERM"):
         ns.close()
@@ -231,7 +233,7 @@ def test_ping_unreachable_is_false(netns_pair) -> None:
 
 
 def test_missing_interface_names_what_exists(netns: Namespace) -> None:
-    with pytest.raises(KernelError, match="no interface 'eth9'.*lo"):
+    with pytest.raises(KernelError, match=r"no interface 'eth9'.*lo"):
         netns.mtu("eth9")
 
 

@@ -259,7 +259,9 @@ def test_rootless_mode_runs_the_fixtures_without_capabilities(pytester: pytest.P
     )
     for workers in ("0", "2"):
         script = pytester.makepyfile(
-            runner=UNPRIVILEGED.format(args=["-p", "no:cacheprovider", "--netns-rootless", "-n", workers, "test_inner.py"])
+            runner=UNPRIVILEGED.format(
+                args=["-p", "no:cacheprovider", "--netns-rootless", "-n", workers, "test_inner.py"]
+            )
         )
         result = pytester.run(sys.executable, str(script))
         result.assert_outcomes(passed=2)
