@@ -53,6 +53,9 @@ IFLA_MTU = 4
 IFLA_MASTER = 10
 IFLA_OPERSTATE = 16
 IFLA_CARRIER = 33
+IFLA_LINK = 5
+IFLA_LINK_NETNSID = 37
+IFLA_TARGET_NETNSID = 46
 IFLA_LINKINFO = 18
 IFLA_AF_SPEC = 26
 IFLA_NET_NS_FD = 28
@@ -364,12 +367,16 @@ class RtnlSocket:
         mtu = attrs.get(IFLA_MTU)
         state = attrs.get(IFLA_OPERSTATE)
         carrier = attrs.get(IFLA_CARRIER)
+        peer = attrs.get(IFLA_LINK)
+        netnsid = attrs.get(IFLA_LINK_NETNSID)
         return {
             "index": index,
             "flags": flags,
             "mtu": struct.unpack("=I", mtu)[0] if mtu else 0,
             "operstate": state[0] if state else IF_OPER_UNKNOWN,
             "carrier": carrier[0] if carrier else 1,
+            "peer": struct.unpack("=i", peer)[0] if peer else 0,
+            "peer_netnsid": struct.unpack("=i", netnsid)[0] if netnsid else -1,
         }
 
     def link_by_name(self, name: str) -> dict[str, int]:
@@ -381,19 +388,38 @@ class RtnlSocket:
         return self.link(get_link(index))["operstate"]
 
     def wait_settled(self, index: int, timeout: float, what: str) -> None:
-        """Wait until a link that was just brought up is UP, or has no carrier (its peer is down)."""
+        """Wait until a link that was just brought up is UP, or has no carrier (its peer is down).
+
+        For a veth the peer end must be UP too: its carrier comes back with this
+        end, but until the kernel's link watch has marked it operationally UP
+        its queue drops packets (a lost first ARP costs a 1 s retransmit).  The
+        peer is read through this namespace's id for the peer's namespace.
+        """
         deadline = time.monotonic() + timeout
         delay = 0.0001
         while True:
             info = self.link(get_link(index))
-            if info["operstate"] == IF_OPER_UP or not info["carrier"]:
-                return
+            settled = info["operstate"] == IF_OPER_UP or not info["carrier"]
             if info["operstate"] == IF_OPER_UNKNOWN and info["flags"] & IFF_UP:
-                return  # loopback and friends never report UP
+                settled = True  # loopback and friends never report UP
+            if settled and info["operstate"] == IF_OPER_UP and info["peer"] and info["peer"] != index:
+                settled = self._peer_operstate(info["peer"], info["peer_netnsid"]) in (IF_OPER_UP, None)
+            if settled:
+                return
             if time.monotonic() > deadline:
                 raise KernelError(errno.ETIMEDOUT, f"waiting for {what} to become operationally UP")
             time.sleep(delay)
             delay = min(delay * 2, 0.005)
+
+    def _peer_operstate(self, peer: int, netnsid: int) -> int | None:
+        """The operstate of a link's peer (None when it cannot be read: nothing to wait for)."""
+        body = ifinfo(peer)
+        if netnsid >= 0:
+            body += attr(IFLA_TARGET_NETNSID, struct.pack("=i", netnsid))
+        try:
+            return self.link(Request(RTM_GETLINK, 0, body, f"reading the peer of link {peer}"))["operstate"]
+        except KernelError:
+            return None
 
     def wait_operstate_up(self, indexes: Iterable[int], timeout: float, what: str) -> None:
         """Busy-wait (with short sleeps) until every link is operationally UP."""
