@@ -43,10 +43,22 @@ def bytes_received(conn: socket.socket) -> int:
     return int.from_bytes(info[128:136], "little")
 
 
-def tcp_rate(src: Namespace, dst: Namespace, address: str, *, warmup: float = 0.5, window: float = 1.0) -> float:
-    """Payload bit/s of bulk TCP src -> dst, over ``window`` seconds after ``warmup``.
+def wire_bytes(ns: Namespace, iface: str = "eth0") -> int:
+    """Bytes received on an interface, Ethernet headers included: what tbf meters."""
+    with ns, open("/proc/thread-self/net/dev") as table:
+        for line in table:
+            name, _, fields = line.partition(":")
+            if name.strip() == iface:
+                return int(fields.split()[0])
+    raise LookupError(iface)
 
-    Sampled from the receiving kernel's byte counter, and with socket
+
+def tcp_rate(src: Namespace, dst: Namespace, address: str, *, warmup: float = 1.0, window: float = 2.0) -> float:
+    """Link bit/s of bulk TCP src -> dst, over ``window`` seconds after ``warmup`` (the first second).
+
+    The rate a shaper promises is of frames on the link, headers included:
+    it is read from the receiving interface's byte counter (payload alone is
+    ~4.4 % less, 1448 of 1514 bytes per full frame).  Socket
     buffers of 4 MB at both ends, so that a Python thread late to write or
     read (two busy cores) neither starves the link nor distorts the figure.
     """
@@ -86,7 +98,7 @@ def tcp_rate(src: Namespace, dst: Namespace, address: str, *, warmup: float = 0.
             samples = []
             for mark in (start + warmup, start + warmup + window):
                 time.sleep(max(0.0, mark - time.monotonic()))
-                samples.append((time.monotonic(), bytes_received(conn)))
+                samples.append((time.monotonic(), wire_bytes(dst)))
             stop.set()
             for thread in threads:
                 thread.join(5)
