@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-SIZE = 1_000_000  # bytes: about one second at 8 Mbit/s
+SIZE = 2_000_000  # bytes: about two seconds at 8 Mbit/s
 
 
 @pytest.fixture
@@ -58,9 +58,10 @@ def test_download_runs_at_the_link_rate(pair):
     with link.impair(rate="8mbit"):
         download = transfer(server, client, str(client.ip))
         upload = transfer(client, server, str(server.ip))
-    # Within 10 % of 8 Mbit/s: the payload share of each frame, plus the
-    # first few milliseconds at full speed (the bucket starts full).
-    assert 7_200_000 <= download <= 8_800_000, download
-    assert 7_200_000 <= upload <= 8_800_000, upload
+    # About 8 Mbit/s less the headers (1448 payload bytes per 1514-byte frame,
+    # 7.65 Mbit/s), plus the first milliseconds at full speed (the bucket
+    # starts full); the bounds leave room for a busy machine.
+    assert 7_000_000 <= download <= 8_800_000, download
+    assert 7_000_000 <= upload <= 8_800_000, upload
     # The limit ends with the block: the same download is no longer held to it.
     assert transfer(server, client, str(client.ip)) > 2 * 8_000_000
