@@ -259,3 +259,24 @@ class HostedNamespace(Namespace):
             return super()._spawn(command, **kwargs)
         self._check_open()
         return hosts.spawn_via(lambda popen_kwargs: Namespace._spawn(self, command, **popen_kwargs), kwargs)
+
+
+def release(owned: list[Namespace], hosts: HostsFile, label: str) -> None:
+    """Tear down a group's namespaces (last made, first), then its hosts file.
+
+    Every step is attempted; one ``TeardownError`` names every failed one.
+    """
+    from .errors import TeardownError
+    from .namespace import close_all
+
+    problems: list[BaseException] = []
+    try:
+        close_all(owned)
+    except TeardownError as exc:
+        problems.extend(exc.problems)
+    try:
+        hosts.close()
+    except OSError as exc:
+        problems.append(exc)
+    if problems:
+        raise TeardownError(", ".join(ns.name for ns in owned) or label, problems)

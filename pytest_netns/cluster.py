@@ -78,10 +78,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from . import _kernel, _nft, _rtnl, _validate
-from ._hosts import HostsFile
+from ._hosts import HostsFile, release
 from ._links import wait_ready
 from .errors import FeatureUnavailable, KernelError, NetnsError, TeardownError
-from .namespace import Namespace, close_all
+from .namespace import Namespace
 
 __all__ = [
     "CLUSTER_CIDR",
@@ -626,17 +626,7 @@ class Cluster:
         if self._closed:
             return
         self._closed = True
-        problems: list[BaseException] = []
-        try:
-            close_all(self._owned)
-        except TeardownError as exc:
-            problems.extend(exc.problems)
-        try:
-            self._hosts.close()
-        except OSError as exc:
-            problems.append(exc)
-        if problems:
-            raise TeardownError(", ".join(ns.name for ns in self._owned) or "cluster", problems)
+        release(self._owned, self._hosts, "cluster")
 
     def __enter__(self) -> Cluster:
         return self

@@ -41,12 +41,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _kernel, _rtnl, _validate
-from ._hosts import HostedNamespace, HostsFile
+from ._hosts import HostedNamespace, HostsFile, release
 from ._impair import ALL_ROLES, RATE_ONLY, Impairment, Point, Shaper
 from ._links import veth, wait_ready
 from ._validate import IPInterface, IPNetwork
-from .errors import KernelError, NetnsError, TeardownError
-from .namespace import Namespace, close_all
+from .errors import KernelError, NetnsError
+from .namespace import Namespace
 
 __all__ = ["Link", "Segment", "Topology"]
 
@@ -635,17 +635,7 @@ class Topology:
         if self._closed:
             return
         self._closed = True
-        problems: list[BaseException] = []
-        try:
-            close_all(self._owned)
-        except TeardownError as exc:
-            problems.extend(exc.problems)
-        try:
-            self._hosts.close()
-        except OSError as exc:
-            problems.append(exc)
-        if problems:
-            raise TeardownError(", ".join(ns.name for ns in self._owned), problems)
+        release(self._owned, self._hosts, "topology")
 
     def __enter__(self) -> Topology:
         return self
