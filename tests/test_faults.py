@@ -95,7 +95,10 @@ def expect_interrupted(result: pytest.RunResult, code: int) -> None:
     assert result.ret == code
     output = str(result.stdout) + str(result.stderr)
     assert "tearing down namespace" in output and "popen-ignoring-sigterm" in output and "ignored SIGTERM" in output
-    assert "Traceback" not in output
+    # No traceback of the plugin's own (a child in the process group that got
+    # the same Ctrl-C may print its own KeyboardInterrupt traceback: that is the child's).
+    tracebacks = output.split("Traceback (most recent call last):")[1:]
+    assert not [t for t in tracebacks if "pytest_netns" in t or "TeardownError" in t], output
 
 
 @pytest.mark.parametrize(
