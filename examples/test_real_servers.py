@@ -157,8 +157,16 @@ def test_iperf3_measures_throughput_across_the_pair(netns_pair):
     iperf3 = need("iperf3")
     a, b = netns_pair
     b.popen([iperf3, "--server", "--bind", "10.0.0.2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_tcp(a, "10.0.0.2", 5201)  # the probe connection is refused by iperf3 as a client; it carries on
-    report = json.loads(a.run([iperf3, "--client", "10.0.0.2", "--time", "1", "--json"]).stdout)
+    # iperf3 serves one client at a time and takes any connection for one, so
+    # no port probe: the client itself is retried until the server listens.
+    deadline = time.monotonic() + 10
+    while True:
+        run = a.run([iperf3, "--client", "10.0.0.2", "--time", "1", "--json"], check=False)
+        report = json.loads(run.stdout)
+        if "error" not in report:
+            break
+        assert time.monotonic() < deadline, report["error"]
+        time.sleep(0.05)
     received = report["end"]["sum_received"]
     print(f"iperf3 over the veth pair: {received['bits_per_second'] / 1e9:.2f} Gbit/s")
     assert received["bytes"] > 0
