@@ -7,7 +7,6 @@ DNATs).  Two containers cannot publish the same host port.
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 import urllib.request
@@ -21,22 +20,6 @@ def fetch(url: str) -> str:
         return response.read().decode()
 
 
-def wait_for_port(ns, host: str, port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with ns:
-            sock = socket.socket()
-        with sock:
-            sock.settimeout(0.5)
-            try:
-                sock.connect((host, port))
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-
 def test_container_reached_through_a_published_port(netns_docker, tmp_path):
     docker = netns_docker
     web = docker.container("web")
@@ -45,7 +28,7 @@ def test_container_reached_through_a_published_port(netns_docker, tmp_path):
     with log:
         web.popen([sys.executable, "-m", "http.server", "80", "--directory", str(tmp_path)],
                   stdout=log, stderr=log)
-    wait_for_port(web, "127.0.0.1", 80)
+    web.wait_for_port("127.0.0.1", 80, timeout=15.0)
 
     published = docker.publish(web, host_port=8080, container_port=80)  # docker run -p 8080:80
     with docker.external:

@@ -8,30 +8,10 @@ client runs in the test process, inside ``a`` for the duration of the
 from __future__ import annotations
 
 import shutil
-import socket
 import sys
-import time
 import urllib.request
 
 import pytest
-
-
-def wait_for_port(ns, host: str, port: int, timeout: float = 10.0) -> None:
-    """Poll until a TCP server accepts connections (a freshly started process needs a moment)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with ns:
-            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        try:
-            sock.settimeout(0.5)
-            sock.connect((host, port))
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-        finally:
-            sock.close()
 
 
 @pytest.fixture
@@ -39,7 +19,7 @@ def web(netns_pair, tmp_path):
     a, b = netns_pair
     (tmp_path / "index.html").write_text("hello from b\n")
     server = b.popen([sys.executable, "-m", "http.server", "8000", "--bind", "::", "--directory", str(tmp_path)])
-    wait_for_port(a, "10.0.0.2", 8000)
+    a.wait_for_port("10.0.0.2", 8000)
     yield a, b
     # No cleanup needed: the server is stopped when the namespaces are torn down.
     assert server.poll() is None
@@ -63,7 +43,7 @@ def test_server_log_shows_the_client_address(netns_pair, tmp_path):
     a, b = netns_pair
     server = b.popen([sys.executable, "-m", "http.server", "8000", "--bind", "10.0.0.2",
                       "--directory", str(tmp_path)], stderr=__import__("subprocess").PIPE, text=True)
-    wait_for_port(a, "10.0.0.2", 8000)
+    a.wait_for_port("10.0.0.2", 8000)
     with a:
         fetch("http://10.0.0.2:8000/")
     server.terminate()

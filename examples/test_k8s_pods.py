@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 FETCH = textwrap.dedent("""
     import sys, urllib.request
@@ -48,22 +47,6 @@ def serve_http(pod, port: int, root, *, bind: str = "0.0.0.0"):
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def wait_for_port(ns, host: str, port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with ns:
-            sock = socket.socket()
-        with sock:
-            sock.settimeout(0.5)
-            try:
-                sock.connect((host, port))
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-
 def site(tmp_path, name: str, text: str):
     root = tmp_path / name
     root.mkdir()
@@ -79,7 +62,7 @@ def test_two_pods_both_listen_on_8080(netns_cluster, tmp_path):
     serve_http(shop, 8080, site(tmp_path, "shop", "the shop"))
     serve_http(blog, 8080, site(tmp_path, "blog", "the blog"))  # same port, same node: no conflict
     for pod in (shop, blog):
-        wait_for_port(client, str(pod.ip), 8080)
+        client.wait_for_port(str(pod.ip), 8080, timeout=15.0)
     # The client's process reaches both by name, each on its own IP.
     result = client.run([sys.executable, "-c", FETCH, "http://shop:8080/", "http://blog:8080/"])
     assert result.stdout.splitlines() == ["the shop", "the blog"]
@@ -95,8 +78,8 @@ def test_a_sidecar_talks_to_its_app_over_localhost(netns_cluster, tmp_path):
     serve_http(api, 9000, site(tmp_path, "app", "hello from the app"), bind="127.0.0.1")
     # Container 2, the sidecar: the pod's public port, forwarding to the app over localhost.
     api.popen([sys.executable, "-c", SIDECAR])
-    wait_for_port(api, "127.0.0.1", 9000)
-    wait_for_port(client, str(api.ip), 8080)
+    api.wait_for_port("127.0.0.1", 9000, timeout=15.0)
+    client.wait_for_port(str(api.ip), 8080, timeout=15.0)
     result = client.run([sys.executable, "-c", FETCH, "http://api.default.svc.cluster.local/"])
     assert result.stdout.strip() == "hello from the app"
     # The app itself is out of reach from other pods: its localhost is the pod's own.

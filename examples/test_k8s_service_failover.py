@@ -10,7 +10,6 @@ connections, never notices.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -25,23 +24,6 @@ def fetch(url: str) -> str:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(url, timeout=30) as response:  # generous: a slow machine must not look like a failure
         return response.read().decode()
-
-
-def wait_for_port(ns, host: str, port: int, timeout: float = 15.0) -> None:
-    """Poll until a freshly started server accepts connections."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with ns:
-            sock = socket.socket()
-        with sock:
-            sock.settimeout(0.5)
-            try:
-                sock.connect((host, port))
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
 
 
 class Caller(threading.Thread):
@@ -88,7 +70,7 @@ def web(netns_cluster, tmp_path):
     client = cluster.pod("client", node=nodes[0])
     service = cluster.service("web", port=80, target_port=8080, pods=replicas)
     for pod in replicas:
-        wait_for_port(client, str(pod.ip), 8080)
+        client.wait_for_port(str(pod.ip), 8080, timeout=15.0)
     return cluster, service, client, processes
 
 

@@ -11,28 +11,9 @@ from __future__ import annotations
 
 import socket
 import sys
-import time
 import urllib.request
 
 import pytest
-
-
-def wait_for_port(ns, host: str, port: int, timeout: float = 10.0) -> None:
-    """Poll until a TCP server accepts connections (a freshly started process needs a moment)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with ns:
-            sock = socket.socket(socket.AF_INET)
-        try:
-            sock.settimeout(0.5)
-            sock.connect((host, port))
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-        finally:
-            sock.close()
 
 
 def test_server_logs_the_router_address(netns_nat, tmp_path):
@@ -43,7 +24,7 @@ def test_server_logs_the_router_address(netns_nat, tmp_path):
             [sys.executable, "-m", "http.server", "8000", "--bind", "203.0.113.2", "--directory", str(tmp_path)],
             stderr=log_file,
         )
-    wait_for_port(server, "203.0.113.2", 8000)  # from inside: not logged as a request
+    server.wait_for_port("203.0.113.2", 8000)  # from inside: not logged as a request
 
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy is reachable
     with client, opener.open("http://203.0.113.2:8000/index.html", timeout=5) as response:

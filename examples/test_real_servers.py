@@ -23,22 +23,6 @@ def need(program: str) -> str:
     return path
 
 
-def wait_for_tcp(ns, host: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with ns:
-            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        with sock:
-            sock.settimeout(0.5)
-            try:
-                sock.connect((host, port))
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-        time.sleep(0.02)
-
-
 NGINX_CONF = """
 user root;
 pid {prefix}/nginx.pid;
@@ -69,7 +53,7 @@ def test_nginx_serves_curl_over_both_families(netns_pair, tmp_path):
     conf = tmp_path / "nginx.conf"
     conf.write_text(NGINX_CONF.format(prefix=tmp_path))
     b.popen([nginx, "-c", str(conf), "-p", str(tmp_path), "-g", "daemon off;"])
-    wait_for_tcp(a, "10.0.0.2", 8080)
+    a.wait_for_port("10.0.0.2", 8080)
     for url in ("http://10.0.0.2:8080/", "http://[fd00::2]:8080/"):
         assert a.run([curl, "-sS", "--max-time", "5", url]).stdout == "served by nginx\n"
     log = (tmp_path / "access.log").read_text()

@@ -244,6 +244,36 @@ class Namespace:
             if proc in self._processes:
                 self._processes.remove(proc)
 
+    def wait_for_port(self, host: str, port: int, *, timeout: float = 10.0) -> None:
+        """Return once a TCP server at ``host:port`` accepts a connection made from inside.
+
+        For servers just started with ``popen``; raises ``TimeoutError`` naming
+        the address after ``timeout`` seconds.  Each probe connects and closes.
+        """
+        address = _validate.address(host)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
+        _validate.duration(timeout, "timeout")
+        self._check_open()
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        deadline = time.monotonic() + timeout
+        while True:
+            with _kernel.entered(self._fd):
+                sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            with sock:
+                sock.settimeout(0.5)
+                try:
+                    sock.connect((str(address), port))
+                    return
+                except OSError as exc:
+                    if time.monotonic() > deadline:
+                        where = f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+                        raise TimeoutError(
+                            f"nothing accepted a connection to {where} from {self._name!r} within {timeout:g}s "
+                            f"(last error: {exc})"
+                        ) from None
+            time.sleep(0.02)
+
     # -- configuration ------------------------------------------------------
 
     def sysctl(self, key: str, value: str | int | None = None) -> str:

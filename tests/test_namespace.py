@@ -286,3 +286,16 @@ def _has_ip() -> bool:
     import shutil
 
     return shutil.which("ip") is not None
+
+
+def test_wait_for_port_returns_once_a_server_listens_and_times_out_naming_it(netns_pair) -> None:
+    a, b = netns_pair
+    with b:
+        server = socket.create_server(("::", 8081), family=socket.AF_INET6, dualstack_ipv6=True)
+    with server:
+        a.wait_for_port("10.0.0.2", 8081)
+        a.wait_for_port("fd00::2", 8081)
+    with pytest.raises(TimeoutError, match=r"10\.0\.0\.2:8082 from 'a' within 0\.2s"):
+        a.wait_for_port("10.0.0.2", 8082, timeout=0.2)
+    with pytest.raises(ValueError, match="70000"):
+        a.wait_for_port("10.0.0.2", 70000)
