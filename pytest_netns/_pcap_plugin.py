@@ -94,12 +94,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _choose(config: pytest.Config, option: str | None, env: str, ini: str) -> tuple[str, str]:
-    value = config.getoption(option) if option else None
-    if value is not None:
-        return str(value), f"--{option.replace('_', '-')}"  # type: ignore[union-attr]
-    if env in os.environ:
-        return os.environ[env], f"environment variable {env}"
-    return str(config.getini(ini)), f"ini option {ini}"
+    value, source = _settings._pick(config, option, env, ini)
+    return str(value), source
 
 
 def parse_size(text: str, source: str) -> int:

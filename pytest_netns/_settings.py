@@ -138,10 +138,11 @@ class RunSettings:
     rootless: bool = False
 
 
-def _pick(config: pytest.Config, option: str, env: str, ini: str) -> tuple[object, str]:
-    value = config.getoption(option)
+def _pick(config: pytest.Config, option: str | None, env: str, ini: str) -> tuple[object, str]:
+    """A run-wide value and where it came from: command line > environment > ini (the one precedence rule)."""
+    value = config.getoption(option) if option else None
     if value is not None:
-        return value, f"--{option.replace('_', '-')}"
+        return value, f"--{option.replace('_', '-')}"  # type: ignore[union-attr]
     if env in os.environ:
         return os.environ[env], f"environment variable {env}"
     return config.getini(ini), f"ini option {ini}"
