@@ -279,6 +279,10 @@ def _nft_transaction(messages: list[tuple[int, int, bytes]]) -> tuple[bool, str]
                         if code:
                             what = kinds[rseq]
                             return False, f"adding the {what}: {errno.errorcode.get(code, code)} {os.strerror(code)}"
+                    elif kind == _rtnl.NLMSG_ERROR and struct.unpack_from("=i", data, offset + 16)[0]:
+                        # The batch itself was refused (EPERM without CAP_NET_ADMIN): nothing else is answered.
+                        code = -struct.unpack_from("=i", data, offset + 16)[0]
+                        return False, f"starting the transaction: {errno.errorcode.get(code, code)} {os.strerror(code)}"
                     offset += (length + 3) & ~3 if length else len(data)
         except (TimeoutError, OSError) as exc:
             return False, f"no answer from nf_tables: {exc}"

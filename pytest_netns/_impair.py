@@ -126,11 +126,10 @@ def check_available(settings: Settings) -> None:
 
 def _apply_point(ns: Namespace, ifname: str, roles: frozenset[str], settings: Settings | None) -> None:
     """Make one point do exactly its part of ``settings`` (None: a clean link)."""
-    from pyroute2.netlink.exceptions import NetlinkError
-
     from . import _nft, _tc
 
     what = f"{ns.name}:{ifname}"
+    doing = f"impair({settings.asked}) on {what}" if settings is not None else f"clearing the impairment of {what}"
     netem = settings is not None and settings.needs_netem and "delay" in roles
     rate = settings.rate if settings is not None and "rate" in roles else None
     with _kernel.entered(ns._nsfd):
@@ -142,13 +141,15 @@ def _apply_point(ns: Namespace, ifname: str, roles: frozenset[str], settings: Se
                 _tc.rate_limit(ifname, rate)
             else:
                 _tc.clear_qdisc(ifname)
-        except NetlinkError as exc:
-            if exc.code in (errno.ENOENT, errno.EOPNOTSUPP) and settings is not None:
+        except KernelError as exc:
+            if exc.errno == errno.ENODEV:
+                raise _missing_interface(ns, ifname, doing, exc) from None
+            if exc.errno in (errno.ENOENT, errno.EOPNOTSUPP) and settings is not None:
                 kind = "netem" if netem else "tbf"
                 raise FeatureUnavailable(
                     f"impair({settings.asked}) on {what}: the running kernel has no sch_{kind} ({exc})"
                 ) from None
-            raise KernelError(exc.code, f"setting the queue discipline of {what}", str(exc)) from None
+            raise KernelError(exc.errno or errno.EIO, f"{doing}: {exc.doing}", exc.detail) from None
         if "loss" not in roles:
             return
         try:
@@ -156,13 +157,24 @@ def _apply_point(ns: Namespace, ifname: str, roles: frozenset[str], settings: Se
                 _nft.drop_ingress(ifname, settings.loss)
             else:
                 _nft.NftTable("netdev", f"{_nft.TABLE_PREFIX}_loss_{ifname}").remove()
-        except _nft.NftError as exc:
+        except KernelError as exc:
+            if exc.errno == errno.ENODEV:
+                raise _missing_interface(ns, ifname, doing, exc) from None
             if exc.errno == errno.EOPNOTSUPP and settings is not None:
                 raise FeatureUnavailable(
                     f"impair({settings.asked}) on {what}: loss needs nftables netdev ingress chains "
                     f"(nf_tables with CONFIG_NF_TABLES_NETDEV), which the running kernel refused: {exc}"
                 ) from None
-            raise KernelError(exc.errno or errno.EIO, f"setting the loss of {what}", str(exc)) from None
+            raise KernelError(exc.errno or errno.EIO, f"{doing}: {exc.doing}", exc.detail) from None
+
+
+def _missing_interface(ns: Namespace, ifname: str, doing: str, error: KernelError) -> KernelError:
+    """ENODEV for ``ifname`` as the namespace words it (naming the interfaces it has), after ``doing``."""
+    try:
+        ns._index(ifname)
+    except KernelError as missing:
+        return KernelError(missing.errno or errno.ENODEV, f"{doing}: {missing.doing}", missing.detail)
+    return KernelError(error.errno or errno.ENODEV, f"{doing}: {error.doing}", error.detail)  # it came back
 
 
 @dataclass(eq=False)

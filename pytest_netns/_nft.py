@@ -26,14 +26,14 @@ moment without rules.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import math
-import os
 import re
 import socket
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,6 +50,8 @@ from pyroute2.netlink.nfnetlink.nftsocket import (
     nft_rule_msg,
     nft_table_msg,
 )
+
+from .errors import KernelError
 
 __all__ = [
     "NAT_TABLE",
@@ -151,20 +153,23 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _RECV_TIMEOUT = 5.0
 
 
-class NftError(OSError):
-    """The kernel refused an nftables transaction.
+class NftError(KernelError):
+    """The kernel refused an nftables request, or did not answer it.
 
-    ``errno`` is the kernel's error, ``request`` names the refused message
-    and ``detail`` holds the kernel's extended-ack text, if any.
+    A :class:`~pytest_netns.errors.KernelError`: ``errno`` is the kernel's
+    error (ETIMEDOUT when no answer came), ``request`` names the refused
+    message, ``detail`` holds the kernel's extended-ack text ("" if none),
+    and ``operation`` what the public function was doing.
     """
 
-    def __init__(self, err: int, request: str, detail: str | None = None):
-        text = f"nftables: {request}: {os.strerror(err)}"
-        if detail:
-            text += f" ({detail})"
-        super().__init__(err, text)
+    def __init__(self, err: int, request: str, detail: str | None = None, operation: str | None = None) -> None:
+        doing = f"nftables: {request}" if operation is None else f"{operation} (nftables: {request})"
+        super().__init__(err, doing, detail or "")
         self.request = request
-        self.detail = detail
+        self.operation = operation
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.errno, self.request, self.detail, self.operation))
 
 
 @dataclass(frozen=True)
@@ -308,11 +313,11 @@ class _Batch:
             with _netlink_socket() as own:
                 return self.commit(own)
         data, names = self._encode()
-        sock.sendall(data)
+        _send(sock, data, names[min(names)])
         first_error = None
         pending = set(names)
         while pending:
-            for seq, err, detail in _read_acks(sock.recv(1 << 20)):
+            for seq, err, detail in _read_acks(_recv(sock, names[min(pending)])):
                 pending.discard(seq)
                 if err and first_error is None:
                     first_error = (err, names.get(seq, "batch"), detail)
@@ -355,13 +360,19 @@ class _netlink_socket:
     """Context manager: a NETLINK_NETFILTER socket in the thread's netns."""
 
     def __enter__(self) -> socket.socket:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
+        try:
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
+        except OSError as exc:
+            raise NftError(exc.errno or errno.EIO, "opening a netlink socket to nf_tables") from None
         try:
             self.sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
             self.sock.setsockopt(_SOL_NETLINK, _NETLINK_EXT_ACK, 1)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             self.sock.settimeout(_RECV_TIMEOUT)
             self.sock.bind((0, 0))
+        except OSError as exc:
+            self.sock.close()
+            raise NftError(exc.errno or errno.EIO, "setting up a netlink socket to nf_tables") from None
         except BaseException:
             self.sock.close()
             raise
@@ -369,6 +380,35 @@ class _netlink_socket:
 
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
+
+
+@contextlib.contextmanager
+def _operation(doing: str) -> Iterator[socket.socket]:
+    """A netfilter socket for one public operation; its errors say what the operation was."""
+    try:
+        with _netlink_socket() as sock:
+            yield sock
+    except NftError as exc:
+        if exc.operation is not None:
+            raise
+        raise NftError(exc.errno or errno.EIO, exc.request, exc.detail, doing) from None
+
+
+def _send(sock: socket.socket, data: bytes, request: str) -> None:
+    try:
+        sock.sendall(data)
+    except OSError as exc:
+        raise NftError(exc.errno or errno.EIO, request, "sending the request") from None
+
+
+def _recv(sock: socket.socket, request: str) -> bytes:
+    """The next answers from nf_tables; a silent kernel is ETIMEDOUT naming the request waited for."""
+    try:
+        return sock.recv(1 << 20)
+    except TimeoutError:
+        raise NftError(errno.ETIMEDOUT, request, f"no answer within {_RECV_TIMEOUT:g} s") from None
+    except OSError as exc:
+        raise NftError(exc.errno or errno.EIO, request, "reading the answer") from None
 
 
 def _iter_messages(data: bytes) -> Iterable[tuple[int, int, int, int, int]]:
@@ -434,13 +474,14 @@ def _exists(sock: socket.socket, family: str, table: str, chain: str | None = No
     msg["header"]["flags"] = _NLM_F_REQUEST
     msg["header"]["sequence_number"] = 1
     msg.encode()
-    sock.sendall(msg.data)
-    data = sock.recv(1 << 20)
+    request = f"get {family} {table} {chain or ''}".rstrip()
+    _send(sock, msg.data, request)
+    data = _recv(sock, request)
     for _seq, err, detail in _read_acks(data):
         if err == errno.ENOENT:
             return False
         if err:
-            raise NftError(err, f"get {family} {table} {chain or ''}".rstrip(), detail)
+            raise NftError(err, request, detail)
     return True
 
 
@@ -451,7 +492,7 @@ def delete_table(family: str, name: str, *, missing_ok: bool = True) -> None:
     """
     _check_family(family)
     _check_table_name(name)
-    with _netlink_socket() as sock:
+    with _operation(f"deleting nftables table {family} {name}") as sock:
         if missing_ok and not _exists(sock, family, name):
             return
         batch = _Batch()
@@ -468,11 +509,11 @@ def list_tables() -> list[tuple[str, str]]:
     msg["header"]["sequence_number"] = 1
     msg.encode()
     tables = []
-    with _netlink_socket() as sock:
-        sock.sendall(msg.data)
+    with _operation("listing nftables tables") as sock:
+        _send(sock, msg.data, "list tables")
         done = False
         while not done:
-            data = sock.recv(1 << 20)
+            data = _recv(sock, "list tables")
             for offset, length, msg_type, _flags, _seq in _iter_messages(data):
                 if msg_type == _NLMSG_DONE:
                     done = True
@@ -779,8 +820,17 @@ def masquerade(
             exprs += _addr_match(network, "saddr")
     exprs.append(_expr("masq", "MASQ"))
 
+    doing = "masquerading traffic" + "".join(
+        f" {label} {value}"
+        for label, value in (
+            ("leaving through", repr(oifname) if oifname is not None else None),
+            ("not leaving through", repr(not_oifname) if not_oifname is not None else None),
+            ("from", network),
+        )
+        if value is not None
+    )
     batch = _Batch()
-    with _netlink_socket() as sock:
+    with _operation(doing) as sock:
         # Re-adding an existing base chain would cost a grace period.
         if not _exists(sock, "inet", table, "postrouting"):
             batch.add_table("inet", table)
@@ -867,8 +917,9 @@ def dnat_service(
     match += _addr_match(ipaddress.ip_network(address), "daddr")
     match += _l4_dport(proto, port)
 
+    doing = f"installing service {name!r} ({address} {proto}/{port} to {len(targets)} backends)"
     batch = _Batch()
-    with _netlink_socket() as sock:
+    with _operation(doing) as sock:
         _nat_table_with_hooks(batch, sock, table)
         batch.add_chain("inet", table, "backends")
         goto = [*match, _verdict(_NFT_GOTO, "backends")]
@@ -943,8 +994,9 @@ def port_forward(
     else:
         incoming = _daddr_is_local() + family + action
         local = _daddr_is_local() + family + _addr_match(loopback, "daddr", _CMP_NEQ) + action
+    to = f"[{target}]:{target_port}" if target.version == 6 else f"{target}:{target_port}"
     batch = _Batch()
-    with _netlink_socket() as sock:
+    with _operation(f"forwarding {proto} port {port} to {to}") as sock:
         _nat_table_with_hooks(batch, sock, table)
         batch.add_rule("inet", table, "prerouting", incoming)
         batch.add_rule("inet", table, "output", local)
@@ -980,10 +1032,11 @@ def drop_ingress(ifname: str, probability: float) -> NftTable:
         or not 0.0 <= probability <= 1.0
     ):
         raise ValueError(f"probability {probability!r} is not between 0 and 1")
+    doing = f"making {ifname!r} drop arriving packets with probability {probability:g}"
     try:
         socket.if_nametoindex(ifname)  # resolved in the calling thread's netns
     except OSError:
-        raise ValueError(f"interface {ifname!r} does not exist in this network namespace") from None
+        raise KernelError(errno.ENODEV, doing, f"no interface {ifname!r} in this network namespace") from None
 
     table = f"{TABLE_PREFIX}_loss_{ifname}"
     rule = [
@@ -993,7 +1046,7 @@ def drop_ingress(ifname: str, probability: float) -> NftTable:
         _verdict(_NF_DROP),
     ]
     batch = _Batch()
-    with _netlink_socket() as sock:
+    with _operation(doing) as sock:
         batch.fresh_table(sock, "netdev", table)
         batch.add_chain(
             "netdev",

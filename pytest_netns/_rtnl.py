@@ -255,10 +255,17 @@ class RtnlSocket:
     """
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
-        self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
-        self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-        self.sock.bind((0, 0))
+        try:
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+        except OSError as exc:
+            raise KernelError(exc.errno or errno.EIO, "opening an rtnetlink socket") from None
+        try:
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+            self.sock.bind((0, 0))
+        except OSError as exc:
+            self.sock.close()
+            raise KernelError(exc.errno or errno.EIO, "setting up an rtnetlink socket") from None
         self._seq = 0
         self._lock = threading.Lock()
 
@@ -271,6 +278,19 @@ class RtnlSocket:
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0x7FFFFFFF or 1
         return self._seq
+
+    def _send(self, data: bytes, doing: str) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise KernelError(exc.errno or errno.EIO, doing, "sending the request") from None
+
+    def _recv(self, size: int, doing: str) -> bytes:
+        """The next answers; a socket error (ENOBUFS when answers were lost) names the request waited for."""
+        try:
+            return self.sock.recv(size)
+        except OSError as exc:
+            raise KernelError(exc.errno or errno.EIO, doing, "reading the answer") from None
 
     def _pack(self, request: Request, extra_flags: int) -> tuple[int, bytes]:
         seq = self._next_seq()
@@ -304,10 +324,10 @@ class RtnlSocket:
             seq, data = self._pack(request, NLM_F_ACK)
             pending[seq] = request
             chunks.append(data)
-        self.sock.sendall(b"".join(chunks))
+        self._send(b"".join(chunks), requests[0].doing)
         failure: KernelError | None = None
         while pending:
-            data = self.sock.recv(65536)
+            data = self._recv(65536, pending[min(pending)].doing)
             for kind, flags, seq, offset, end in _messages(data):
                 if kind != NLMSG_ERROR or seq not in pending:
                     continue
@@ -321,9 +341,9 @@ class RtnlSocket:
         """Send one request that has a single reply and return that reply message."""
         with self._lock:
             seq, data = self._pack(request, 0)
-            self.sock.sendall(data)
+            self._send(data, request.doing)
             while True:
-                reply = self.sock.recv(65536)
+                reply = self._recv(65536, request.doing)
                 for kind, flags, rseq, offset, end in _messages(reply):
                     if rseq != seq:
                         continue
@@ -339,10 +359,10 @@ class RtnlSocket:
         marshal = MarshalRtnl()
         with self._lock:
             seq, data = self._pack(Request(kind, NLM_F_DUMP, body, doing), 0)
-            self.sock.sendall(data)
+            self._send(data, doing)
             messages = []
             while True:
-                reply = self.sock.recv(1 << 20)
+                reply = self._recv(1 << 20, doing)
                 done = False
                 for rkind, flags, rseq, offset, end in _messages(reply):
                     if rseq != seq:

@@ -14,6 +14,7 @@ there, hence in that namespace), uses it and closes it before returning.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import math
@@ -22,14 +23,17 @@ import re
 import socket
 import struct
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_ERROR
-from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.exceptions import NetlinkDecodeError, NetlinkError
 from pyroute2.netlink.rtnl import RTM_NEWQDISC
 from pyroute2.netlink.rtnl.tcmsg import common as tc_common
 from pyroute2.netlink.rtnl.tcmsg import sched_netem, tcmsg
+
+from .errors import KernelError, NetnsError
 
 __all__ = [
     "clear_qdisc",
@@ -52,6 +56,8 @@ _NLM_F_ACK_TLVS = 0x200
 _NLMSGERR_ATTR_MSG = 1
 _CLONE_NEWNET = 0x40000000
 _IFNAMSIZ = 16
+#: Seconds to wait for the kernel's answer to a request.
+_RECV_TIMEOUT = 5.0
 
 #: tc's rate units (iproute2 tc/tc_util.c), matched case-insensitively as
 #: tc does.  Beware: in tc "bps" means *bytes* per second, "kbps" kilobytes.
@@ -171,14 +177,32 @@ def _check_ifname(ifname: object) -> str:
     return ifname
 
 
-def _ifindex(ifname: str) -> int:
-    """Index of ``ifname`` in the calling thread's namespace."""
+def _ifindex(ifname: str, doing: str) -> int:
+    """Index of ``ifname`` in the calling thread's namespace (KernelError ENODEV if it has none)."""
     _check_ifname(ifname)
     try:
         # The ioctl socket behind if_nametoindex is made on this thread.
         return socket.if_nametoindex(ifname)
     except OSError:
-        raise ValueError(f"interface {ifname!r} does not exist in this network namespace") from None
+        raise KernelError(errno.ENODEV, doing, f"no interface {ifname!r} in this network namespace") from None
+
+
+@contextlib.contextmanager
+def _kernel_errors(doing: str) -> Iterator[None]:
+    """Turn what pyroute2 and the socket raise into KernelError saying what was being done."""
+    try:
+        yield
+    except NetnsError:
+        raise
+    except NetlinkError as exc:
+        text = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], str) else ""
+        raise KernelError(exc.code, doing, "" if text == os.strerror(exc.code) else text) from None
+    except NetlinkDecodeError as exc:
+        raise KernelError(errno.EPROTO, doing, f"undecodable answer: {exc}") from None
+    except TimeoutError:
+        raise KernelError(errno.ETIMEDOUT, doing, f"no answer from the kernel within {_RECV_TIMEOUT:g} s") from None
+    except OSError as exc:
+        raise KernelError(exc.errno or errno.EIO, doing, exc.strerror or "") from None
 
 
 def _ipr() -> IPRoute:
@@ -188,6 +212,19 @@ def _ipr() -> IPRoute:
     kind is unknown") instead of a bare errno.
     """
     return IPRoute(ext_ack=True)
+
+
+def _route_socket() -> socket.socket:
+    """A NETLINK_ROUTE socket in the calling thread's namespace, with extended acks."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+    try:
+        sock.setsockopt(_SOL_NETLINK, _NETLINK_EXT_ACK, 1)
+        sock.settimeout(_RECV_TIMEOUT)
+        sock.bind((0, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _netem_request(index: int, options: dict[str, Any]) -> bytes:
@@ -212,31 +249,28 @@ def _netem_request(index: int, options: dict[str, Any]) -> bytes:
     return bytes(msg.data)
 
 
-def _replace_root_netem(index: int, options: dict[str, Any]) -> None:
+def _replace_root_netem(index: int, options: dict[str, Any], doing: str) -> None:
     """Send :func:`_netem_request` on a NETLINK_ROUTE socket of this thread.
 
     Not through ``IPRoute.tc()``: pyroute2 0.9.7's request filter leaves a
     netem ``rate`` at the top level of the message as TCA_RATE (tbf's
     plugin strips it, netem's does not) and encoding then fails, and its
-    synchronous ``nlm_request`` is broken.  A refusal raises pyroute2's
-    ``NetlinkError``, as ``IPRoute.tc()`` would.
+    synchronous ``nlm_request`` is broken.  A refusal, a socket error or no
+    answer raises ``KernelError`` saying ``doing``.
     """
     request = _netem_request(index, options)
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
-        sock.setsockopt(_SOL_NETLINK, _NETLINK_EXT_ACK, 1)
-        sock.settimeout(5)
-        sock.bind((0, 0))
+    with _kernel_errors(doing), _route_socket() as sock:
         sock.sendall(request)
         err, text = _read_ack(sock.recv(65536))
     if err:
-        raise NetlinkError(err, text or os.strerror(err))
+        raise KernelError(err, doing, text or "")
 
 
 def _read_ack(data: bytes) -> tuple[int, str | None]:
     """(errno, extack text) from the NLMSG_ERROR answering a request."""
     length, msg_type, flags = struct.unpack_from("=IHH", data)
     if msg_type != _NLMSG_ERROR or length < 20:
-        raise NetlinkError(errno.EPROTO, f"unexpected netlink answer type {msg_type}")
+        return errno.EPROTO, f"unexpected netlink answer type {msg_type}"
     err = -struct.unpack_from("=i", data, 16)[0]
     if not err or not flags & _NLM_F_ACK_TLVS:
         return err, None
@@ -325,8 +359,9 @@ def rate_limit(
         raise ValueError(f"burst {burst!r} is not a number of bytes")
     queue_time = parse_duration(latency)
     rate_bytes = bits // 8
-    index = _ifindex(ifname)
-    with _ipr() as ipr:
+    doing = f"limiting {ifname!r} to {bits} bit/s (tbf)"
+    index = _ifindex(ifname, doing)
+    with _kernel_errors(doing), _ipr() as ipr:
         frame = _frame_size(ipr, index)
         if burst is None:
             burst = _default_burst(rate_bytes, frame)
@@ -346,8 +381,9 @@ def clear_qdisc(ifname: str) -> None:
 
     A device that already has its default qdisc is left as it is.
     """
-    index = _ifindex(ifname)
-    with _ipr() as ipr:
+    doing = f"removing the root qdisc of {ifname!r}"
+    index = _ifindex(ifname, doing)
+    with _kernel_errors(doing), _ipr() as ipr:
         try:
             ipr.tc("del", index=index, parent=_TC_H_ROOT)
         except NetlinkError as error:
@@ -374,8 +410,7 @@ def _in_throwaway_netns(func: Any) -> Any:
         libc = ctypes.CDLL(None, use_errno=True)
         try:
             if libc.unshare(_CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"unshare(CLONE_NEWNET): {errno.errorcode.get(err)}")
+                raise KernelError(ctypes.get_errno(), "creating a throwaway network namespace (unshare)")
             outcome["value"] = func()
         except BaseException as error:  # handed over to the caller
             outcome["error"] = error
@@ -394,11 +429,13 @@ def _probe_netem() -> str | None:
     Runs in a throwaway namespace, which takes the qdisc with it.
     """
     try:
-        _replace_root_netem(socket.if_nametoindex("lo"), _netem_options("1ms", None, None, None, 1000))
-    except NetlinkError as error:
-        name = errno.errorcode.get(error.code, str(error.code))
-        text = error.args[1] if len(error.args) > 1 else str(error)
-        if error.code in (errno.ENOENT, errno.EOPNOTSUPP):
+        index = socket.if_nametoindex("lo")
+        _replace_root_netem(index, _netem_options("1ms", None, None, None, 1000), "probing for netem")
+    except KernelError as error:
+        code = error.errno or errno.EIO
+        name = errno.errorcode.get(code, str(code))
+        text = error.detail or error.strerror
+        if code in (errno.ENOENT, errno.EOPNOTSUPP):
             return f"the running kernel has no sch_netem (tc qdisc add netem: {name}: {text})"
         return f"netem could not be created (tc qdisc add netem: {name}: {text})"
     return None
@@ -483,4 +520,10 @@ def netem(
     refuses with ENOENT.  :func:`clear_qdisc` removes it.
     """
     options = _netem_options(delay, jitter, loss, rate, limit)
-    _replace_root_netem(_ifindex(ifname), options)
+    asked = ", ".join(
+        f"{key}={value!r}"
+        for key, value in (("delay", delay), ("jitter", jitter), ("loss", loss), ("rate", rate))
+        if value is not None
+    )
+    doing = f"making netem ({asked or 'no impairment'}) the root qdisc of {ifname!r}"
+    _replace_root_netem(_ifindex(ifname, doing), options, doing)

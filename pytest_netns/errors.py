@@ -34,12 +34,13 @@ class KernelError(NetnsError, OSError):
             strerror = f"{strerror} ({detail})"
         OSError.__init__(self, errno, strerror)
         self.doing = doing
+        self.detail = detail
 
     def __str__(self) -> str:
         return f"{self.doing}: [Errno {self.errno}] {self.strerror}"
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.errno, self.doing))
+        return (type(self), (self.errno, self.doing, self.detail))
 
 
 class CommandError(NetnsError, subprocess.CalledProcessError):

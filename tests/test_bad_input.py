@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from scapy.layers.l2 import Ether
 
-from pytest_netns import Namespace
+from pytest_netns import Namespace, _nft
+from pytest_netns.topology import Topology
 
 RTM_GETQDISC = 38
 
@@ -59,14 +61,7 @@ def namespace_state(ns: Namespace) -> tuple[object, ...]:
         with open("/proc/thread-self/net/ipv6_route") as handle:
             v6 = sorted(tuple(f[i] for i in (0, 1, 2, 3, 4, 5, 8, 9)) for f in map(str.split, handle)
                         if not f[0].startswith(("fe80", "ff")))
-        tables = []
-        try:
-            from pytest_netns import _nft
-
-            tables = _nft.list_tables()
-        except ImportError:  # pragma: no cover
-            pass
-        return socket.if_nameindex(), v4, v6, tables
+        return socket.if_nameindex(), v4, v6, _nft.list_tables()
 
     qdiscs = sorted((m["index"], m["handle"], m["parent"], m.get_attr("TCA_KIND"))
                     for m in ns.rtnl.dump(RTM_GETQDISC, bytes(20), "listing qdiscs"))
@@ -181,14 +176,11 @@ PACKETS: list[tuple[str, Callable[[Namespace], object], str]] = [
 
 
 def _ether() -> object:
-    from scapy.layers.l2 import Ether
-
     return Ether()
 
 
 @pytest.mark.parametrize(("call", "named"), [m[1:] for m in PACKETS], ids=[m[0] for m in PACKETS])
 def test_packet_methods(unchanged, netns_pair, call: Callable[[Namespace], object], named: str) -> None:  # type: ignore[no-untyped-def]
-    pytest.importorskip("scapy")
     a, b = netns_pair
     unchanged(lambda: call(a), named, a, b)
 
@@ -198,21 +190,16 @@ def test_packet_methods(unchanged, netns_pair, call: Callable[[Namespace], objec
 
 @pytest.fixture
 def topology() -> Iterator[Any]:
-    topology_module = pytest.importorskip("pytest_netns.topology")
-    with topology_module.Topology() as topology:
+    with Topology() as topology:
         topology.add("a")
         topology.add("b")
         topology.link("a", "b")
         yield topology
 
 
-def _topology_cls() -> Any:
-    return pytest.importorskip("pytest_netns.topology").Topology
-
-
 TOPOLOGY: list[tuple[str, Callable[[Any], object], str]] = [
-    ("constructor ipv6", lambda t: _topology_cls()(ipv6="yes"), "'yes'"),
-    ("constructor kill_grace", lambda t: _topology_cls()(kill_grace=-2), "-2"),
+    ("constructor ipv6", lambda t: Topology(ipv6="yes"), "'yes'"),
+    ("constructor kill_grace", lambda t: Topology(kill_grace=-2), "-2"),
     ("add name with space", lambda t: t.add("bad name"), "'bad name'"),
     ("add name all digits", lambda t: t.add("123"), "'123'"),
     ("add duplicate", lambda t: t.add("a"), "'a'"),
@@ -278,8 +265,6 @@ def test_marker_arguments(pytester: pytest.Pytester) -> None:
     )
     pytester.makepyfile("import pytest\n\n" + "\n".join(tests))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    if "fixture 'netns_bridge' not found" in result.stdout.str():  # pragma: no cover - before topologies exist
-        pytest.skip("netns_bridge is not there yet")
     result.assert_outcomes(errors=len(MARKERS))
     for number, (_, _, message) in enumerate(MARKERS):
         result.stdout.fnmatch_lines([f"*UsageError: @pytest.mark.netns on *test_{number}: {message}"])

@@ -333,7 +333,6 @@ def servers() -> Iterator[Callable[..., TagServer]]:
         (lambda: _nft.port_forward(True, "10.0.0.2"), "True"),
         (lambda: _nft.drop_ingress("lo", 1.5), "1.5"),
         (lambda: _nft.drop_ingress("lo", float("nan")), "nan"),
-        (lambda: _nft.drop_ingress("no-such-if", 0.1), "no-such-if"),
         (lambda: _nft.delete_table("arp6", "t"), "arp6"),
     ],
 )
@@ -640,8 +639,6 @@ def test_rate_limit_rejects_bad_values_naming_them() -> None:
         _tc.rate_limit("lo", "8mbit", latency="soon")
     with pytest.raises(ValueError, match="burst 10"):
         _tc.rate_limit("lo", "8mbit", burst=10)
-    with pytest.raises(ValueError, match="'nope0'"):
-        _tc.rate_limit("nope0", "8mbit")
 
 
 # --------------------------------------------------------------------------
@@ -691,14 +688,14 @@ def test_netem_request_matches_iproute2() -> None:
 
 def test_netem_full_request_reaches_the_kernel(namespaces: Callable[[], Netns]) -> None:
     """Every option encodes; the kernel then either applies it or lacks netem."""
-    from pyroute2.netlink.exceptions import NetlinkError
+    from pytest_netns import KernelError
 
     ns = namespaces()
     try:
         ns.call(_tc.netem, "lo", delay="40ms", jitter="5ms", loss=0.25, rate="8mbit", limit=500)
-    except NetlinkError as error:
+    except KernelError as error:
         assert _tc.netem_unavailable_reason() is not None
-        assert error.code == 2, error
+        assert error.errno == 2, error
     else:
         assert _tc.netem_available()
         ns.call(_tc.clear_qdisc, "lo")

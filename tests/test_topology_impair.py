@@ -290,12 +290,10 @@ def test_bad_values_raise_value_error_naming_them(link: Link, kwargs: dict, name
 
 def test_kernel_lacking_a_qdisc_is_named(link: Link, monkeypatch: pytest.MonkeyPatch) -> None:
     """A kernel without sch_tbf answers ENOENT; impair() says which feature is missing."""
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    from pytest_netns import _tc
+    from pytest_netns import KernelError, _tc
 
     def no_tbf(*args: object, **kwargs: object) -> None:
-        raise NetlinkError(2, "Specified qdisc kind is unknown")
+        raise KernelError(2, "limiting 'eth0' to '1mbit' (tbf)", "Specified qdisc kind is unknown")
 
     monkeypatch.setattr(_tc, "rate_limit", no_tbf)
     with pytest.raises(FeatureUnavailable, match="no sch_tbf"):
