@@ -36,18 +36,29 @@ def _open_initial() -> int:
 INITIAL_NETNS_FD = _open_initial()
 
 
-def reset_after_rootless() -> None:
-    """Forget what was learnt before the process moved into its rootless session namespaces."""
+def reset_after_session_move() -> None:
+    """Forget what was learnt before the session moved namespaces (``--netns-sandbox``, ``--netns-rootless``).
+
+    Call it on the thread that moved: the initial namespace becomes the one
+    that thread is in now, so helper processes start there, and the
+    availability probe runs again there.
+    """
     global INITIAL_NETNS_FD, _probe_result
-    os.close(INITIAL_NETNS_FD)
-    INITIAL_NETNS_FD = _open_initial()
-    _probe_result = False
+    with _probe_lock:
+        old, INITIAL_NETNS_FD = INITIAL_NETNS_FD, _open_initial()
+        os.close(old)
+        _probe_result = False
 
 
 def _check(result: int, what: str) -> None:
     if result != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def unshare(flags: int) -> None:
+    """Move the calling thread into new namespaces (``CLONE_NEW*`` flags); OSError on failure."""
+    _check(_libc.unshare(flags), f"unshare({flags:#x})")
 
 
 def setns(fd: int) -> None:

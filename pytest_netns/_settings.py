@@ -127,6 +127,19 @@ def addoption(parser: pytest.Parser) -> None:
         default="false",
         help="run the session in its own user + network namespace when not root (true/false)",
     )
+    group.addoption(
+        "--netns-sandbox",
+        action="store_true",
+        default=None,
+        help="before any test (and before xdist starts workers), move the whole session into a fresh network "
+        "namespace with only lo up: outside the fixtures only loopback works, and no test packet reaches the "
+        "machine's real network. Implied by --netns-rootless. Also: ini netns_sandbox, env PYTEST_NETNS_SANDBOX=1.",
+    )
+    parser.addini(
+        "netns_sandbox",
+        default="false",
+        help="run the whole session in a fresh network namespace with only lo up (true/false)",
+    )
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,10 @@ class RunSettings:
     require: bool
     kill_grace: float
     rootless: bool = False
+    #: --netns-sandbox, or implied by --netns-rootless.
+    sandbox: bool = False
+    #: Where the sandbox was asked for (for messages), e.g. "--netns-sandbox".
+    sandbox_source: str = ""
 
 
 def _pick(config: pytest.Config, option: str | None, env: str, ini: str) -> tuple[object, str]:
@@ -169,5 +186,16 @@ def resolve(config: pytest.Config) -> RunSettings:
             raise ValueError
     except (TypeError, ValueError):
         raise pytest.UsageError(f"{source}: {grace!r} is not a non-negative number of seconds") from None
-    rootless, source = _pick(config, "netns_rootless", "PYTEST_NETNS_ROOTLESS", "netns_rootless")
-    return RunSettings(require=require, kill_grace=kill_grace, rootless=_as_bool(rootless, source))
+    value, rootless_source = _pick(config, "netns_rootless", "PYTEST_NETNS_ROOTLESS", "netns_rootless")
+    rootless = _as_bool(value, rootless_source)
+    value, sandbox_source = _pick(config, "netns_sandbox", "PYTEST_NETNS_SANDBOX", "netns_sandbox")
+    sandbox = _as_bool(value, sandbox_source)
+    if rootless and not sandbox:
+        sandbox, sandbox_source = True, rootless_source
+    return RunSettings(
+        require=require,
+        kill_grace=kill_grace,
+        rootless=rootless,
+        sandbox=sandbox,
+        sandbox_source=sandbox_source if sandbox else "",
+    )

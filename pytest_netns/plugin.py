@@ -35,29 +35,47 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     _settings.addoption(parser)
 
 
+#: The namespace pytest's main thread was in before --netns-sandbox moved it (sandbox without a user namespace).
+_OUTSIDE_SANDBOX = pytest.StashKey[int]()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _settings.MARKER_HELP)
     settings = config.stash[RUN_SETTINGS] = _settings.resolve(config)
-    if settings.rootless and not hasattr(config, "workerinput"):
-        _enter_rootless()
+    if settings.sandbox and not hasattr(config, "workerinput"):
+        _enter_sandbox(config, settings)
 
 
-def _enter_rootless() -> None:
-    """--netns-rootless: without the capabilities, move the session into its own user + net namespace.
+def _enter_sandbox(config: pytest.Config, settings: _settings.RunSettings) -> None:
+    """--netns-sandbox (implied by --netns-rootless): move the session into a fresh network namespace, lo up.
 
-    Runs before xdist starts workers (they inherit it).  With the
-    capabilities already there it does nothing.
+    Runs in the controller before xdist starts its workers (children
+    inherit the namespace).  Without CAP_SYS_ADMIN and with --netns-rootless,
+    a user namespace comes first (there is no way back out of that one).
     """
     from . import _kernel, _rootless
 
-    if not _kernel.Capabilities.current().missing():
-        return
     try:
-        _rootless.enter_session_namespaces()
-    except RuntimeError as exc:
-        raise pytest.UsageError(f"--netns-rootless: {exc}") from None
-    _kernel.reset_after_rootless()
+        if settings.rootless and _kernel.Capabilities.current().missing():
+            _rootless.enter_session_namespaces()
+        else:
+            config.stash[_OUTSIDE_SANDBOX] = _rootless.enter_sandbox()
+    except _rootless.SessionMoveError as exc:
+        raise pytest.UsageError(f"{settings.sandbox_source}: {exc}") from None
+    _kernel.reset_after_session_move()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave the sandbox again (matters for in-process runs, such as pytester's ``runpytest``)."""
+    saved = config.stash.get(_OUTSIDE_SANDBOX, None)
+    if saved is not None:
+        from . import _kernel, _rootless
+
+        del config.stash[_OUTSIDE_SANDBOX]
+        _rootless.leave_sandbox(saved)
+        _kernel.reset_after_session_move()
 
 
 @pytest.hookimpl(hookwrapper=True)
