@@ -1,17 +1,20 @@
 """What this machine can do: the probes behind ``pytest-netns doctor`` and the report header.
 
-Every kernel feature is probed for real, inside a throwaway network
-namespace that a helper thread creates and that dies with it: nothing the
-caller (or the host) owns is touched.  The kernel probes are cheap (about a
-millisecond or two: a few hand-packed netlink requests, no pyroute2, whose
-import alone costs ~150 ms) and cached per process, so the report header,
-which runs at every pytest start, can use them.  ``doctor`` adds the probes
-that cost more (a forked child for user namespaces, ``ldconfig`` for
-libpcap, importing scapy).
+The report header runs at every pytest start, most of them runs that use
+no fixture: it only reads files (capabilities, ``/proc/self/ns/net``, the
+namespace sysctls) and never creates a namespace.  Whether a namespace can
+really be made is found by the first fixture; whether a kernel feature
+exists, when a test first asks for it (``impair(delay=...)`` looks for
+netem, ``filter=`` for libpcap, a cluster node for br_netfilter), once per
+process.  A missing one raises ``FeatureUnavailable`` with its ``feature``
+name: a skip, or a failure when ``--netns-require-features`` names it.
 
-Feature probes ask the kernel for the object with no options where that
-tells presence apart: a queue discipline whose kind is unknown (and whose
-module cannot be loaded) is ENOENT, a known one without its options EINVAL.
+``doctor`` probes everything for real, the kernel features inside a
+throwaway network namespace that a helper thread creates and that dies with
+it: nothing the caller (or the host) owns is touched.  Feature probes ask
+the kernel for the object with no options where that tells presence apart:
+a queue discipline whose kind is unknown (and whose module cannot be
+loaded) is ENOENT, a known one without its options EINVAL.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import platform
 import socket
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from . import _rtnl
@@ -38,7 +41,8 @@ class Probe:
     ok: bool | None  # None: could not be probed (something it depends on is missing)
     detail: str
     disables: str
-    short: str = ""  # its name in the report header
+    #: Its stable name for --netns-require-features ("" for what is not a feature a test asks for).
+    feature: str = ""
 
     @property
     def status(self) -> str:
@@ -92,14 +96,22 @@ def kernel() -> Probe:
 # -- kernel features, probed in a throwaway namespace --------------------------------------------
 
 _FEATURES: dict[str, tuple[str, str]] = {
-    # name: (header name, what it disables when missing)
+    # doctor's name: (feature name, what it disables when missing)
     "veth": ("veth", "netns_pair and every link between namespaces"),
     "bridge": ("bridge", "netns_bridge and topologies with shared segments"),
     "tbf (rate limits)": ("tbf", "impair(rate=...)"),
-    "netem (delay, jitter)": ("netem", "impair(delay=..., jitter=...) (tests asking for them are skipped)"),
+    "netem (delay, jitter)": ("netem", "impair(delay=..., jitter=...)"),
     "nftables NAT (masquerade)": ("nft-nat", "netns_nat, Topology.nat and masquerading routers"),
     "nftables netdev ingress": ("nft-ingress", "impair(loss=...)"),
+    "br_netfilter": (
+        "br_netfilter",
+        "netns_cluster (a reply bridged between two pods of one node needs it); the plugin never loads modules",
+    ),
 }
+BRIDGE_NF_CALL_IPTABLES = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+
+#: Every name --netns-require-features takes, in doctor's order; each is a Probe.feature.
+FEATURES: tuple[str, ...] = (*(feature for feature, _ in _FEATURES.values()), "mountns", "libpcap")
 
 
 @functools.lru_cache(maxsize=1)
@@ -110,8 +122,8 @@ def kernel_features() -> tuple[Probe, ...]:
     reason = unavailable_reason()
     if reason is not None:
         return tuple(
-            Probe(name, None, "not probed: no network namespaces", what, short)
-            for name, (short, what) in _FEATURES.items()
+            Probe(name, None, "not probed: no network namespaces", what, feature)
+            for name, (feature, what) in _FEATURES.items()
         )
     results: dict[str, tuple[bool, str]] = {}
     error: list[BaseException] = []
@@ -133,9 +145,9 @@ def kernel_features() -> tuple[Probe, ...]:
     thread.join()
     if error:
         return tuple(
-            Probe(name, None, f"probe failed: {error[0]}", what, short) for name, (short, what) in _FEATURES.items()
+            Probe(name, None, f"probe failed: {error[0]}", what, feature) for name, (feature, what) in _FEATURES.items()
         )
-    return tuple(Probe(name, *results[name], what, short) for name, (short, what) in _FEATURES.items())
+    return tuple(Probe(name, *results[name], what, feature) for name, (feature, what) in _FEATURES.items())
 
 
 def _probe_features(results: dict[str, tuple[bool, str]]) -> None:
@@ -155,6 +167,17 @@ def _probe_features(results: dict[str, tuple[bool, str]]) -> None:
         rtnl.close()
     results["nftables NAT (masquerade)"] = _nft_transaction(_nat_batch())
     results["nftables netdev ingress"] = _nft_transaction(_ingress_batch("lo"))
+    results["br_netfilter"] = _br_netfilter()
+
+
+def _br_netfilter() -> tuple[bool, str]:
+    """Whether bridged IPv4 can pass netfilter: /proc/sys/net/bridge exists (in this thread's namespace)."""
+    try:
+        with open(BRIDGE_NF_CALL_IPTABLES) as handle:
+            value = handle.read().strip()
+    except FileNotFoundError:
+        return False, "not loaded: no /proc/sys/net/bridge (modprobe br_netfilter, as Docker does)"
+    return True, f"present; bridge-nf-call-iptables is {value} in a new namespace"
 
 
 def _try(rtnl: _rtnl.RtnlSocket, request: _rtnl.Request) -> tuple[bool, str]:
@@ -304,6 +327,34 @@ def user_namespaces() -> Probe:
     )
 
 
+CLONE_NEWNS = 0x00020000
+MS_REC, MS_SLAVE = 0x4000, 1 << 19
+
+
+def private_mounts() -> Probe:
+    """A thread's own mount namespace with mounts that stay inside: what a topology's /etc/hosts needs."""
+    failure: list[str] = []
+
+    def inside() -> None:
+        # The thread unshares its mount namespace for itself; it (and the namespace) ends right after.
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(CLONE_NEWNS) != 0:
+            failure.append(f"unshare(CLONE_NEWNS): {os.strerror(ctypes.get_errno())}")
+        elif libc.mount(b"none", b"/", None, MS_REC | MS_SLAVE, None) != 0:
+            failure.append(f"mount --make-rslave /: {os.strerror(ctypes.get_errno())}")
+
+    thread = threading.Thread(target=inside, name="netns-mount-probe")
+    thread.start()
+    thread.join()
+    return Probe(
+        "private mount namespaces",
+        not failure,
+        failure[0] if failure else "a thread may unshare its mounts",
+        "the names of a topology in /etc/hosts of processes started inside (run, popen)",
+        "mountns",
+    )
+
+
 def libpcap() -> Probe:
     import ctypes.util
 
@@ -347,6 +398,7 @@ def doctor_probes() -> list[Probe]:
         kernel,
         user_namespaces,
         kernel_features,
+        private_mounts,
         libpcap,
         scapy,
         keep_on_failure,
@@ -364,32 +416,62 @@ def doctor_probes() -> list[Probe]:
 # -- the report header ---------------------------------------------------------------------------
 
 
-def _libpcap_loadable() -> bool:
-    """Cheap check (no ldconfig): can the usual sonames be loaded?"""
-    for soname in ("libpcap.so.1", "libpcap.so.0.8", "libpcap.so"):
-        try:
-            ctypes.CDLL(soname)
-        except OSError:
-            continue
-        return True
-    return False
+def _sysctl(path: str) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
 
 
-def header_line() -> str:
-    """One line: privileges, whether namespaces work, which features the kernel has.
+def user_namespace_sysctls() -> str | None:
+    """Which sysctl refuses unprivileged user namespaces (what --netns-rootless needs), or None."""
+    for path, refused in (
+        ("/proc/sys/kernel/unprivileged_userns_clone", "0"),  # Debian before 11
+        ("/proc/sys/user/max_user_namespaces", "0"),
+        ("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1"),  # Ubuntu 23.10+
+    ):
+        if _sysctl(path) == refused:
+            return f"{path} is {refused}"
+    return None
 
-    Only the cheap probes (cached per process); ``python -m pytest_netns
-    doctor`` explains each item.
+
+def namespaces_unavailable_reason() -> str | None:
+    """Why network namespaces cannot be made here, judged without making one (files only), or None.
+
+    The first fixture makes one for real (``_kernel.unavailable_reason``);
+    what files cannot show (a seccomp filter, a full namespace quota) is
+    found there.
+    """
+    from ._kernel import Capabilities
+
+    if not os.path.exists("/proc/self/ns/net"):
+        return "this kernel has no network namespaces (no /proc/self/ns/net: built without CONFIG_NET_NS)"
+    if _sysctl("/proc/sys/user/max_net_namespaces") == "0":
+        return "/proc/sys/user/max_net_namespaces is 0"
+    missing = Capabilities.current().missing()
+    if not missing:
+        return None
+    refused = user_namespace_sysctls()
+    rootless = f"--netns-rootless is refused too ({refused})" if refused else "or pass --netns-rootless"
+    return (
+        f"network namespaces need {' and '.join(missing)} (running as uid {os.getuid()}); "
+        f"run as root or in a privileged container, {rootless}"
+    )
+
+
+def header_line(required: Sequence[str] = ()) -> str:
+    """One line: privileges, whether namespaces can be made, the kernel, the features required.
+
+    Reads a few files and creates nothing: it runs at every pytest start.
+    Kernel features are probed when a test first needs one;
+    ``python -m pytest_netns doctor`` probes and explains them all.
     """
     priv = privileges()
-    namespaces = network_namespaces()
-    if not namespaces.ok:
-        return f"netns: {priv.detail}; namespaces: UNAVAILABLE ({namespaces.detail}); see python -m pytest_netns doctor"
-    features = kernel_features()
-    have = [p.short for p in features if p.ok]
-    missing = [p.short for p in features if not p.ok]
-    (have if _libpcap_loadable() else missing).append("libpcap")
-    line = f"netns: {priv.detail}; namespaces: available; {', '.join(have)}"
-    if missing:
-        line += f"; missing: {', '.join(missing)}"
-    return line + f"; kernel {platform.release()}"
+    reason = namespaces_unavailable_reason()
+    if reason is not None:
+        return f"netns: {priv.detail}; namespaces: UNAVAILABLE ({reason}); see python -m pytest_netns doctor"
+    line = f"netns: {priv.detail}; namespaces: available; kernel {platform.release()}"
+    if required:
+        line += f"; required features: {', '.join(required)}"
+    return line + "; features are probed when a test needs one (python -m pytest_netns doctor)"

@@ -1,9 +1,11 @@
 """``python -m pytest_netns`` (also ``pytest-netns``): doctor, list, cleanup.
 
 - ``doctor``: what this machine can do (privileges, namespaces, user
-  namespaces, veth, bridge, tbf, netem, nftables, libpcap, the kernel) in a
-  table, with what each missing item disables.  Exit status 1 when the
-  fixtures cannot work at all (no privileges, no namespaces, no veth).
+  namespaces, veth, bridge, tbf, netem, nftables, br_netfilter, private
+  mounts, libpcap, the kernel) in a table, with each feature's name (what
+  ``--netns-require-features`` takes) and what each missing item disables.
+  Every probe runs for real, unlike the report header.  Exit status 1 when
+  the fixtures cannot work at all (no privileges, no namespaces, no veth).
 - ``list``: the namespaces ``--netns-keep-on-failure`` kept.
 - ``cleanup``: removes what runs left: kept namespaces (processes inside are
   killed), their metadata, half-made mount points.  Only what this plugin
@@ -56,7 +58,7 @@ ESSENTIAL = ("privileges", "network namespaces", "kernel", "veth")
 
 
 def _doctor(as_json: bool, out: TextIO) -> int:
-    from ._capabilities import doctor_probes
+    from ._capabilities import FEATURES, doctor_probes
 
     probes = doctor_probes()
     essential_ok = all(p.ok for p in probes if p.name in ESSENTIAL)
@@ -64,11 +66,15 @@ def _doctor(as_json: bool, out: TextIO) -> int:
         json.dump({"usable": essential_ok, "probes": [asdict(p) for p in probes]}, out, indent=1)
         out.write("\n")
         return 0 if essential_ok else 1
-    rows = [["CHECK", "STATUS", "DETAIL", "IF MISSING, THIS IS DISABLED"]]
+    rows = [["CHECK", "FEATURE", "STATUS", "DETAIL", "IF MISSING, THIS IS DISABLED"]]
     for probe in probes:
-        rows.append([probe.name, probe.status, probe.detail, "" if probe.ok else probe.disables])
+        rows.append([probe.name, probe.feature or "-", probe.status, probe.detail, "" if probe.ok else probe.disables])
     _table(rows, out)
     out.write("\n")
+    out.write(
+        "A test that needs a missing FEATURE is skipped; --netns-require-features=NAME,... fails it instead "
+        f"(names: {', '.join(FEATURES)}).\n"
+    )
     if essential_ok:
         missing = [p.name for p in probes if not p.ok]
         out.write(

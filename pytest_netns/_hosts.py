@@ -181,7 +181,9 @@ class HostsFile:
     def _ensure_thread(self) -> None:
         with self._lock:
             if self._closed:
-                raise FeatureUnavailable("the topology's private hosts file is closed (the topology was torn down)")
+                raise FeatureUnavailable(
+                    "the topology's private hosts file is closed (the topology was torn down)", feature=None
+                )
             if self._thread is None:
                 ready = threading.Event()
                 self._thread = threading.Thread(target=self._serve, args=(ready,), name="netns-hosts", daemon=True)
@@ -190,7 +192,8 @@ class HostsFile:
             if self._failure is not None:
                 raise FeatureUnavailable(
                     "a private /etc/hosts for processes in the topology needs a mount namespace of their own, "
-                    f"which this machine refused: {self._failure}"
+                    f"which this machine refused: {self._failure}",
+                    feature="mountns",
                 )
 
     def _serve(self, ready: threading.Event) -> None:

@@ -14,8 +14,10 @@ loss and delay points of a link exactly once per direction.  At each point:
   rate, if any, as netem's own rate), so each direction is delayed by
   ``delay``: a round trip takes twice as long.  Kernels without
   ``sch_netem`` (this project's machine among them) raise
-  ``FeatureUnavailable``, which the pytest plugin turns into a skip; a delay
-  is never imitated with anything else;
+  ``FeatureUnavailable`` (feature ``netem``, probed once per process when
+  first asked for), which the pytest plugin turns into a skip, or a failure
+  under ``--netns-require-features=netem``; a delay is never imitated with
+  anything else;
 * ``loss``: an nftables ``netdev`` ingress rule that drops each arriving
   frame with the probability, after the sender's device accepted it, so the
   sender never sees an error (ARP and neighbour discovery are lost too, as
@@ -120,7 +122,8 @@ def check_available(settings: Settings) -> None:
         if reason is not None:
             raise FeatureUnavailable(
                 f"impair({settings.asked}): delay and jitter need the kernel's netem queue discipline "
-                f"(sch_netem), and {reason}; rate (tbf) and loss (nftables) work without it"
+                f"(sch_netem), and {reason}; rate (tbf) and loss (nftables) work without it",
+                feature="netem",
             )
 
 
@@ -147,7 +150,7 @@ def _apply_point(ns: Namespace, ifname: str, roles: frozenset[str], settings: Se
             if exc.errno in (errno.ENOENT, errno.EOPNOTSUPP) and settings is not None:
                 kind = "netem" if netem else "tbf"
                 raise FeatureUnavailable(
-                    f"impair({settings.asked}) on {what}: the running kernel has no sch_{kind} ({exc})"
+                    f"impair({settings.asked}) on {what}: the running kernel has no sch_{kind} ({exc})", feature=kind
                 ) from None
             raise KernelError(exc.errno or errno.EIO, f"{doing}: {exc.doing}", exc.detail) from None
         if "loss" not in roles:
@@ -163,7 +166,8 @@ def _apply_point(ns: Namespace, ifname: str, roles: frozenset[str], settings: Se
             if exc.errno == errno.EOPNOTSUPP and settings is not None:
                 raise FeatureUnavailable(
                     f"impair({settings.asked}) on {what}: loss needs nftables netdev ingress chains "
-                    f"(nf_tables with CONFIG_NF_TABLES_NETDEV), which the running kernel refused: {exc}"
+                    f"(nf_tables with CONFIG_NF_TABLES_NETDEV), which the running kernel refused: {exc}",
+                    feature="nft-ingress",
                 ) from None
             raise KernelError(exc.errno or errno.EIO, f"{doing}: {exc.doing}", exc.detail) from None
 

@@ -23,7 +23,7 @@ import pytest
 
 from . import _settings
 from ._fixtures import test_namespaces
-from .errors import FeatureUnavailable
+from ._topology_plugin import missing_feature
 
 if TYPE_CHECKING:
     import pluggy
@@ -72,8 +72,8 @@ def pytest_runtest_makereport(
         return
     if report.when not in ("setup", "call") or not report.failed or hasattr(report, "wasxfail"):
         return
-    if call.excinfo is not None and call.excinfo.errisinstance(FeatureUnavailable):
-        return  # reported as a skip by the topology plugin
+    if missing_feature(call, report) is not None:
+        return  # the machine lacks a feature (a skip, or a failure if required): nothing inside to look at
     done = item.stash.setdefault(KEPT, set())
     namespaces = [ns for ns in test_namespaces(item) if not ns.closed and ns.inode not in done]
     if namespaces:

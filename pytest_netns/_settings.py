@@ -114,6 +114,19 @@ def addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "netns_kill_grace", default="1.0", help="seconds between SIGTERM and SIGKILL for processes left at teardown"
     )
+    group.addoption(
+        "--netns-require-features",
+        default=None,
+        metavar="FEATURES",
+        help="comma list of features (the names `python -m pytest_netns doctor` shows, e.g. netem,libpcap,"
+        "br_netfilter): a test that needs one this machine lacks fails, naming it, instead of being skipped. "
+        "Also: ini netns_require_features, env PYTEST_NETNS_REQUIRE_FEATURES.",
+    )
+    parser.addini(
+        "netns_require_features",
+        default="",
+        help="comma list of features whose absence fails the tests that need them instead of skipping them",
+    )
 
     group.addoption(
         "--netns-rootless",
@@ -148,6 +161,8 @@ class RunSettings:
 
     require: bool
     kill_grace: float
+    #: --netns-require-features: doctor's feature names, in the order given.
+    require_features: tuple[str, ...] = ()
     rootless: bool = False
     #: --netns-sandbox, or implied by --netns-rootless.
     sandbox: bool = False
@@ -176,6 +191,19 @@ def _as_bool(value: object, source: str) -> bool:
     raise pytest.UsageError(f"{source}: {value!r} is not a boolean (use 1/0, true/false, yes/no)")
 
 
+def _features(value: object, source: str) -> tuple[str, ...]:
+    """A comma list of doctor's feature names; UsageError names an unknown one and lists the valid ones."""
+    from ._capabilities import FEATURES
+
+    names = [name.strip() for name in str(value).split(",") if name.strip()]
+    unknown = [name for name in names if name not in FEATURES]
+    if unknown:
+        raise pytest.UsageError(
+            f"{source}: unknown feature {', '.join(map(repr, unknown))}; valid: {', '.join(FEATURES)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
 def resolve(config: pytest.Config) -> RunSettings:
     require, source = _pick(config, "netns_require", "PYTEST_NETNS_REQUIRE", "netns_require")
     require = _as_bool(require, source)
@@ -192,9 +220,13 @@ def resolve(config: pytest.Config) -> RunSettings:
     sandbox = _as_bool(value, sandbox_source)
     if rootless and not sandbox:
         sandbox, sandbox_source = True, rootless_source
+    features, source = _pick(
+        config, "netns_require_features", "PYTEST_NETNS_REQUIRE_FEATURES", "netns_require_features"
+    )
     return RunSettings(
         require=require,
         kill_grace=kill_grace,
+        require_features=_features(features, source),
         rootless=rootless,
         sandbox=sandbox,
         sandbox_source=sandbox_source if sandbox else "",

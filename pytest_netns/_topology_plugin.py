@@ -1,12 +1,15 @@
-"""Topology fixtures (``netns_bridge``, ``netns_nat``, ``netns_topology``) and the skip for missing kernel features.
+"""Topology fixtures (``netns_bridge``, ``netns_nat``, ``netns_topology``) and the skip for missing features.
 
 ``FeatureUnavailable`` raised while a test is set up or runs (for example
-``impair(delay=...)`` on a kernel without ``sch_netem``) makes the test
-*skipped* with the exception's message as the reason, instead of failed: a
-missing kernel feature says nothing about the code under test.  The
-conversion happens in ``pytest_runtest_makereport`` (setup and call phases
-only; a teardown error stays an error), so the same exception works outside
-pytest, where it is simply raised.
+``impair(delay=...)`` on a kernel without ``sch_netem``, ``filter=`` without
+libpcap) makes the test *skipped*, naming the feature, instead of failed: a
+missing feature says nothing about the code under test.  Unless
+``--netns-require-features`` names that feature: then the test fails,
+naming it (a CI runner that must test latency cannot silently skip it).
+This is the one place that decides; it happens in
+``pytest_runtest_makereport`` (setup and call phases only; a teardown error
+stays an error), so the same exception works outside pytest, where it is
+simply raised.
 """
 
 from __future__ import annotations
@@ -125,19 +128,40 @@ def netns_nat(request: pytest.FixtureRequest) -> Iterator[NatNetwork]:
     teardown(request, topology.close)
 
 
+def missing_feature(call: pytest.CallInfo[None], report: pytest.TestReport) -> FeatureUnavailable | None:
+    """The ``FeatureUnavailable`` that made a test's setup or call fail, or None."""
+    if call.when not in ("setup", "call") or not report.failed or call.excinfo is None:
+        return None
+    exc = call.excinfo.value
+    return exc if isinstance(exc, FeatureUnavailable) else None
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Report a test that hit ``FeatureUnavailable`` during setup or call as skipped, with its reason."""
+    """A test that hit ``FeatureUnavailable``: skipped naming the feature, or failed if it is required."""
     report = yield
-    if (
-        call.when in ("setup", "call")
-        and report.failed
-        and call.excinfo is not None
-        and call.excinfo.errisinstance(FeatureUnavailable)
-    ):
-        path, line = item.reportinfo()[:2]
-        report.outcome = "skipped"
-        report.longrepr = (os.fspath(path), (line or 0) + 1, f"Skipped: {call.excinfo.value}")
+    exc = missing_feature(call, report)
+    if exc is None:
+        return report
+    if exc.feature is not None and exc.feature in run_settings(item.config).require_features:
+        path, line = _where(item, call)
+        report.longrepr = f"{path}:{line}: {exc.feature} is missing, and --netns-require-features requires it:\n{exc}"
+        return report
+    test_path, test_line = item.reportinfo()[:2]
+    report.outcome = "skipped"
+    reason = f"{exc.feature} missing: {exc}" if exc.feature else str(exc)
+    report.longrepr = (os.fspath(test_path), (test_line or 0) + 1, f"Skipped: {reason}")
     return report
+
+
+def _where(item: pytest.Item, call: pytest.CallInfo[None]) -> tuple[str, int]:
+    """The test's own line that led to the exception (its innermost frame in the test's file), else the test."""
+    assert call.excinfo is not None
+    here = item.config.invocation_params.dir
+    for entry in reversed(call.excinfo.traceback):
+        if os.fspath(entry.path) == os.fspath(item.path):
+            return os.path.relpath(entry.path, here), entry.lineno + 1
+    path, line = item.reportinfo()[:2]
+    return os.path.relpath(path, here), (line or 0) + 1

@@ -860,7 +860,8 @@ def _settle_sysctls(
                     raise FeatureUnavailable(
                         f"{path} does not exist: this kernel has no br_netfilter (load it with "
                         "`modprobe br_netfilter`); without it a reply bridged between two pods of one node "
-                        "is never translated back from a ClusterIP"
+                        "is never translated back from a ClusterIP",
+                        feature="br_netfilter",
                     ) from None
                 continue
             try:

@@ -72,7 +72,16 @@ class CommandError(NetnsError, subprocess.CalledProcessError):
 
 
 class FeatureUnavailable(NetnsError):
-    """The running kernel lacks what was asked for; the message names it."""
+    """The machine lacks what was asked for; the message names it.
+
+    ``feature`` is the name ``python -m pytest_netns doctor`` gives it
+    (``netem``, ``libpcap``, ``br_netfilter``...), which
+    ``--netns-require-features`` takes; None where no such feature applies.
+    """
+
+    def __init__(self, message: str, *, feature: str | None = None) -> None:
+        super().__init__(message)
+        self.feature = feature
 
 
 class TeardownError(NetnsError):

@@ -574,7 +574,8 @@ def _bpf(expression: str, where: str) -> list[_afpacket.Instruction]:
     except (ImportError, OSError) as exc:
         raise FeatureUnavailable(
             f"filter={expression!r} needs libpcap to compile BPF syntax, and it is not available here ({exc}); "
-            "install libpcap (Debian/Ubuntu: libpcap0.8) or use lfilter=lambda pkt: ... instead"
+            "install libpcap (Debian/Ubuntu: libpcap0.8) or use lfilter=lambda pkt: ... instead",
+            feature="libpcap",
         ) from None
     from scapy.arch.common import compile_filter
     from scapy.error import Scapy_Exception

@@ -87,6 +87,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
+    """Privileges and whether namespaces can be made, from files only: nothing is created at start."""
     from ._capabilities import header_line
 
-    return header_line()
+    return header_line(config.stash[RUN_SETTINGS].require_features)

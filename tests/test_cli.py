@@ -21,8 +21,8 @@ from pytest_netns._cli import main
 UNPRIVILEGED = ["setpriv", "--bounding-set=-net_admin,-sys_admin", "--"]
 CHECKS = [
     "privileges", "network namespaces", "kernel", "user namespaces", "veth", "bridge", "tbf (rate limits)",
-    "netem (delay, jitter)", "nftables NAT (masquerade)", "nftables netdev ingress", "libpcap", "scapy",
-    "kept namespaces (/run/netns)",
+    "netem (delay, jitter)", "nftables NAT (masquerade)", "nftables netdev ingress", "br_netfilter",
+    "private mount namespaces", "libpcap", "scapy", "kept namespaces (/run/netns)",
 ]
 
 
@@ -41,16 +41,20 @@ def test_doctor_prints_a_table_with_what_is_missing_and_what_that_disables() -> 
     assert data["usable"] is True
     assert [p["name"] for p in data["probes"]] == CHECKS
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["CHECK", "STATUS", "DETAIL", "IF", "MISSING,", "THIS", "IS", "DISABLED"]
+    assert lines[0].split() == ["CHECK", "FEATURE", "STATUS", "DETAIL", "IF", "MISSING,", "THIS", "IS", "DISABLED"]
     for probe in data["probes"]:
         (line,) = [x for x in lines if x.startswith(probe["name"] + "  ")]
+        feature, status = line[len(probe["name"]) :].split()[:2]
+        assert feature == (probe["feature"] or "-")
         if probe["ok"]:
-            assert line.split()[len(probe["name"].split())] == "ok"
+            assert status == "ok"
         else:
-            assert "MISSING" in line and probe["disables"] in line
+            assert status == "MISSING" and probe["disables"] in line
     for name in ("privileges", "network namespaces", "veth", "bridge"):
         assert next(p for p in data["probes"] if p["name"] == name)["ok"] is True
     assert "The fixtures work here" in table.stdout
+    features = [p["feature"] for p in data["probes"] if p["feature"]]
+    assert f"--netns-require-features=NAME,... fails it instead (names: {', '.join(features)})" in table.stdout
 
 
 def test_doctor_without_privileges_says_nothing_works_and_why() -> None:
@@ -76,27 +80,66 @@ def test_doctor_probes_leave_the_calling_namespace_alone() -> None:
 # -- the report header ---------------------------------------------------------------------------------
 
 
-def test_header_shows_privileges_and_capabilities_in_one_line(pytester: pytest.Pytester) -> None:
+def test_header_shows_privileges_and_whether_namespaces_can_be_made_in_one_line(pytester: pytest.Pytester) -> None:
+    """Only what files tell (cheap; test_plugin.py proves it makes no namespace); doctor probes the features."""
     pytester.makepyfile("def test_x(netns):\n    pass\n")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--netns-require-features=tbf,veth")
     result.assert_outcomes(passed=1)
     (line,) = [x for x in result.outlines if x.startswith("netns: ")]
-    assert line.startswith("netns: root, CAP_NET_ADMIN+CAP_SYS_ADMIN; namespaces: available; veth, bridge, tbf")
-    assert "kernel " in line
-    data = json.loads(cli("doctor", "--json").stdout)
-    for probe in data["probes"]:
-        if probe["short"] and probe["ok"] is False:
-            assert probe["short"] in line.split("missing: ")[1]
+    assert line == (
+        f"netns: root, CAP_NET_ADMIN+CAP_SYS_ADMIN; namespaces: available; kernel {os.uname().release}; "
+        "required features: tbf, veth; features are probed when a test needs one (python -m pytest_netns doctor)"
+    )
 
 
 def test_header_without_privileges(pytester: pytest.Pytester) -> None:
+    from pytest_netns._capabilities import user_namespace_sysctls
+
     pytester.makepyfile("def test_x(netns):\n    pass\n")
     result = pytester.run(*UNPRIVILEGED, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs")
     result.assert_outcomes(skipped=1)
+    refused = user_namespace_sysctls()
+    rootless = f"--netns-rootless is refused too ({refused})" if refused else "or pass --netns-rootless"
     result.stdout.fnmatch_lines([
         "netns: root, neither CAP_NET_ADMIN nor CAP_SYS_ADMIN (missing CAP_SYS_ADMIN, CAP_NET_ADMIN); "
-        "namespaces: UNAVAILABLE (*need CAP_SYS_ADMIN and CAP_NET_ADMIN*); see python -m pytest_netns doctor",
+        "namespaces: UNAVAILABLE (network namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN (running as uid 0); "
+        f"run as root or in a privileged container, {rootless}); see python -m pytest_netns doctor",
     ])
+
+
+@pytest.mark.parametrize(
+    ("sysctl", "value", "refused"),
+    [
+        ("kernel/unprivileged_userns_clone", "0", True),
+        ("user/max_user_namespaces", "0", True),
+        ("kernel/apparmor_restrict_unprivileged_userns", "1", True),
+        ("kernel/apparmor_restrict_unprivileged_userns", "0", False),
+    ],
+)
+def test_header_says_whether_rootless_mode_is_refused_from_the_sysctls(
+    monkeypatch: pytest.MonkeyPatch, sysctl: str, value: str, refused: bool
+) -> None:
+    from pytest_netns import _capabilities
+    from pytest_netns._kernel import Capabilities
+
+    path = f"/proc/sys/{sysctl}"
+    monkeypatch.setattr(_capabilities, "_sysctl", lambda p: value if p == path else None)
+    monkeypatch.setattr(Capabilities, "current", classmethod(lambda cls: cls(0)))
+    reason = _capabilities.namespaces_unavailable_reason()
+    assert reason is not None and "need CAP_SYS_ADMIN and CAP_NET_ADMIN" in reason
+    if refused:
+        assert reason.endswith(f"--netns-rootless is refused too ({path} is {value})")
+    else:
+        assert reason.endswith("or pass --netns-rootless")
+
+
+def test_header_without_network_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_netns import _capabilities
+
+    monkeypatch.setattr(_capabilities, "_sysctl", lambda p: "0" if p == "/proc/sys/user/max_net_namespaces" else None)
+    assert _capabilities.namespaces_unavailable_reason() == "/proc/sys/user/max_net_namespaces is 0"
+    monkeypatch.setattr(_capabilities, "_sysctl", lambda p: None)
+    assert _capabilities.namespaces_unavailable_reason() is None
 
 
 # -- list and cleanup ----------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
+import os
+import shutil
 import sys
 
 import pytest
@@ -141,19 +142,208 @@ def test_disabled_with_p_no_netns(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*fixture 'netns' not found*"])
 
 
-def test_loading_the_plugin_is_cheap_and_unprivileged() -> None:
-    code = (
-        "import sys, pytest_netns.plugin, pytest_netns;"
-        "bad = [m for m in ('scapy', 'pyroute2') if m in sys.modules];"
-        "assert not bad, bad"
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_loading_the_plugin_is_cheap_and_unprivileged(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: str
+) -> None:
+    """A run that uses no fixture, report header included: no namespace made or entered, no netlink, no scapy.
+
+    strace sees every system call of pytest and of its xdist workers,
+    whatever makes them (ctypes, a subprocess, os.unshare on Python 3.12).
+    """
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed (apt-get install strace): it counts the system calls of the run")
+    for name in [n for n in os.environ if n.startswith("PYTEST_NETNS_")]:
+        monkeypatch.delenv(name)  # e.g. a sandbox or rootless mode asked for by the environment
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(
+        """
+        import socket, sys
+
+        def test_nothing_heavy():
+            assert "pytest_netns.plugin" in sys.modules
+            heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("scapy", "pyroute2"))
+            assert heavy == []
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).close()  # proves strace sees this process
+        """
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    trace = pytester.path / "syscalls.txt"
+    result = pytester.run(
+        strace, "-f", "-qq", "-o", str(trace), "-e", "trace=unshare,setns,socket,clone,clone3",
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", workers,
+    )
+    result.assert_outcomes(passed=1)
+    (header,) = [line for line in result.outlines if line.startswith("netns: ")]
+    assert "namespaces: available" in header
+    calls = [line.split(None, 1)[1] for line in trace.read_text().splitlines() if "resumed>" not in line]
+    assert any(c.startswith("socket(AF_UNIX, SOCK_DGRAM") for c in calls), calls  # the trace is complete
+    privileged = [c for c in calls if c.startswith(("unshare(", "setns(")) or "CLONE_NEW" in c]
+    netlink = [c for c in calls if c.startswith("socket(AF_NETLINK")]
+    assert privileged == [] and netlink == []
 
 
 def test_report_header(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_x(): pass")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["netns: root*namespaces: available*"])
+
+
+# -- --netns-require-features --------------------------------------------------------------------
+
+#: An inner conftest that hides libpcap from scapy, as on a machine without it (libpcap stays installed).
+HIDE_LIBPCAP = """
+import sys
+sys.modules["scapy.libs.winpcapy"] = None
+"""
+FILTER_TEST = """
+def test_filter(netns_pair):
+    netns_pair.b.capture("eth0", filter="icmp")
+"""
+
+
+def libpcap_missing() -> str | None:
+    try:
+        import scapy.libs.winpcapy  # noqa: F401
+    except (ImportError, OSError) as exc:
+        return f"libpcap is not installed here ({exc})"
+    return None
+
+
+def test_feature_names_are_doctors_and_every_raise_site_names_one() -> None:
+    """Each ``raise FeatureUnavailable(...)`` in the package passes feature= (a doctor name, a variable, or None)."""
+    import ast
+    from pathlib import Path
+
+    import pytest_netns
+    from pytest_netns._capabilities import FEATURES, doctor_probes
+
+    assert [p.feature for p in doctor_probes() if p.feature] == list(FEATURES)
+    assert {"netem", "libpcap", "br_netfilter"} <= set(FEATURES)
+    sites = []
+    for path in Path(pytest_netns.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+                func = node.exc.func
+                if isinstance(func, ast.Name) and func.id == "FeatureUnavailable":
+                    sites.append((f"{path.name}:{node.lineno}", node.exc))
+    assert len(sites) >= 6
+    for where, call in sites:
+        (feature,) = [k.value for k in call.keywords if k.arg == "feature"] or [None]
+        assert feature is not None, f"{where}: FeatureUnavailable without feature="
+        if isinstance(feature, ast.Constant):
+            assert feature.value is None or feature.value in FEATURES, where
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_required_feature_that_is_missing_fails_naming_it(pytester: pytest.Pytester, workers: str) -> None:
+    pytester.makeconftest(HIDE_LIBPCAP)
+    pytester.makepyfile(FILTER_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", workers, "--netns-require-features=libpcap")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "netns: *; required features: libpcap;*",
+        "test_a_required_feature_that_is_missing_fails_naming_it.py:2: libpcap is missing, "
+        "and --netns-require-features requires it:",
+        "filter='icmp' needs libpcap to compile BPF syntax*",
+    ])
+
+
+def test_a_missing_feature_that_is_not_required_is_a_skip_naming_it(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(HIDE_LIBPCAP)
+    pytester.makepyfile(FILTER_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "--netns-require-features=netem")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] *.py:1: libpcap missing: filter='icmp' needs libpcap*"])
+
+
+@pytest.mark.skipif(libpcap_missing() is not None, reason=f"needs libpcap installed: {libpcap_missing()}")
+def test_a_required_feature_that_is_there_passes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(FILTER_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--netns-require-features=libpcap,tbf")
+    result.assert_outcomes(passed=1)
+
+
+def test_required_netem_fails_or_works_for_real(pytester: pytest.Pytester) -> None:
+    """The kernel's own answer: a delay works where sch_netem exists, and fails naming netem where not."""
+    from pytest_netns import _impair
+
+    pytester.makepyfile(
+        """
+        def test_delay(netns_bridge):
+            with netns_bridge.segment.impair(delay="10ms"):
+                pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--netns-require-features=netem")
+    if _impair.netem_unavailable_reason() is None:  # pragma: no cover - kernels with sch_netem
+        result.assert_outcomes(passed=1)
+    else:
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(
+            ["test_*.py:2: netem is missing, and --netns-require-features requires it:", "*sch_netem*"]
+        )
+
+
+def test_required_br_netfilter_fails_where_the_bridge_sysctls_are_missing(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from pytest_netns.cluster import _settle_sysctls
+
+        def test_node(netns):
+            missing = "/proc/sys/net/bridge/no-such-setting"  # as on a kernel without br_netfilter
+            _settle_sysctls(netns, [(missing, "1")], required={missing})
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--netns-require-features", "br_netfilter")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["test_*.py:5: br_netfilter is missing, and --netns-require-features requires it:"])
+
+
+def test_an_unknown_feature_is_a_usage_error_listing_the_valid_ones(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    valid = "valid: veth, bridge, tbf, netem, nft-nat, nft-ingress, br_netfilter, mountns, libpcap"
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--netns-require-features=netem, netme")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--netns-require-features: unknown feature 'netme'; {valid}"])
+    monkeypatch.setenv("PYTEST_NETNS_REQUIRE_FEATURES", "pcap")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"*environment variable PYTEST_NETNS_REQUIRE_FEATURES: unknown feature 'pcap'; {valid}"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("ini", "env", "option", "outcome"),
+    [
+        ("libpcap", None, None, "failed"),
+        ("libpcap", "netem", None, "skipped"),  # the environment beats the ini file
+        ("libpcap", "", None, "skipped"),  # an empty value requires nothing
+        ("netem", "netem", "libpcap", "failed"),  # the command line beats both
+        ("libpcap", "libpcap", "", "skipped"),
+    ],
+)
+def test_required_features_from_ini_environment_and_command_line(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    ini: str,
+    env: str | None,
+    option: str | None,
+    outcome: str,
+) -> None:
+    pytester.makeini(f"[pytest]\nnetns_require_features = {ini}\n")
+    pytester.makeconftest(HIDE_LIBPCAP)
+    pytester.makepyfile(FILTER_TEST)
+    if env is None:
+        monkeypatch.delenv("PYTEST_NETNS_REQUIRE_FEATURES", raising=False)
+    else:
+        monkeypatch.setenv("PYTEST_NETNS_REQUIRE_FEATURES", env)
+    args = [] if option is None else [f"--netns-require-features={option}"]
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    result.assert_outcomes(**{outcome: 1})
 
 
 # Drops CAP_SYS_ADMIN and CAP_NET_ADMIN (effective, permitted, inheritable) but stays
