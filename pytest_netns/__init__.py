@@ -8,7 +8,15 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from .errors import CommandError, FeatureUnavailable, KernelError, NetnsError, NetnsLeakWarning, TeardownError
+from .errors import (
+    CommandError,
+    FeatureUnavailable,
+    KernelError,
+    NetnsError,
+    NetnsLeakWarning,
+    NetnsProcessWarning,
+    TeardownError,
+)
 from .namespace import Namespace
 
 if TYPE_CHECKING:
@@ -71,6 +79,7 @@ __all__ = [
     "NamespacePair",
     "NetnsError",
     "NetnsLeakWarning",
+    "NetnsProcessWarning",
     "Node",
     "Pod",
     "PublishedPort",

@@ -46,10 +46,10 @@ def popen_arguments(cmd: Command, env: Mapping[str, str] | None, kwargs: dict) -
     return kwargs
 
 
-def terminate(processes: Iterable[subprocess.Popen], grace: float) -> list[str]:
+def terminate(processes: Iterable[subprocess.Popen], grace: float) -> list[subprocess.Popen]:
     """SIGTERM every live process, SIGKILL whatever is left after ``grace`` seconds, reap all.
 
-    Returns a description of each process that had to be killed.
+    Returns the processes that had to be killed.
     """
     alive = [p for p in processes if p.poll() is None]
     for proc in alive:
@@ -62,8 +62,16 @@ def terminate(processes: Iterable[subprocess.Popen], grace: float) -> list[str]:
         except subprocess.TimeoutExpired:
             _signal(proc, signal.SIGKILL)
             proc.wait()
-            killed.append(f"pid {proc.pid} ({_describe(proc.args)}) ignored SIGTERM for {grace:g}s and was killed")
+            killed.append(proc)
     return killed
+
+
+def killed_after_grace(proc: subprocess.Popen, grace: float, namespace: str) -> str:
+    """What to tell about a process ``terminate`` had to kill."""
+    return (
+        f"pid {proc.pid} ({describe(proc.args)}) in namespace {namespace!r} was still running {grace:g}s "
+        "after SIGTERM and was killed with SIGKILL (--netns-kill-grace or kill_grace= gives it longer to stop)"
+    )
 
 
 def _signal(proc: subprocess.Popen, sig: int) -> None:
@@ -73,7 +81,7 @@ def _signal(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def _describe(args: object) -> str:
+def describe(args: object) -> str:
     if isinstance(args, (list, tuple)):
         return " ".join(map(str, args))
     return str(args)

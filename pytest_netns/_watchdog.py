@@ -4,10 +4,10 @@ Nothing inside a process runs after SIGKILL, and ``PR_SET_PDEATHSIG`` fires
 when the parent *thread* exits, not the process.  So each process that
 creates namespaces starts one small watchdog (its own session, so a Ctrl-C
 in the terminal does not reach it) and tells it, through a pipe, the inode of
-every namespace it creates and drops.  When the pipe closes without a final
-"bye" (the test process died), the watchdog kills every process whose network
-namespace is one of those still registered, repeating the scan until none is
-left, then exits.  The namespaces themselves are held by file descriptors of
+every namespace it creates and drops.  When the test process ends (its pidfd
+turns readable, or the pipe closes), the watchdog reads what is left in the
+pipe, then kills every process whose network namespace is one of those still
+registered, repeating the scan until none is left, and exits.  The namespaces themselves are held by file descriptors of
 the dead process, so the kernel frees them once their processes are gone.
 
 This file runs as a script with ``python -I -S`` (no site-packages: starts in
@@ -17,6 +17,7 @@ This file runs as a script with ``python -I -S`` (no site-packages: starts in
 from __future__ import annotations
 
 import atexit
+import errno
 import os
 import select
 import signal
@@ -102,18 +103,24 @@ class WatchdogClient:
         except subprocess.TimeoutExpired:  # pragma: no cover - it only scans /proc
             pass
 
-    def _send(self, line: str) -> None:
+    def _send(self, line: str, doing: str) -> None:
         with self._lock:
-            fd = self._ensure()
-            if fd is not None:
-                os.write(fd, line.encode())
+            try:
+                fd = self._ensure()
+                if fd is not None:
+                    os.write(fd, line.encode())
+            except OSError as exc:  # EMFILE/EAGAIN starting it, EPIPE if it died
+                from .errors import KernelError
+
+                where = f" (pid {self._proc.pid})" if self._proc is not None else ""
+                raise KernelError(exc.errno or errno.EIO, f"{doing} with the watchdog{where}") from exc
 
     def register(self, inode: int) -> None:
-        self._send(f"+{inode}\n")
+        self._send(f"+{inode}\n", f"registering namespace net:[{inode}]")
 
     def unregister(self, inode: int) -> None:
         if self._proc is not None and self._pid == os.getpid():
-            self._send(f"-{inode}\n")
+            self._send(f"-{inode}\n", f"unregistering namespace net:[{inode}]")
 
     @property
     def pid(self) -> int | None:
@@ -132,29 +139,52 @@ def main() -> None:
     # A pidfd of the test process becomes readable the moment it exits.
     try:
         parent_fd: int | None = os.pidfd_open(parent)
-    except (AttributeError, OSError):  # pragma: no cover - Linux < 5.3
+    except (AttributeError, OSError):  # already gone (checked below), or Linux < 5.3
         parent_fd = None
-    inodes: set[int] = set()
-    buffered = b""
+    # The test process is our parent: if it died before pidfd_open (or its pid
+    # was reused meanwhile), we have been reparented.
+    parent_gone = os.getppid() != parent
+    registry = Registry()
     watched = [0] + ([parent_fd] if parent_fd is not None else [])
-    while True:
+    while not parent_gone:
         ready, _, _ = select.select(watched, [], [])
         if parent_fd is not None and parent_fd in ready:
             break  # the test process is gone (whatever still holds the pipe)
-        chunk = os.read(0, 65536)
-        if not chunk:
+        if not registry.feed(os.read(0, 65536)):
             break  # end of file: the test process exited or died
-        buffered += chunk
-        *lines, buffered = buffered.split(b"\n")
+    # The test process may have died right after writing: its last lines are
+    # still in the pipe when the pidfd turns readable.  Read them all.
+    os.set_blocking(0, False)
+    while True:
+        try:
+            if not registry.feed(os.read(0, 65536)):
+                break
+        except BlockingIOError:
+            break
+    # Anything still registered was not torn down; its processes must not outlive the run.
+    if registry.inodes:
+        kill_all_in(registry.inodes, {os.getpid(), parent}, time.monotonic() + 10)
+
+
+class Registry:
+    """The namespaces the test process registered, from its ``+inode`` / ``-inode`` lines."""
+
+    def __init__(self) -> None:
+        self.inodes: set[int] = set()
+        self._partial = b""
+
+    def feed(self, chunk: bytes) -> bool:
+        """Apply the complete lines in ``chunk``; False at end of file (an empty chunk)."""
+        if not chunk:
+            return False
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
         for line in lines:
             sign, value = line[:1], line[1:].strip()
             if sign == b"+":
-                inodes.add(int(value))
+                self.inodes.add(int(value))
             elif sign == b"-":
-                inodes.discard(int(value))
-    # Anything still registered was not torn down; its processes must not outlive the run.
-    if inodes:
-        kill_all_in(inodes, {os.getpid(), parent}, time.monotonic() + 10)
+                self.inodes.discard(int(value))
+        return True
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@
     └── TeardownError               cleaning up a namespace went wrong
 
     NetnsLeakWarning (UserWarning)  a namespace outlived its teardown
+    NetnsProcessWarning (UserWarning)
+                                    a process outlived the kill grace after SIGTERM: killed
 
 Bad input is always a plain ``ValueError`` naming the value, raised before the
 kernel is touched.
@@ -96,6 +98,15 @@ class TeardownError(NetnsError):
 
 class NetnsLeakWarning(UserWarning):
     """Test code still holds something that keeps a namespace alive after teardown."""
+
+
+class NetnsProcessWarning(UserWarning):
+    """A process started inside was still running a kill grace after SIGTERM and was SIGKILLed.
+
+    As ``docker stop`` does: a slow stop is not the test's failure, but it is
+    named (command line, pid, grace).  ``-W error::pytest_netns.NetnsProcessWarning``
+    makes it one.
+    """
 
 
 def _indent(text: str, prefix: str = "    ") -> str:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from . import _kernel, _process, _rtnl, _validate
 from ._watchdog import client as _watchdog
 from ._watchdog import pids_in_netns
-from .errors import CommandError, KernelError, NetnsError, NetnsLeakWarning, TeardownError
+from .errors import CommandError, KernelError, NetnsError, NetnsLeakWarning, NetnsProcessWarning, TeardownError
 
 T = TypeVar("T")
 
@@ -133,6 +133,8 @@ class Namespace:
     def __enter__(self) -> Namespace:
         """Move the calling thread into the namespace (nestable); restored on exit."""
         self._check_open()
+        # Registered first: if that fails (the watchdog died, EMFILE), the thread has not moved.
+        self._may_host_processes()
         stack = getattr(_thread_state, "saved", None)
         if stack is None:
             stack = _thread_state.saved = []
@@ -143,7 +145,6 @@ class Namespace:
             os.close(saved)
             raise KernelError(exc.errno or errno.EINVAL, f"entering namespace {self._name!r}") from None
         stack.append(saved)
-        self._may_host_processes()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -224,8 +225,8 @@ class Namespace:
 
         Accepts ``subprocess.Popen`` keyword arguments (``env`` adds to the
         environment).  At teardown a live process gets SIGTERM, then SIGKILL
-        after ``kill_grace`` seconds; if the test process dies, the watchdog
-        kills it.
+        after ``kill_grace`` seconds (with a ``NetnsProcessWarning`` naming
+        it); if the test process dies, the watchdog kills it.
         """
         command = _process.validate_command(cmd)
         env = popen_kwargs.pop("env", None)
@@ -510,8 +511,8 @@ class Namespace:
         """
         self._may_hold_processes = True
         if not self._watched:
-            self._watched = True
             _watchdog.register(self.inode)
+            self._watched = True
 
     def _check_open(self) -> None:
         if self._closed:
@@ -522,23 +523,25 @@ class Namespace:
     def close(self) -> None:
         """Tear down: stop processes, run cleanups, release the namespace.
 
-        Raises ``TeardownError`` listing every step that failed (all steps are
-        attempted).  Calling it again does nothing.
+        A process still running ``kill_grace`` seconds after SIGTERM is
+        killed with a ``NetnsProcessWarning``.  Raises ``TeardownError``
+        listing every step that failed (all steps are attempted).  Calling it
+        again does nothing.
         """
-        problems = self._release()
-        if problems:
-            raise TeardownError(self._name, problems)
+        killed: list[str] = []
+        problems = self._release(killed)
+        _report(self._name, problems, killed)
         warn_if_held([self])
 
-    def _release(self) -> list[BaseException]:
-        """Every teardown step, collecting problems instead of raising."""
+    def _release(self, killed: list[str]) -> list[BaseException]:
+        """Every teardown step, collecting problems instead of raising (and processes killed after the grace)."""
         if self._closed:
             return []
         self._closed = True
         problems: list[BaseException] = []
         try:
-            for message in _process.terminate(self._processes, self.kill_grace):
-                problems.append(NetnsError(f"in namespace {self._name!r}: {message}"))
+            for proc in _process.terminate(self._processes, self.kill_grace):
+                killed.append(_process.killed_after_grace(proc, self.kill_grace, self._name))
         except Exception as exc:  # pragma: no cover - defensive
             problems.append(exc)
         if self._may_hold_processes:
@@ -555,22 +558,41 @@ class Namespace:
         self._rtnl.close()
         os.close(self._fd)
         if self._watched:
-            _watchdog.unregister(self.inode)
+            try:
+                _watchdog.unregister(self.inode)
+            except NetnsError as exc:
+                problems.append(exc)
         return problems
 
 
 def close_all(namespaces: list[Namespace]) -> None:
     """Tear down several namespaces (last first), then check once for leaks.
 
-    Raises ``TeardownError`` naming every failed step of every namespace.
+    Processes killed after their grace are warned about (``NetnsProcessWarning``);
+    raises ``TeardownError`` naming every failed step of every namespace.
     """
     problems: list[BaseException] = []
+    killed: list[str] = []
     for ns in reversed(namespaces):
-        for problem in ns._release():
+        for problem in ns._release(killed):
             problems.append(NetnsError(f"[{ns.name}] {problem}") if not isinstance(problem, NetnsError) else problem)
-    if problems:
-        raise TeardownError(", ".join(ns.name for ns in namespaces), problems)
+    _report(", ".join(ns.name for ns in namespaces), problems, killed)
     warn_if_held(namespaces)
+
+
+def _report(names: str, problems: list[BaseException], killed: list[str]) -> None:
+    """Warn about each process killed after its grace, then raise ``TeardownError`` for the failed steps.
+
+    The warnings come first and from the caller's frame (under pytest: the
+    test's teardown, so they are the test's); with ``-W error`` the first one
+    raises, unless a teardown error takes precedence.
+    """
+    try:
+        for message in killed:
+            warnings.warn(NetnsProcessWarning(message), stacklevel=3)
+    finally:
+        if problems:
+            raise TeardownError(names, problems)
 
 
 def _kill_strays(ns: Namespace, problems: list[BaseException]) -> None:

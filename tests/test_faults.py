@@ -9,7 +9,8 @@ an exception is raised in the test body or in the setup or teardown of a
 fixture that depends on ours; Ctrl-C (to the process group, or SIGINT to
 pytest alone), twice (the second one interrupting teardown); SIGTERM;
 SIGKILL; ``pytest.exit()``; ``os._exit()``; an xdist worker or the xdist
-controller is SIGKILLed mid-test.  Processes entering another way
+controller is SIGKILLed mid-test; an xdist worker SIGKILLs itself right after
+its first ``popen`` (20 rounds).  Processes entering another way
 (``nsenter --net=ns.path``, a ``multiprocessing`` fork) have tests of their
 own.  ``InnerRun.assert_nothing_left`` then polls ``/proc`` (processes,
 threads, fds, bind mounts; namespaces identified by inode and confirmed by
@@ -18,13 +19,15 @@ cookie) until nothing of the run is left, failing after 10 s.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
 
 import pytest
-from faults.harness import SETTLE_ORPHANED_WORKERS, InnerRun, alive
+from faults.harness import SETTLE, SETTLE_ORPHANED_WORKERS, InnerRun, alive
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -73,12 +76,13 @@ def test_session_ending_normally_leaves_nothing(pytester: pytest.Pytester, inner
     run.assert_nothing_left()
 
 
-def test_popen_ignoring_sigterm_is_killed_and_reported(pytester: pytest.Pytester, inner: list[InnerRun]) -> None:
+def test_popen_ignoring_sigterm_is_killed_and_warned_about(pytester: pytest.Pytester, inner: list[InnerRun]) -> None:
+    """Killed after the grace (0.3 s here) as ``docker stop`` would: a warning naming it, and the test passes."""
     run = new_run(pytester, inner, "def test_it(everything):\n    pass\n")
     run.start(env={"NETNS_FAULT_IGNORE_TERM": "1"})
     result = run.finish()
-    result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*popen-ignoring-sigterm*ignored SIGTERM*killed*"])
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*NetnsProcessWarning: pid *popen-ignoring-sigterm*still running 0.3s*killed*"])
     run.assert_nothing_left()
 
 
@@ -87,14 +91,18 @@ def test_popen_ignoring_sigterm_is_killed_and_reported(pytester: pytest.Pytester
 
 
 def expect_interrupted(result: pytest.RunResult, code: int) -> None:
-    """A session interrupted mid-test (Ctrl-C, ``pytest.exit``): its exit code, and teardown problems shown.
+    """A session interrupted mid-test (Ctrl-C, ``pytest.exit``): its exit code, and what teardown had to do shown.
 
-    The process ignoring SIGTERM had to be killed at teardown: that is
-    reported (not swallowed, and not as a traceback that changes the exit code).
+    The process ignoring SIGTERM had to be killed at teardown: that is warned
+    about (not swallowed, and not as a traceback that changes the exit code).
     """
     assert result.ret == code
     output = str(result.stdout) + str(result.stderr)
-    assert "tearing down namespace" in output and "popen-ignoring-sigterm" in output and "ignored SIGTERM" in output
+    assert re.search(r"=+ .*\b1 warning\b", output), output
+    # pytest shows warnings (like every summary) only for its own summary exit
+    # codes, not for pytest.exit(returncode=3): there the count above is all.
+    if code == pytest.ExitCode.INTERRUPTED:
+        assert "NetnsProcessWarning" in output and "popen-ignoring-sigterm" in output and "was killed" in output
     # No traceback of the plugin's own (a child in the process group that got
     # the same Ctrl-C may print its own KeyboardInterrupt traceback: that is the child's).
     tracebacks = output.split("Traceback (most recent call last):")[1:]
@@ -188,6 +196,66 @@ def test_xdist_controller_killed_leaves_nothing(pytester: pytest.Pytester, inner
     result = run.finish()
     assert result.ret == -signal.SIGKILL
     run.assert_nothing_left(settle=SETTLE_ORPHANED_WORKERS)
+
+
+SELF_KILL_ROUNDS = 20
+SELF_KILL = """
+import os, signal
+import pytest
+from conftest import CHILD, wait_for_my_turn_to_crash
+
+@pytest.mark.parametrize("round", range({rounds}))
+def test_crash(netns_pair, round):
+    wait_for_my_turn_to_crash()
+    netns_pair[0].popen([*CHILD, "sleep", f"{marker}-{{round}}"])
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def processes_with(marker: str) -> dict[int, str]:
+    """pid -> command line of every process whose command line contains ``marker``."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if marker in cmdline:
+                found[int(entry)] = cmdline
+    return found
+
+
+@pytest.mark.slow
+def test_xdist_worker_killing_itself_right_after_popen_leaves_nothing(
+    pytester: pytest.Pytester, inner: list[InnerRun]
+) -> None:
+    """A worker SIGKILLed right after its first ``popen`` (issue 11, 20 rounds in one ``-n 2`` session).
+
+    The watchdog starts with that ``popen``, so it sees the worker's death and
+    the registration of the namespace in its pipe at the same moment; it must
+    read the pipe before acting on the death.  Each round is a fresh worker
+    with a fresh watchdog.  Before the fix 1 to 13 of the 20 rounds (36 of 120
+    in 6 runs) left their sleeper running: at that rate a run of 20 clean
+    rounds has a chance below 0.1 % ((1 - 0.3) ** 20) with the fault present.
+    """
+    marker = f"crash-round-{os.urandom(4).hex()}"
+    source = SELF_KILL.format(rounds=SELF_KILL_ROUNDS, marker=marker)
+    run = new_run(pytester, inner, source).start("-n", "2", f"--max-worker-restart={2 * SELF_KILL_ROUNDS}")
+    result = run.finish()
+    result.assert_outcomes(failed=SELF_KILL_ROUNDS)
+    crashes = [line for line in result.outlines if re.match(r"worker 'gw\d+' crashed while running", line)]
+    assert len(crashes) == SELF_KILL_ROUNDS, result.outlines
+    deadline = time.monotonic() + SETTLE
+    while (left := processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    rounds = sorted(int(cmdline.split(f"{marker}-")[1].split()[0]) for cmdline in left.values())
+    assert not left, f"{len(left)} of {SELF_KILL_ROUNDS} rounds left their sleeper running: rounds {rounds}"
+    run.assert_nothing_left()
 
 
 # -- processes the plugin did not start -----------------------------------------------------------

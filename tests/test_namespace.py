@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+import warnings
 
 import pytest
 
-from pytest_netns import CommandError, KernelError, Namespace, NetnsError, NetnsLeakWarning
-from pytest_netns._kernel import thread_netns_inode
+from pytest_netns import (
+    CommandError,
+    KernelError,
+    Namespace,
+    NetnsError,
+    NetnsLeakWarning,
+    NetnsProcessWarning,
+    TeardownError,
+)
+from pytest_netns._kernel import open_thread_netns, setns, thread_netns_inode
 from pytest_netns.namespace import close_all
 
 
@@ -176,16 +188,103 @@ def test_popen_runs_inside_and_is_stopped_at_teardown(netns_factory) -> None:
     assert proc.poll() is not None
 
 
-def test_popen_that_ignores_sigterm_is_killed_after_grace(netns_factory) -> None:
+def test_popen_that_ignores_sigterm_is_killed_after_grace_with_a_warning(netns_factory) -> None:
+    """As ``docker stop``: killed after the grace, named in a warning, not a teardown error."""
     ns = netns_factory("stubborn")
     ns.kill_grace = 0.2
     script = "trap '' TERM; echo ready; while :; do sleep 0.05; done"
     proc = ns.popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline() == "ready\n"
-    with pytest.raises(NetnsError, match="ignored SIGTERM"):
+    with pytest.warns(NetnsProcessWarning) as record:
         ns.close()
     assert proc.poll() == -9
     proc.stdout.close()
+    [warning] = [w for w in record if issubclass(w.category, NetnsProcessWarning)]
+    message = str(warning.message)
+    assert f"pid {proc.pid} (sh -c {script})" in message and "'stubborn'" in message and "0.2s" in message
+    assert warning.filename == __file__  # the caller of close(), not the plugin's insides
+
+
+SLOW_STOP = """
+import signal, sys, time
+
+def stop(*_):
+    time.sleep(0.5)
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_popen_stopping_within_the_grace_is_not_killed_and_not_warned_about() -> None:
+    ns = Namespace("patient", kill_grace=5)
+    proc = ns.popen([sys.executable, "-c", SLOW_STOP], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NetnsProcessWarning)
+        ns.close()
+    assert proc.returncode == 0  # its own exit after 0.5 s in the handler, not -9
+    proc.stdout.close()
+
+
+def test_teardown_error_outranks_the_warning_turned_error() -> None:
+    """With ``-W error``, a failed cleanup step still surfaces as ``TeardownError`` (the warning is its context)."""
+    ns = Namespace("both", kill_grace=0.1)
+    proc = ns.popen(["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"], stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == b"ready\n"
+    ns.add_cleanup(lambda: 1 / 0, "dividing on purpose")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NetnsProcessWarning)
+        with pytest.raises(TeardownError, match="dividing on purpose") as info:
+            ns.close()
+    assert isinstance(info.value.__context__, NetnsProcessWarning)
+    assert proc.poll() == -9 and ns.closed
+    proc.stdout.close()
+
+
+def test_failed_watchdog_registration_leaves_the_thread_outside(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registering comes before setns: a failure there (the watchdog died, EMFILE) must not strand the thread."""
+    import pytest_netns.namespace as namespace_module
+
+    def refuse(inode: int) -> None:
+        raise KernelError(errno.EMFILE, f"registering namespace net:[{inode}] with the watchdog")
+
+    ns = Namespace("unregistered")
+    saved = open_thread_netns()  # to put the thread back should the test fail
+    try:
+        outside = thread_netns_inode()
+        with monkeypatch.context() as patched:
+            patched.setattr(namespace_module._watchdog, "register", refuse)
+            with pytest.raises(KernelError, match="watchdog"), ns:
+                pytest.fail("the body ran although entering failed")
+            assert thread_netns_inode() == outside
+        # Not counted as registered: the next entry registers and enters.
+        with ns:
+            assert thread_netns_inode() == ns.inode
+        assert thread_netns_inode() == outside
+    finally:
+        setns(saved)
+        os.close(saved)
+        ns.close()
+
+
+def test_a_dead_watchdog_is_a_kernel_error_naming_it() -> None:
+    """Writing to a watchdog that died (EPIPE) is reported as what it is, not a bare BrokenPipeError."""
+    from pytest_netns._watchdog import WatchdogClient
+
+    client = WatchdogClient()
+    client.register(0)  # starts it; no namespace has inode 0
+    pid = client.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    client._proc.wait()  # type: ignore[union-attr]
+    with pytest.raises(KernelError, match=rf"registering namespace net:\[0\] with the watchdog \(pid {pid}\)") as info:
+        client.register(0)
+    assert info.value.errno == errno.EPIPE
+    client.stop()
 
 
 def test_processes_started_by_user_code_inside_are_killed(netns_factory) -> None:

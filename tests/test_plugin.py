@@ -393,21 +393,78 @@ def test_require_from_ini_and_environment(pytester: pytest.Pytester, monkeypatch
     result.stderr.fnmatch_lines(["*environment variable PYTEST_NETNS_KILL_GRACE*-1*"])
 
 
-def test_teardown_problem_is_a_teardown_error(pytester: pytest.Pytester) -> None:
+STUBBORN = """
+import subprocess
+
+def test_x(netns):
+    netns.kill_grace = 0.1
+    proc = netns.popen(["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"],
+                       stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\\n"
+"""
+
+
+def test_process_killed_after_the_grace_is_a_warning_of_the_test(pytester: pytest.Pytester) -> None:
+    """As ``docker stop``: the test passes, the warnings summary names the process; ``-W error`` makes it an error."""
+    pytester.makepyfile(STUBBORN)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*warnings summary*",
+            "test_process_killed_after_the_grace_is_a_warning_of_the_test.py::test_x",
+            "*NetnsProcessWarning: pid * (sh -c trap * TERM;*) in namespace 'netns' was still running 0.1s after "
+            "SIGTERM and was killed with SIGKILL*",
+        ]
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error::pytest_netns.NetnsProcessWarning")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*ERROR at teardown of test_x*", "*NetnsProcessWarning: pid * was still running 0.1s*"]
+    )
+
+
+def test_process_stopping_within_a_long_grace_is_neither_killed_nor_warned_about(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
-        import subprocess
+        import subprocess, sys
+
+        SLOW_STOP = (
+            "import signal, sys, time\\n"
+            "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.5), sys.exit(0)))\\n"
+            "print('ready', flush=True)\\n"
+            "while True: time.sleep(1)\\n"
+        )
+        started = []
 
         def test_x(netns):
-            netns.kill_grace = 0.1
-            proc = netns.popen(["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"],
-                               stdout=subprocess.PIPE, text=True)
+            proc = netns.popen([sys.executable, "-c", SLOW_STOP], stdout=subprocess.PIPE, text=True)
             assert proc.stdout.readline() == "ready\\n"
+            started.append(proc)
+
+        def test_it_stopped_by_itself():
+            [proc] = started
+            assert proc.returncode == 0  # exited from its handler, not -9
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--netns-kill-grace=5", "-W", "error::pytest_netns.NetnsProcessWarning"
+    )
+    result.assert_outcomes(passed=2, warnings=0)
+
+
+def test_a_failed_cleanup_step_is_a_teardown_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_x(netns):
+            netns.add_cleanup(lambda: 1 / 0, "dividing on purpose")
         """
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*ERROR at teardown of test_x*", "*ignored SIGTERM for 0.1s and was killed*"])
+    result.stdout.fnmatch_lines(
+        ["*ERROR at teardown of test_x*", "*tearing down namespace 'netns' failed*", "*dividing on purpose*"]
+    )
 
 
 def test_kill_grace_option(pytester: pytest.Pytester) -> None:

@@ -60,6 +60,36 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
     log_watchdog()
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_handlecrashitem(crashitem: str, report: pytest.TestReport, sched: object) -> None:
+    """(xdist controller) A worker's crash is handled: its tests went back to the others."""
+    log("crash-handled", crashitem)
+
+
+def wait_for_my_turn_to_crash() -> None:
+    """Return once this xdist worker may SIGKILL itself: no other crash is unhandled.
+
+    xdist cannot take two workers dying at the same moment: handling one
+    crash, it hands the crashed worker's tests to the other, and writing to a
+    dead worker is an INTERNALERROR.  The lock is held until this process dies.
+    """
+    import fcntl
+    import time
+
+    path = os.environ["NETNS_FAULT_LOG"]
+    lock = os.open(path + ".lock", os.O_WRONLY | os.O_CREAT, 0o644)  # left open: released by death
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    deadline = time.monotonic() + 60
+    while True:
+        with open(path) as handle:
+            kinds = [line.split(" ", 1)[0] for line in handle]
+        if kinds.count("crashing") == kinds.count("crash-handled"):
+            break
+        assert time.monotonic() < deadline, "the controller never handled the last crash"
+        time.sleep(0.01)
+    log("crashing", os.getpid())
+
+
 def start(popen, label: str, mode: str = "sleep") -> subprocess.Popen:
     proc = popen([*CHILD, mode, label], stdout=subprocess.PIPE)
     assert proc.stdout.readline() == b"ok\n"
