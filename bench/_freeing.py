@@ -70,9 +70,9 @@ def wait_freed(home: int, timeout: float = 30.0) -> float:
 
 def _builders() -> dict[str, Callable[[int], Callable[[], None]]]:
     """shape -> (size -> build the shape and return its teardown)."""
-    from pytest_netns._presets import build_pair
-    from pytest_netns._settings import NetworkSettings
+    from pytest_netns._plugin.settings import NetworkSettings
     from pytest_netns.namespace import Namespace, close_all
+    from pytest_netns.presets.simple import build_pair
 
     def many(size: int) -> Callable[[], None]:
         spaces = [Namespace() for _ in range(size)]

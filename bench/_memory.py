@@ -65,9 +65,9 @@ def _holders() -> dict[str, Callable[[int], Callable[[], None]]]:
         return lambda: close_all(spaces)
 
     def plugin_pair(count: int) -> Callable[[], None]:
-        from pytest_netns._presets import build_pair
-        from pytest_netns._settings import NetworkSettings
+        from pytest_netns._plugin.settings import NetworkSettings
         from pytest_netns.namespace import close_all
+        from pytest_netns.presets.simple import build_pair
 
         spaces = [ns for _ in range(count // 2) for ns in build_pair(NetworkSettings())]
         return lambda: close_all(spaces)

@@ -26,8 +26,8 @@ def _cycle(shape: str, size: int = 3) -> Callable[[], None]:
     if shape == "netns":
         return lambda: close_all([Namespace("netns")])
     if shape == "pair":
-        from pytest_netns._presets import build_pair
-        from pytest_netns._settings import NetworkSettings
+        from pytest_netns._plugin.settings import NetworkSettings
+        from pytest_netns.presets.simple import build_pair
 
         settings = NetworkSettings()
         return lambda: close_all(list(build_pair(settings)))

@@ -20,27 +20,27 @@ from .errors import (
 from .namespace import Namespace
 
 if TYPE_CHECKING:
-    from .cluster import Cluster, External, Node, Pod, Service
-    from .docker import Container, DockerHost, PublishedPort
-    from .packets import Capture
+    from .packets.api import Capture
     from .plugin import NamespacePair
+    from .presets.cluster import Cluster, External, Node, Pod, Service
+    from .presets.docker import Container, DockerHost, PublishedPort
     from .topology import Link, Segment, Topology
 
 # Loaded on first use: the plugin imports this package, and pytest's start-up
 # must not pay for netfilter or packet machinery a run may never use.
 _LAZY = {
     "Capture": "packets",
-    "Cluster": "cluster",
-    "Container": "docker",
-    "DockerHost": "docker",
-    "External": "cluster",
+    "Cluster": "presets.cluster",
+    "Container": "presets.docker",
+    "DockerHost": "presets.docker",
+    "External": "presets.cluster",
     "Link": "topology",
     "NamespacePair": "plugin",
-    "Node": "cluster",
-    "Pod": "cluster",
-    "PublishedPort": "docker",
+    "Node": "presets.cluster",
+    "Pod": "presets.cluster",
+    "PublishedPort": "presets.docker",
     "Segment": "topology",
-    "Service": "cluster",
+    "Service": "presets.cluster",
     "Topology": "topology",
 }
 

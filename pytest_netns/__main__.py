@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pytest-netns`` command."""
-    from ._cli import main as cli
+    from ._cli.main import main as cli
 
     return cli(argv)
 

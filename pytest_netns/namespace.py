@@ -14,9 +14,12 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from . import _kernel, _process, _rtnl, _validate
-from ._watchdog import client as _watchdog
-from ._watchdog import pids_in_netns
+from ._kernel import netns as _kernel
+from ._kernel import process as _process
+from ._kernel import rtnl as _rtnl
+from ._kernel import validate as _validate
+from ._kernel.watchdog import client as _watchdog
+from ._kernel.watchdog import pids_in_netns
 from .errors import CommandError, KernelError, NetnsError, NetnsLeakWarning, NetnsProcessWarning, TeardownError
 
 T = TypeVar("T")
@@ -395,7 +398,7 @@ class Namespace:
 
         Each of the ``count`` requests waits up to ``timeout`` seconds for its reply.
         """
-        from ._ping import ping
+        from ._kernel.ping import ping
 
         target = _validate.address(dst)
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -412,19 +415,19 @@ class Namespace:
 
         Fields left empty (source address, ...) are filled as this namespace would fill them.
         """
-        from . import packets
+        from .packets import api as packets
 
         packets.send(self, pkt)
 
     def sendp(self, frame: Any, iface: str) -> None:
         """Send an L2 scapy frame on one of this namespace's interfaces."""
-        from . import packets
+        from .packets import api as packets
 
         packets.sendp(self, frame, iface)
 
     def sr1(self, pkt: Any, *, timeout: float = 2.0) -> Any:
         """Send an L3 packet and return the first answer, or None after ``timeout`` seconds."""
-        from . import packets
+        from .packets import api as packets
 
         return packets.sr1(self, pkt, timeout=timeout)
 
@@ -438,7 +441,7 @@ class Namespace:
         filter: str | None = None,
     ) -> Any:
         """Capture packets (blocking) and return a scapy ``PacketList``; ``iface=None`` means every interface."""
-        from . import packets
+        from .packets import api as packets
 
         return packets.sniff(self, iface, count=count, timeout=timeout, lfilter=lfilter, filter=filter)
 
@@ -450,7 +453,7 @@ class Namespace:
         filter: str | None = None,
     ) -> Any:
         """A context manager yielding a ``Capture`` that is already listening when the body starts."""
-        from . import packets
+        from .packets import api as packets
 
         return packets.capture(self, iface, lfilter=lfilter, filter=filter)
 

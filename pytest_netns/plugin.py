@@ -12,21 +12,21 @@ from collections.abc import Iterator
 
 import pytest
 
-from . import _settings
-from ._fixtures import RUN_SETTINGS, TEST_NAMESPACES, NamespacePair, netns, netns_factory, netns_pair
+from ._plugin import settings as _settings
+from ._plugin.fixtures import RUN_SETTINGS, TEST_NAMESPACES, NamespacePair, netns, netns_factory, netns_pair
 
 pytest_plugins: list[str] = [
-    "pytest_netns._topology_plugin",
-    "pytest_netns._keep_plugin",
-    "pytest_netns._pcap_plugin",
-    "pytest_netns._cluster_plugin",
+    "pytest_netns._plugin.topology",
+    "pytest_netns._plugin.keep",
+    "pytest_netns._plugin.pcap",
+    "pytest_netns._plugin.cluster",
 ]
 
 __all__ = ["NamespacePair", "netns", "netns_factory", "netns_pair"]
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    from . import _hookspecs
+    from ._plugin import hookspecs as _hookspecs
 
     pluginmanager.add_hookspecs(_hookspecs)
 
@@ -54,7 +54,8 @@ def _enter_sandbox(config: pytest.Config, settings: _settings.RunSettings) -> No
     inherit the namespace).  Without CAP_SYS_ADMIN and with --netns-rootless,
     a user namespace comes first (there is no way back out of that one).
     """
-    from . import _kernel, _rootless
+    from ._kernel import netns as _kernel
+    from ._kernel import session as _rootless
 
     try:
         if settings.rootless and _kernel.Capabilities.current().missing():
@@ -71,7 +72,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     """Leave the sandbox again (matters for in-process runs, such as pytester's ``runpytest``)."""
     saved = config.stash.get(_OUTSIDE_SANDBOX, None)
     if saved is not None:
-        from . import _kernel, _rootless
+        from ._kernel import netns as _kernel
+        from ._kernel import session as _rootless
 
         del config.stash[_OUTSIDE_SANDBOX]
         _rootless.leave_sandbox(saved)
@@ -88,6 +90,6 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
 
 def pytest_report_header(config: pytest.Config) -> str:
     """Privileges and whether namespaces can be made, from files only: nothing is created at start."""
-    from ._capabilities import header_line
+    from ._kernel.probes import header_line
 
     return header_line(config.stash[RUN_SETTINGS].require_features)

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from scapy.layers.l2 import Ether
 
-from pytest_netns import Namespace, _nft
+from pytest_netns import Namespace
+from pytest_netns._kernel import nft as _nft
 from pytest_netns.topology import Topology
 
 RTM_GETQDISC = 38

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_netns import Namespace, _kept
-from pytest_netns._cli import main
+from pytest_netns import Namespace
+from pytest_netns._cli.main import main
+from pytest_netns._net import kept as _kept
 
 #: Root without the two capabilities namespaces need (the bounding set limits what exec grants).
 UNPRIVILEGED = ["setpriv", "--bounding-set=-net_admin,-sys_admin", "--"]
@@ -93,7 +94,7 @@ def test_header_shows_privileges_and_whether_namespaces_can_be_made_in_one_line(
 
 
 def test_header_without_privileges(pytester: pytest.Pytester) -> None:
-    from pytest_netns._capabilities import user_namespace_sysctls
+    from pytest_netns._kernel.probes import user_namespace_sysctls
 
     pytester.makepyfile("def test_x(netns):\n    pass\n")
     result = pytester.run(*UNPRIVILEGED, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs")
@@ -119,8 +120,8 @@ def test_header_without_privileges(pytester: pytest.Pytester) -> None:
 def test_header_says_whether_rootless_mode_is_refused_from_the_sysctls(
     monkeypatch: pytest.MonkeyPatch, sysctl: str, value: str, refused: bool
 ) -> None:
-    from pytest_netns import _capabilities
-    from pytest_netns._kernel import Capabilities
+    from pytest_netns._kernel import probes as _capabilities
+    from pytest_netns._kernel.netns import Capabilities
 
     path = f"/proc/sys/{sysctl}"
     monkeypatch.setattr(_capabilities, "_sysctl", lambda p: value if p == path else None)
@@ -134,7 +135,7 @@ def test_header_says_whether_rootless_mode_is_refused_from_the_sysctls(
 
 
 def test_header_without_network_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_netns import _capabilities
+    from pytest_netns._kernel import probes as _capabilities
 
     monkeypatch.setattr(_capabilities, "_sysctl", lambda p: "0" if p == "/proc/sys/user/max_net_namespaces" else None)
     assert _capabilities.namespaces_unavailable_reason() == "/proc/sys/user/max_net_namespaces is 0"

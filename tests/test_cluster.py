@@ -1,4 +1,4 @@
-"""The Kubernetes network model (pytest_netns.cluster), shown with real traffic.
+"""The Kubernetes network model (pytest_netns.presets.cluster), shown with real traffic.
 
 Each test checks one statement of the model: the layout, the flat pod
 network, pods sharing nothing but a port number, names, services spreading
@@ -31,14 +31,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_netns import Namespace, NetnsError, _rtnl
-from pytest_netns.cluster import (
-    BRIDGE_NF_CALL_IPTABLES,
-    IFLA_BR_NF_CALL_IPTABLES,
-    Cluster,
-    Node,
-    Pod,
-)
+from pytest_netns import Namespace, NetnsError
+from pytest_netns._kernel import rtnl as _rtnl
+from pytest_netns.presets.cluster import BRIDGE_NF_CALL_IPTABLES, IFLA_BR_NF_CALL_IPTABLES, Cluster, Node, Pod
 
 CHI_SQUARE_LIMIT = 27.6  # df = 2, P(X > 27.6) = 1e-6
 
@@ -528,7 +523,7 @@ def test_pod_processes_run_under_the_private_files_only() -> None:
 def test_a_kernel_without_br_netfilter_is_reported_as_unavailable(netns: Namespace) -> None:
     """Where /proc/sys/net/bridge is missing (br_netfilter not loaded) a node cannot be built: a precise skip reason."""
     from pytest_netns import FeatureUnavailable
-    from pytest_netns.cluster import _settle_sysctls
+    from pytest_netns.presets.cluster import _settle_sysctls
 
     missing = "/proc/sys/net/bridge/no-such-setting"
     with pytest.raises(FeatureUnavailable, match="br_netfilter"):

@@ -1,4 +1,4 @@
-"""Docker's default bridge network (pytest_netns.docker), shown with real traffic.
+"""Docker's default bridge network (pytest_netns.presets.docker), shown with real traffic.
 
 Servers are threads of the test process listening inside the namespaces
 (``Responder``): each TCP connection (or UDP datagram) is answered with
@@ -16,8 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_netns import Namespace, NetnsError, _rtnl
-from pytest_netns.docker import Container, DockerHost
+from pytest_netns import Namespace, NetnsError
+from pytest_netns._kernel import rtnl as _rtnl
+from pytest_netns.presets.docker import Container, DockerHost
 
 
 class Responder:

@@ -28,9 +28,12 @@ import pytest
 from pyroute2.netlink.exceptions import NetlinkDecodeError, NetlinkError
 from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_NEWTABLE, nft_table_msg
 
-from pytest_netns import KernelError, Namespace, NetnsError, _nft, _rtnl, _tc
-from pytest_netns.cluster import Cluster
-from pytest_netns.docker import DockerHost
+from pytest_netns import KernelError, Namespace, NetnsError
+from pytest_netns._kernel import nft as _nft
+from pytest_netns._kernel import rtnl as _rtnl
+from pytest_netns._kernel import tc as _tc
+from pytest_netns.presets.cluster import Cluster
+from pytest_netns.presets.docker import DockerHost
 from pytest_netns.topology import Link, Segment, Topology
 
 NFT_TABLE_F_OWNER = 2  # linux/netfilter/nf_tables.h, Linux 5.12
@@ -650,7 +653,7 @@ def test_sweep_cluster(netns_cluster: Cluster) -> None:
 
 def test_probes_report_a_refusal_instead_of_raising() -> None:
     """doctor's kernel probes and the netem probe, where the kernel refuses: results, not exceptions."""
-    from pytest_netns import _capabilities
+    from pytest_netns._kernel import probes as _capabilities
 
     probe = getattr(_capabilities.kernel_features, "__wrapped__", _capabilities.kernel_features)
     outcome: dict[str, Any] = {}

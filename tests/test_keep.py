@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from pytest_netns import _kept
+from pytest_netns._net import kept as _kept
 
 pytestmark = [pytest.mark.usefixtures("private_run_dir"),
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]

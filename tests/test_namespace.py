@@ -24,7 +24,7 @@ from pytest_netns import (
     NetnsProcessWarning,
     TeardownError,
 )
-from pytest_netns._kernel import open_thread_netns, setns, thread_netns_inode
+from pytest_netns._kernel.netns import open_thread_netns, setns, thread_netns_inode
 from pytest_netns.namespace import close_all
 
 
@@ -273,7 +273,7 @@ def test_failed_watchdog_registration_leaves_the_thread_outside(monkeypatch: pyt
 
 def test_a_dead_watchdog_is_a_kernel_error_naming_it() -> None:
     """Writing to a watchdog that died (EPIPE) is reported as what it is, not a bare BrokenPipeError."""
-    from pytest_netns._watchdog import WatchdogClient
+    from pytest_netns._kernel.watchdog import WatchdogClient
 
     client = WatchdogClient()
     client.register(0)  # starts it; no namespace has inode 0
@@ -371,7 +371,7 @@ def _pids_in(ns: Namespace) -> list[int]:
 
 
 def _pids_in_inode(inode: int) -> list[int]:
-    from pytest_netns._watchdog import pids_in_netns
+    from pytest_netns._kernel.watchdog import pids_in_netns
 
     deadline = time.monotonic() + 5
     while True:

@@ -1,4 +1,4 @@
-"""Tests for pytest_netns._nft and pytest_netns._tc, with real traffic.
+"""Tests for pytest_netns._kernel.nft and pytest_netns._kernel.tc, with real traffic.
 
 Self-contained: the namespaces, veth pairs and servers are built by the
 helpers below (pyroute2 + ctypes), not by any pytest_netns fixture.  Run
@@ -28,7 +28,8 @@ from typing import TypeVar
 import pytest
 from pyroute2 import IPRoute
 
-from pytest_netns import _nft, _tc
+from pytest_netns._kernel import nft as _nft
+from pytest_netns._kernel import tc as _tc
 
 T = TypeVar("T")
 

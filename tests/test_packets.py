@@ -24,7 +24,10 @@ from scapy.all import (
     conf,
 )
 
-from pytest_netns import FeatureUnavailable, KernelError, Namespace, NetnsLeakWarning, _afpacket, _kernel, packets
+from pytest_netns import FeatureUnavailable, KernelError, Namespace, NetnsLeakWarning
+from pytest_netns._kernel import afpacket as _afpacket
+from pytest_netns._kernel import netns as _kernel
+from pytest_netns.packets import api as packets
 
 
 def udp_to_b(payload: bytes, port: int = 9) -> IP:
@@ -408,7 +411,7 @@ def test_closed_namespace(netns_factory) -> None:
 
 
 def test_link_local_destination_goes_out_of_the_routed_interface(netns_factory) -> None:
-    from pytest_netns._links import veth
+    from pytest_netns._net.veth import veth
 
     a, b = netns_factory("a"), netns_factory("b")
     for ns in (a, b):  # no duplicate address detection: link-local addresses usable at once
@@ -418,7 +421,7 @@ def test_link_local_destination_goes_out_of_the_routed_interface(netns_factory) 
     def link_local(ns):  # added shortly after the link is up, tentative for a moment even without DAD
         import time
 
-        from pytest_netns import _rtnl
+        from pytest_netns._kernel import rtnl as _rtnl
 
         deadline = time.monotonic() + 5
         while True:
@@ -444,7 +447,7 @@ def test_the_closing_helper_ends_with_the_test_process(ending: str) -> None:
 
     script = (
         "import os, socket, sys, time\n"
-        "from pytest_netns import _afpacket\n"
+        "from pytest_netns._kernel import afpacket as _afpacket\n"
         "_afpacket.close_later(socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))\n"
         "print(_afpacket._closer.process.pid, flush=True)\n"
         "time.sleep(60 if sys.argv[1] == 'sigkill' else 0)\n"

@@ -216,7 +216,7 @@ def test_feature_names_are_doctors_and_every_raise_site_names_one() -> None:
     from pathlib import Path
 
     import pytest_netns
-    from pytest_netns._capabilities import FEATURES, doctor_probes
+    from pytest_netns._kernel.probes import FEATURES, doctor_probes
 
     assert [p.feature for p in doctor_probes() if p.feature] == list(FEATURES)
     assert {"netem", "libpcap", "br_netfilter"} <= set(FEATURES)
@@ -266,7 +266,7 @@ def test_a_required_feature_that_is_there_passes(pytester: pytest.Pytester) -> N
 
 def test_required_netem_fails_or_works_for_real(pytester: pytest.Pytester) -> None:
     """The kernel's own answer: a delay works where sch_netem exists, and fails naming netem where not."""
-    from pytest_netns import _impair
+    from pytest_netns._net import impair as _impair
 
     pytester.makepyfile(
         """
@@ -288,7 +288,7 @@ def test_required_netem_fails_or_works_for_real(pytester: pytest.Pytester) -> No
 def test_required_br_netfilter_fails_where_the_bridge_sysctls_are_missing(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
-        from pytest_netns.cluster import _settle_sysctls
+        from pytest_netns.presets.cluster import _settle_sysctls
 
         def test_node(netns):
             missing = "/proc/sys/net/bridge/no-such-setting"  # as on a kernel without br_netfilter

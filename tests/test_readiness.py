@@ -11,9 +11,9 @@ import socket
 
 import pytest
 
-from pytest_netns._presets import build_pair
-from pytest_netns._settings import NetworkSettings
+from pytest_netns._plugin.settings import NetworkSettings
 from pytest_netns.namespace import close_all
+from pytest_netns.presets.simple import build_pair
 
 SETUPS = 1000
 

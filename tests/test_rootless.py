@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import pytest
 
-from pytest_netns._rootless import userns_unavailable_reason
+from pytest_netns._kernel.session import userns_unavailable_reason
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -135,8 +135,8 @@ import sys
 import threading
 import urllib.request
 
-from pytest_netns import _kernel
-from pytest_netns._watchdog import client as watchdog
+from pytest_netns._kernel import netns as _kernel
+from pytest_netns._kernel.watchdog import client as watchdog
 
 SERVE = [sys.executable, "-c", """
 import socket, sys
@@ -318,8 +318,8 @@ import socket
 import pytest
 from conftest import record
 
-from pytest_netns import _kernel
-from pytest_netns._watchdog import client as watchdog
+from pytest_netns._kernel import netns as _kernel
+from pytest_netns._kernel.watchdog import client as watchdog
 
 
 def test_loopback_works_both_families():
@@ -491,7 +491,7 @@ def test_an_in_process_run_leaves_the_sandbox_at_the_end(pytester: pytest.Pytest
             assert socket.if_nameindex() == [(1, "lo")]
         """
     )
-    from pytest_netns import _kernel
+    from pytest_netns._kernel import netns as _kernel
 
     pytester.runpytest("-p", "no:cacheprovider", "--netns-sandbox").assert_outcomes(passed=1)
     assert _outer_netns() == before

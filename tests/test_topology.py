@@ -17,9 +17,11 @@ import textwrap
 
 import pytest
 
-from pytest_netns import KernelError, Namespace, NetnsError, _kernel, _rtnl
-from pytest_netns._hosts import HostsFile
-from pytest_netns._watchdog import pids_in_netns
+from pytest_netns import KernelError, Namespace, NetnsError
+from pytest_netns._kernel import netns as _kernel
+from pytest_netns._kernel import rtnl as _rtnl
+from pytest_netns._kernel.watchdog import pids_in_netns
+from pytest_netns._net.hosts import HostsFile
 from pytest_netns.topology import Link, Segment, Topology
 
 # Not exported by Python's socket module (linux/in.h).

@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from pytest_netns import FeatureUnavailable, Namespace, _impair
+from pytest_netns import FeatureUnavailable, Namespace
+from pytest_netns._net import impair as _impair
 from pytest_netns.topology import Link, Topology
 
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # not exported by Python's socket module
@@ -141,7 +142,7 @@ def root_qdisc(ns: Namespace, ifname: str) -> str | None:
 
 
 def loss_tables(ns: Namespace) -> list[tuple[str, str]]:
-    from pytest_netns import _nft
+    from pytest_netns._kernel import nft as _nft
 
     with ns:
         return [t for t in _nft.list_tables() if "loss" in t[1]]
@@ -290,7 +291,8 @@ def test_bad_values_raise_value_error_naming_them(link: Link, kwargs: dict, name
 
 def test_kernel_lacking_a_qdisc_is_named(link: Link, monkeypatch: pytest.MonkeyPatch) -> None:
     """A kernel without sch_tbf answers ENOENT; impair() says which feature is missing."""
-    from pytest_netns import KernelError, _tc
+    from pytest_netns import KernelError
+    from pytest_netns._kernel import tc as _tc
 
     def no_tbf(*args: object, **kwargs: object) -> None:
         raise KernelError(2, "limiting 'eth0' to '1mbit' (tbf)", "Specified qdisc kind is unknown")

@@ -129,7 +129,7 @@ def test_teardown_leaves_nothing_behind(pytester: pytest.Pytester) -> None:
         """
         import os
         import pytest
-        from pytest_netns._watchdog import pids_in_netns
+        from pytest_netns._kernel.watchdog import pids_in_netns
 
         STATE = {}
 
@@ -202,7 +202,7 @@ def test_missing_kernel_feature_skips_with_its_reason(pytester: pytest.Pytester)
 
 
 def test_delay_without_netem_is_a_skip_naming_sch_netem(pytester: pytest.Pytester) -> None:
-    from pytest_netns import _impair
+    from pytest_netns._net import impair as _impair
 
     if _impair.netem_unavailable_reason() is None:  # pragma: no cover - kernels with sch_netem
         pytest.skip("this kernel has sch_netem: delay works, nothing to skip")

@@ -38,7 +38,7 @@ def ready() -> None:
 
 def log_watchdog() -> None:
     """Log this process's watchdog (started when code first runs inside a namespace) once."""
-    from pytest_netns._watchdog import client
+    from pytest_netns._kernel.watchdog import client
 
     pid = client.pid
     if pid is not None and pid not in _watchdogs:

@@ -1,0 +1,1 @@
+"""The ``pytest-netns`` command (``python -m pytest_netns``): ``doctor``, ``list``, ``cleanup``."""

@@ -1,0 +1,7 @@
+"""The topology builder: namespaces joined by links and segments, addressed and routed, torn down in reverse."""
+
+from __future__ import annotations
+
+from .builder import Link, Segment, Topology
+
+__all__ = ["Link", "Segment", "Topology"]
