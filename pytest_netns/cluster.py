@@ -1,0 +1,30 @@
+"""The Kubernetes network model; the code lives in ``pytest_netns.presets.cluster``.
+
+This module keeps ``import pytest_netns.cluster`` (the 0.1 spelling) working.
+"""
+
+from __future__ import annotations
+
+from .presets.cluster import (
+    CLUSTER_CIDR,
+    CLUSTER_DOMAIN,
+    NODE_NETWORK,
+    SERVICE_CIDR,
+    Cluster,
+    External,
+    Node,
+    Pod,
+    Service,
+)
+
+__all__ = [
+    "CLUSTER_CIDR",
+    "CLUSTER_DOMAIN",
+    "NODE_NETWORK",
+    "SERVICE_CIDR",
+    "Cluster",
+    "External",
+    "Node",
+    "Pod",
+    "Service",
+]
