@@ -1,10 +1,202 @@
-"""The package's layout: old module paths that stay public."""
+"""The package's layers (docs/architecture.md), checked on the source: nothing here imports the package.
+
+Bottom-up, as ``LAYERS`` lists them; a module imports only from its own layer or the ones below:
+
+    errors < _kernel < packets < namespace < _net < topology < presets (+ cluster.py, docker.py)
+        < _plugin < plugin, _cli, __main__ < the package root (__init__.py)
+
+``packets`` sits below ``namespace``: it types against its own ``NamespaceHandle`` protocol, and the
+``send``/``sr1``/``sniff``/``capture`` methods of ``Namespace`` import it (downward).  Every import counts: at module
+level, inside functions, under ``TYPE_CHECKING``, the module names in ``pytest_plugins`` and the targets of the
+package root's lazy ``_LAZY`` map.
+"""
 
 from __future__ import annotations
 
+import ast
 import importlib
+from pathlib import Path
 
 import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "pytest_netns"
+
+LAYERS: list[tuple[str, ...]] = [
+    ("errors",),
+    ("_kernel",),
+    ("packets",),
+    ("namespace",),
+    ("_net",),
+    ("topology",),
+    ("presets", "cluster", "docker"),
+    ("_plugin",),
+    ("plugin", "_cli", "__main__"),
+    ("",),  # pytest_netns/__init__.py
+]
+
+# Private names (``_x``) of one package's modules used by another package, as ``module._x`` or
+# ``from module import _x``: (user, owner, name).  Issue 12 replaces them with internal interfaces; remove an entry
+# when its use goes, and do not add one.
+KNOWN_REACH_INS = {
+    ("pytest_netns._plugin.story", "pytest_netns._kernel.rtnl", "_RTMSG"),
+    ("pytest_netns._plugin.story", "pytest_netns.packets.api", "_decode"),
+    ("pytest_netns.packets.api", "pytest_netns._kernel.rtnl", "_IFINFO"),
+    ("pytest_netns.packets.api", "pytest_netns._kernel.rtnl", "_RTMSG"),
+    ("pytest_netns.presets.cluster", "pytest_netns._kernel.nft", "_Batch"),
+    ("pytest_netns.presets.cluster", "pytest_netns._kernel.nft", "_CMP_EQ"),
+    ("pytest_netns.presets.cluster", "pytest_netns._kernel.nft", "_CMP_NEQ"),
+    ("pytest_netns.presets.cluster", "pytest_netns._kernel.nft", "_HOOK_POSTROUTING"),
+    ("pytest_netns.presets.cluster", "pytest_netns._kernel.nft", "_META_OIFNAME"),
+    ("pytest_netns.presets.cluster", "pytest_netns._kernel.nft", "_PRIO_SRCNAT"),
+    ("pytest_netns.presets.cluster", "pytest_netns._kernel.nft", "_addr_match"),
+    ("pytest_netns.presets.cluster", "pytest_netns._kernel.nft", "_cmp"),
+    ("pytest_netns.presets.cluster", "pytest_netns._kernel.nft", "_expr"),
+    ("pytest_netns.presets.cluster", "pytest_netns._kernel.nft", "_ifname_bytes"),
+    ("pytest_netns.presets.cluster", "pytest_netns._kernel.nft", "_meta"),
+    ("pytest_netns.presets.cluster", "pytest_netns._kernel.nft", "_netlink_socket"),
+    ("pytest_netns.presets.cluster", "pytest_netns._kernel.nft", "_nfproto"),
+    ("pytest_netns.topology.builder", "pytest_netns._kernel.rtnl", "_RTMSG"),
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = ["pytest_netns", *path.relative_to(PACKAGE).with_suffix("").parts]
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _top(module: str) -> str:
+    """The package (or top-level module) a module belongs to: ``_kernel`` for ``pytest_netns._kernel.rtnl``."""
+    parts = module.split(".")
+    assert parts[0] == "pytest_netns", module
+    return parts[1] if len(parts) > 1 else ""
+
+
+def layer(module: str) -> int:
+    """Index in LAYERS of a module of the package."""
+    for index, names in enumerate(LAYERS):
+        if _top(module) in names:
+            return index
+    raise AssertionError(f"{module} belongs to no layer: add {_top(module)!r} to LAYERS and docs/architecture.md")
+
+
+def _resolve(module: str, node: ast.ImportFrom) -> str:
+    """The absolute module an ``ImportFrom`` in ``module`` reads from."""
+    if node.level == 0:
+        return node.module or ""
+    is_package = module not in MODULES or MODULES[module].name == "__init__.py"
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join([*base, *([node.module] if node.module else [])])
+
+
+def _strings(node: ast.AST | None) -> list[str]:
+    if node is None:
+        return []
+    return [elt.value for elt in ast.walk(node) if isinstance(elt, ast.Constant) and isinstance(elt.value, str)]
+
+
+def _assigned(node: ast.AST, name: str) -> ast.expr | None:
+    if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+        return node.value
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == name:
+        return node.value
+    return None
+
+
+def imports(module: str, tree: ast.AST | None = None) -> list[tuple[int, str]]:
+    """(line, module) for every ``pytest_netns`` module that ``module`` imports."""
+    if tree is None:
+        tree = ast.parse(MODULES[module].read_text(), str(MODULES[module]))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            source = _resolve(module, node)
+            for alias in node.names:  # `from . import x` imports the module x when there is one
+                submodule = f"{source}.{alias.name}"
+                found.append((node.lineno, submodule if submodule in MODULES else source))
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            found += [(node.lineno, name) for name in _strings(_assigned(node, "pytest_plugins"))]
+            lazy = _assigned(node, "_LAZY")  # {public name: module relative to the package root}
+            if isinstance(lazy, ast.Dict):
+                found += [(node.lineno, f"pytest_netns.{name}") for name in _strings(ast.List(lazy.values))]
+    return [(line, name) for line, name in found if name == "pytest_netns" or name.startswith("pytest_netns.")]
+
+
+def private_uses(module: str) -> set[tuple[str, str, str]]:
+    """(module, owner, name) for each ``_name`` of another package's module used as ``alias._name`` or imported."""
+    tree = ast.parse(MODULES[module].read_text())
+    aliases: dict[str, str] = {}
+    uses: set[tuple[str, str, str]] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            source = _resolve(module, node)
+            for alias in node.names:
+                if f"{source}.{alias.name}" in MODULES:
+                    aliases[alias.asname or alias.name] = f"{source}.{alias.name}"
+                elif source in MODULES and alias.name.startswith("_"):
+                    uses.add((module, source, alias.name))
+        elif isinstance(node, ast.Import):
+            aliases.update({alias.asname: alias.name for alias in node.names if alias.asname})
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            if node.attr.startswith("_") and not node.attr.startswith("__"):
+                uses.add((module, aliases[node.value.id], node.attr))
+    return {(user, owner, name) for user, owner, name in uses if owner in MODULES and _top(owner) != _top(user)}
+
+
+def _where(module: str, line: int) -> str:
+    return f"{MODULES[module].relative_to(PACKAGE.parent)}:{line}"
+
+
+def test_every_module_has_a_layer() -> None:
+    assert len(MODULES) > 40
+    for module in MODULES:
+        layer(module)
+
+
+def test_every_imported_module_exists() -> None:
+    missing = [f"{_where(m, line)} imports {name}" for m in MODULES for line, name in imports(m) if name not in MODULES]
+    assert not missing, "\n".join(missing)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_upward_import(module: str) -> None:
+    upward = [
+        f"{_where(module, line)} imports {name}: layer {LAYERS[layer(name)]} is above {LAYERS[layer(module)]}"
+        for line, name in imports(module)
+        if layer(name) > layer(module)
+    ]
+    assert not upward, "\n".join(upward)
+
+
+def test_no_new_private_reach_ins() -> None:
+    found = set().union(*(private_uses(module) for module in MODULES))
+    new = sorted(found - KNOWN_REACH_INS)
+    assert not new, "use the owner's public or internal interface instead of:\n" + "\n".join(map(str, new))
+    gone = sorted(KNOWN_REACH_INS - found)
+    assert not gone, "no longer used, remove from KNOWN_REACH_INS:\n" + "\n".join(map(str, gone))
+
+
+def test_the_checks_see_what_they_claim() -> None:
+    """Imports in functions, under TYPE_CHECKING and in pytest_plugins count, and an upward one is flagged."""
+    source = (
+        "if TYPE_CHECKING:\n    from ..namespace import Namespace\n"
+        "def f():\n    from .. import topology\n    from . import veth\n"
+        "pytest_plugins = ['pytest_netns._plugin.keep']\n"
+    )
+    found = {name for _, name in imports("pytest_netns._net.veth", ast.parse(source))}
+    upward = {"pytest_netns.topology", "pytest_netns._plugin.keep"}
+    assert found == {"pytest_netns.namespace", "pytest_netns._net.veth", *upward}
+    assert {name for name in found if layer(name) > layer("pytest_netns._net.veth")} == upward
+    assert layer("pytest_netns.packets.api") < layer("pytest_netns.namespace")
+    assert layer("pytest_netns.cluster") == layer("pytest_netns.presets.cluster")
 
 
 @pytest.mark.parametrize("name", ["cluster", "docker"])

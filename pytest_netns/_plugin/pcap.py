@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
@@ -261,7 +261,8 @@ def _story_sections(report: pytest.TestReport, recorders: list[Recorder], direct
     shown = min(len(rows), LADDER_ROWS)
     title = f"netns: last {shown} of {len(rows)} packets" if len(rows) > shown else f"netns: {len(rows)} packets"
     report.sections.append((title, header + "\n" + _story.render_ladder(rows, start, LADDER_ROWS)))
-    topology = _story.render_topology([(recorder.label, recorder.namespace) for recorder in recorders])
+    # Recorders are made from Namespaces (pytest_netns_namespace_created); packets types them as its protocol.
+    topology = _story.render_topology([(r.label, cast("Namespace", r.namespace)) for r in recorders])
     with open(os.path.join(directory, "topology.txt"), "w") as handle:
         handle.write(topology + "\n")
     report.sections.append(("netns: topology", topology))

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from scapy.packet import Packet
     from scapy.plist import PacketList
 
-    from ..namespace import Namespace
+    from .handle import NamespaceHandle as Namespace  # not ..namespace: packets sits below it
 
 __all__ = ["Capture", "capture", "send", "sendp", "sniff", "sr1"]
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 from .._kernel import afpacket as _afpacket
 
 if TYPE_CHECKING:
-    from ..namespace import Namespace
+    from .handle import NamespaceHandle as Namespace  # not ..namespace: packets sits below it
 
 DEFAULT_BUFFER = 4 << 20
 LINKTYPE_ETHERNET = 1

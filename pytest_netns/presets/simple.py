@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import ipaddress
+from typing import Protocol
+
 from .._net.veth import veth
-from .._plugin.settings import NetworkSettings
 from ..namespace import Namespace, close_all
 
 
-def build_pair(settings: NetworkSettings, *, kill_grace: float = 1.0) -> tuple[Namespace, Namespace]:
+class PairSettings(Protocol):
+    """What ``build_pair`` reads from its settings; the plugin's ``NetworkSettings`` (the marker's values) is one."""
+
+    @property
+    def mtu(self) -> int: ...
+
+    @property
+    def ipv6(self) -> bool: ...
+
+    def ipv4_hosts(self, count: int) -> list[ipaddress.IPv4Interface]: ...
+
+    def ipv6_hosts(self, count: int) -> list[ipaddress.IPv6Interface]: ...
+
+
+def build_pair(settings: PairSettings, *, kill_grace: float = 1.0) -> tuple[Namespace, Namespace]:
     """Two namespaces ``a``/``b`` joined by a veth ``eth0``, addressed per ``settings``, ready."""
     v4 = settings.ipv4_hosts(2)
     v6 = settings.ipv6_hosts(2)
