@@ -221,7 +221,7 @@ def test_feature_names_are_doctors_and_every_raise_site_names_one() -> None:
     assert [p.feature for p in doctor_probes() if p.feature] == list(FEATURES)
     assert {"netem", "libpcap", "br_netfilter"} <= set(FEATURES)
     sites = []
-    for path in Path(pytest_netns.__file__).parent.glob("*.py"):
+    for path in Path(pytest_netns.__file__).parent.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
                 func = node.exc.func
