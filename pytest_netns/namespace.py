@@ -60,10 +60,8 @@ class Namespace:
     """
 
     def __init__(self, name: str | None = None, *, kill_grace: float = 1.0, _defer_setup: bool = False) -> None:
-        if name is not None and (not isinstance(name, str) or not name or len(name) > 64 or "/" in name):
-            raise ValueError(
-                f"namespace name must be a non-empty string of at most 64 characters without '/', got {name!r}"
-            )
+        if name is not None:
+            _validate.check_name(name, what="namespace name", rule=_validate.NAMESPACE)
         self.kill_grace = _validate.duration(kill_grace, "kill_grace")
         self._name = name or f"ns{next(_numbers)}"
         self._closed = False

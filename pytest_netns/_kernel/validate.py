@@ -2,6 +2,11 @@
 
 Each function returns the normalised value or raises ``ValueError`` naming
 the bad value, before anything touches the kernel.
+
+Names are checked by one function, ``check_name(value, what=..., rule=...)``,
+against one of the rules below (``NAMESPACE``, ``HOST``, ``IFNAME``,
+``NFT``, ``DNS1123_LABEL``, ``DNS1123_SUBDOMAIN``, ``DNS1035_LABEL``); its
+error names the value and the rule.
 """
 
 from __future__ import annotations
@@ -9,6 +14,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import socket
+from dataclasses import dataclass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -16,7 +23,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MTU_MIN, MTU_MAX = 68, 65535
 IPV6_MIN_MTU = 1280
-IFNAMSIZ = 16  # including the terminating NUL: names have at most 15 characters
+IFNAMSIZ = 16  # including the terminating NUL: names have at most 15 bytes
 _SYSCTL_KEY = re.compile(r"^net[./][A-Za-z0-9_./:@-]+$")
 
 
@@ -28,17 +35,100 @@ def mtu(value: object, what: str = "MTU") -> int:
     return value
 
 
-def ifname(value: object) -> str:
-    """An interface name the kernel accepts: 1-15 characters, no '/', ':' or whitespace."""
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"interface name must be a non-empty string, got {value!r}")
-    if len(value) >= IFNAMSIZ:
+@dataclass(frozen=True)
+class NameRule:
+    """A rule for a kind of name: ``title`` and ``text`` go into the error message."""
+
+    title: str
+    text: str
+    pattern: re.Pattern[str]
+    #: A limit in UTF-8 bytes, for names the kernel stores in fixed-size buffers.
+    max_bytes: int | None = None
+
+    def accepts(self, value: str) -> bool:
+        if self.pattern.fullmatch(value) is None:
+            return False
+        try:
+            size = len(value.encode())
+        except UnicodeEncodeError:  # a lone surrogate: no kernel or file takes it
+            return False
+        return self.max_bytes is None or size <= self.max_bytes
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.text})"
+
+
+#: A ``Namespace`` label: the namespace itself is anonymous, so almost anything goes.
+NAMESPACE = NameRule("a namespace label", "1-64 characters, no '/'", re.compile(r"[^/]{1,64}"))
+#: A name that goes into a hosts file (topology namespaces); ``hosts_file=True`` also applies.
+HOST = NameRule(
+    "a host name",
+    "1-63 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+    re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}"),
+)
+#: An interface name as the kernel's dev_valid_name() takes it.
+IFNAME = NameRule(
+    "a valid interface name",
+    f"1-{IFNAMSIZ - 1} bytes, no '/', ':', whitespace or NUL, not '.' or '..'",
+    re.compile(r"(?!\.\.?\Z)[^/:\s\0]+"),
+    max_bytes=IFNAMSIZ - 1,
+)
+#: An nftables table, chain, set or object name made by this package (the kernel allows longer ones).
+NFT = NameRule(
+    "an nftables name",
+    "1-64 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+    re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"),
+)
+#: Kubernetes' IsDNS1123Label (namespace names, ...).
+DNS1123_LABEL = NameRule(
+    "a DNS-1123 label",
+    "1-63 lowercase letters, digits or '-', starting and ending with a letter or digit",
+    re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"),
+)
+#: Kubernetes' IsDNS1123Subdomain (pod and node names): DNS-1123 labels joined by '.'.
+DNS1123_SUBDOMAIN = NameRule(
+    "a DNS-1123 subdomain",
+    "at most 253 lowercase letters, digits, '-' or '.', each '.'-separated part starting and ending with a "
+    "letter or digit",
+    re.compile(r"(?=.{1,253}\Z)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"),
+)
+#: Kubernetes' IsDNS1035Label (service names).
+DNS1035_LABEL = NameRule(
+    "a DNS-1035 label",
+    "1-63 lowercase letters, digits or '-', starting with a letter, ending with a letter or digit",
+    re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?"),
+)
+
+
+def check_name(value: object, *, what: str, rule: NameRule, hosts_file: bool = False) -> str:
+    """``value`` if it is a string that ``rule`` accepts, else ``ValueError`` naming both.
+
+    ``what`` says what the name is for ("namespace name", "service name").
+    ``hosts_file=True``: the name goes into a hosts file, so one a resolver
+    reads as an IPv4 address ('123', '10.1', '0x1') is refused as well.
+    """
+    if not isinstance(value, str) or not rule.accepts(value):
+        raise ValueError(f"{what} {value!r} is not {rule}")
+    if hosts_file and _ipv4_like(value):
         raise ValueError(
-            f"interface name {value!r} is {len(value)} characters long; the kernel allows at most {IFNAMSIZ - 1}"
+            f"{what} {value!r} reads as an IPv4 address to a resolver (inet_aton); names go into a hosts file"
         )
-    if value in (".", "..") or any(c in value for c in "/: \t\n\0"):
-        raise ValueError(f"interface name {value!r} contains a character the kernel refuses ('/', ':', whitespace)")
     return value
+
+
+def _ipv4_like(value: str) -> bool:
+    if re.fullmatch(r"[0-9.]+", value):
+        return True
+    try:
+        socket.inet_aton(value)  # also takes '0x1' and '10.1' as addresses
+    except OSError:
+        return False
+    return True
+
+
+def ifname(value: object, what: str = "interface name") -> str:
+    """An interface name the kernel accepts (``IFNAME``)."""
+    return check_name(value, what=what, rule=IFNAME)
 
 
 def address(value: object) -> IPAddress:

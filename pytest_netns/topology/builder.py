@@ -33,7 +33,6 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-import re
 import socket
 import struct
 from collections.abc import Callable, Iterator, Sequence
@@ -52,8 +51,6 @@ from ..namespace import Namespace
 
 __all__ = ["Link", "Segment", "Topology"]
 
-#: Node names are host names: they go into the topology's hosts file.
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
 IPV4_POOL = ipaddress.IPv4Network("10.0.0.0/8")
 IPV6_PREFIX = ipaddress.IPv6Network("fd00::/48")
 
@@ -471,7 +468,7 @@ class Topology:
         raise ``ValueError``.
         """
         self._check_open()
-        _check_name(name)
+        _validate.check_name(name, what="namespace name", rule=_validate.HOST, hosts_file=True)
         if name in self._nodes or any(ns.name == name for ns in self._owned):
             raise ValueError(f"namespace name {name!r} is already used in this topology")
         if not isinstance(router, bool):
@@ -803,15 +800,6 @@ def _collapse(spans: list[tuple[int, int]], bits: int) -> list[tuple[int, int]]:
             blocks.append((start, bits - size.bit_length() + 1))
             start += size
     return blocks
-
-
-def _check_name(name: object) -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or re.fullmatch(r"[0-9.]+", name):
-        raise ValueError(
-            f"namespace name {name!r} is not a host name (1-63 letters, digits, '-', '_' or '.', "
-            "not starting with '-' or '.', not all digits): names resolve through a hosts file"
-        )
-    return name
 
 
 def _next_ifname(node: _Node) -> str:
