@@ -166,7 +166,7 @@ def measure_breakdown(mode: str, report: Report) -> None:
     if floor:
         report.breakdown.append(("floor: the kernel work, plain Python loop", floor))
     library = Summary.of(_profile.library_times("pair", max(pair.tests - skip, 1)))
-    report.breakdown.append(("library calls of the fixture (build_pair + close_all), no pytest", library))
+    report.breakdown.append(("library calls of the fixture (presets.pair), no pytest", library))
     log(f"netns_pair library path: {library.cell()}")
     noop = _shapes.Shape("noop", 0, "bench_noop", "netns", pair.tests)
     try:

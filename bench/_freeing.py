@@ -33,6 +33,11 @@ import json
 import os
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_netns import Namespace
 
 CLONE_NEWNET = 0x40000000
 LIMIT = "/proc/sys/user/max_net_namespaces"
@@ -70,26 +75,32 @@ def wait_freed(home: int, timeout: float = 30.0) -> float:
 
 def _builders() -> dict[str, Callable[[int], Callable[[], None]]]:
     """shape -> (size -> build the shape and return its teardown)."""
-    from pytest_netns._plugin.settings import NetworkSettings
-    from pytest_netns.namespace import Namespace, close_all
-    from pytest_netns.presets.simple import build_pair
+    from pytest_netns import Namespace, presets
 
     def many(size: int) -> Callable[[], None]:
         spaces = [Namespace() for _ in range(size)]
-        return lambda: close_all(spaces)
+        return lambda: close(spaces)
 
     def pair(size: int) -> Callable[[], None]:
-        spaces = list(build_pair(NetworkSettings()))
-        return lambda: close_all(spaces)
+        stack = ExitStack()
+        stack.enter_context(presets.pair())
+        return stack.close
 
     def burst(size: int) -> Callable[[], None]:
         # ``size`` pairs built and torn down back to back, as a suite does; the
         # clock starts after the last teardown.
         for _ in range(size - 1):
-            close_all(list(build_pair(NetworkSettings())))
+            with presets.pair():
+                pass
         return pair(2)
 
     return {"netns": many, "many": many, "pair": pair, "burst": burst}
+
+
+def close(spaces: list[Namespace]) -> None:
+    """Tear down namespaces, last made first (as a fixture's teardown does)."""
+    for ns in reversed(spaces):
+        ns.close()
 
 
 def measure(shape: str, size: int, repetitions: int) -> list[float]:

@@ -22,6 +22,7 @@ import gc
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 KERNEL_FIELDS = ("Slab", "Percpu", "KernelStack", "PageTables")
@@ -59,18 +60,20 @@ def _holders() -> dict[str, Callable[[int], Callable[[], None]]]:
     """variant -> (count -> hold ``count`` namespaces, return their release)."""
 
     def plugin_netns(count: int) -> Callable[[], None]:
-        from pytest_netns.namespace import Namespace, close_all
+        from pytest_netns import Namespace
+
+        from ._freeing import close
 
         spaces = [Namespace() for _ in range(count)]
-        return lambda: close_all(spaces)
+        return lambda: close(spaces)
 
     def plugin_pair(count: int) -> Callable[[], None]:
-        from pytest_netns._plugin.settings import NetworkSettings
-        from pytest_netns.namespace import close_all
-        from pytest_netns.presets.simple import build_pair
+        from pytest_netns import presets
 
-        spaces = [ns for _ in range(count // 2) for ns in build_pair(NetworkSettings())]
-        return lambda: close_all(spaces)
+        stack = ExitStack()
+        for _ in range(count // 2):
+            stack.enter_context(presets.pair())
+        return stack.close
 
     def floor_netns(count: int) -> Callable[[], None]:
         from . import _floor

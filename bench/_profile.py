@@ -1,8 +1,8 @@
 """The fixture path without pytest: timing and cProfile of what the fixtures call.
 
-Each cycle makes the same library calls as the fixture (``Namespace`` /
-``build_pair`` / ``Topology``, then the teardown), so the difference to the
-pytest-measured figure is pytest's own fixture machinery plus the plugin's
+Each cycle makes the same library calls as the fixture (``Namespace``,
+``pytest_netns.presets.pair``/``bridge``/``nat`` or ``Topology``, then the
+teardown), so the difference to the pytest-measured figure is pytest's own fixture machinery plus the plugin's
 hooks (tracking, pcap recording).  ``python -m bench --profile pair`` (or
 ``bridge:100``, ``chain:100``, ``nat``, ``netns``) prints where the time goes.
 """
@@ -21,22 +21,18 @@ SHAPES = ("netns", "pair", "bridge", "chain", "nat")
 
 def _cycle(shape: str, size: int = 3) -> Callable[[], None]:
     """One setup + teardown of ``shape`` through the library calls its fixture makes."""
-    from pytest_netns.namespace import Namespace, close_all
+    from pytest_netns import Namespace, Topology, presets
 
-    if shape == "netns":
-        return lambda: close_all([Namespace("netns")])
-    if shape == "pair":
-        from pytest_netns._plugin.settings import NetworkSettings
-        from pytest_netns.presets.simple import build_pair
+    def netns() -> None:
+        Namespace("netns").close()
 
-        settings = NetworkSettings()
-        return lambda: close_all(list(build_pair(settings)))
-    from pytest_netns.topology import Topology
+    def pair() -> None:
+        with presets.pair():
+            pass
 
-    def bridge() -> None:  # as netns_bridge does it
-        with Topology() as topology:
-            members = [topology.add(f"h{i}") for i in range(1, size + 1)]
-            topology.bridge(members, subnet="10.0.0.0/24")
+    def bridge() -> None:
+        with presets.bridge(size=size):
+            pass
 
     def chain() -> None:  # as bench._plugin_shapes.bench_chain does it
         with Topology() as topology:
@@ -44,15 +40,11 @@ def _cycle(shape: str, size: int = 3) -> Callable[[], None]:
             for a, b in itertools.pairwise(routers):
                 topology.link(a, b)
 
-    def nat() -> None:  # as netns_nat does it
-        with Topology(ipv6=False) as topology:
-            client, router, server = topology.add("client"), topology.add("router", router=True), topology.add("server")
-            topology.link(router, client, subnet="192.168.0.0/24")
-            outside = topology.link(router, server, subnet="203.0.113.0/24")
-            client.add_route("default", via="192.168.0.1")
-            topology.nat(router, outside=outside)
+    def nat() -> None:
+        with presets.nat():
+            pass
 
-    cycles = {"bridge": bridge, "chain": chain, "nat": nat}
+    cycles = {"netns": netns, "pair": pair, "bridge": bridge, "chain": chain, "nat": nat}
     if shape not in cycles:
         raise ValueError(f"no library path for shape {shape!r} (choose one of {', '.join(SHAPES)})")
     return cycles[shape]

@@ -20,8 +20,10 @@ from .errors import (
 from .namespace import Namespace
 
 if TYPE_CHECKING:
-    from .packets.api import Capture
-    from .plugin import NamespacePair
+    from ._net.impair import Impairment
+    from ._plugin.fixtures import NamespaceFactory
+    from .packets import Capture
+    from .presets import BridgeMembers, NamespacePair, NatNetwork
     from .presets.cluster import Cluster, External, Node, Pod, Service
     from .presets.docker import Container, DockerHost, PublishedPort
     from .topology import Link, Segment, Topology
@@ -29,13 +31,17 @@ if TYPE_CHECKING:
 # Loaded on first use: the plugin imports this package, and pytest's start-up
 # must not pay for netfilter or packet machinery a run may never use.
 _LAZY = {
+    "BridgeMembers": "presets",
     "Capture": "packets",
     "Cluster": "presets.cluster",
     "Container": "presets.docker",
     "DockerHost": "presets.docker",
     "External": "presets.cluster",
+    "Impairment": "_net.impair",
     "Link": "topology",
-    "NamespacePair": "plugin",
+    "NamespaceFactory": "_plugin.fixtures",
+    "NamespacePair": "presets",
+    "NatNetwork": "presets",
     "Node": "presets.cluster",
     "Pod": "presets.cluster",
     "PublishedPort": "presets.docker",
@@ -66,6 +72,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "BridgeMembers",
     "Capture",
     "Cluster",
     "CommandError",
@@ -73,10 +80,13 @@ __all__ = [
     "DockerHost",
     "External",
     "FeatureUnavailable",
+    "Impairment",
     "KernelError",
     "Link",
     "Namespace",
+    "NamespaceFactory",
     "NamespacePair",
+    "NatNetwork",
     "NetnsError",
     "NetnsLeakWarning",
     "NetnsProcessWarning",

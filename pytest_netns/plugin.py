@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from ._plugin import settings as _settings
-from ._plugin.fixtures import RUN_SETTINGS, TEST_NAMESPACES, NamespacePair, netns, netns_factory, netns_pair
+from ._plugin.fixtures import RUN_SETTINGS, TEST_NAMESPACES, netns, netns_factory, netns_pair
+from .presets.simple import NamespacePair
 
 pytest_plugins: list[str] = [
     "pytest_netns._plugin.topology",

@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
+from ..presets.simple import NamespacePair
 from . import settings as _settings
 
 if TYPE_CHECKING:
     from ..namespace import Namespace
+    from ..presets.simple import Built
+
+T = TypeVar("T")
 
 RUN_SETTINGS = pytest.StashKey["_settings.RunSettings"]()
 #: Every namespace a fixture made for a test, in creation order.
 TEST_NAMESPACES = pytest.StashKey[list["Namespace"]]()
-
-
-class NamespacePair(NamedTuple):
-    """The two ends of ``netns_pair``: ``a`` (first address) and ``b`` (second)."""
-
-    a: Namespace
-    b: Namespace
 
 
 def run_settings(config: pytest.Config) -> _settings.RunSettings:
@@ -70,6 +67,17 @@ def teardown(request: pytest.FixtureRequest, close: Callable[[], object]) -> Non
             reporter.write_line(f"pytest-netns: after the interruption, {exc}", red=True)
 
 
+def provide(request: pytest.FixtureRequest, built: Built[T]) -> Iterator[T]:
+    """Yield what a preset built to the test, its namespaces tracked, and tear it down after the test."""
+    try:
+        track(request, built.namespaces)
+    except BaseException:
+        built.close()
+        raise
+    yield built.value
+    teardown(request, built.close)
+
+
 def test_namespaces(item: pytest.Item) -> list[Namespace]:
     """The namespaces fixtures made for ``item`` so far (alive until its teardown)."""
     return item.stash.get(TEST_NAMESPACES, [])
@@ -100,7 +108,7 @@ class NamespaceFactory:
 
 
 @pytest.fixture
-def netns_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Namespace]]:
+def netns_factory(request: pytest.FixtureRequest) -> Iterator[NamespaceFactory]:
     """A function ``make(name=None) -> Namespace`` for as many namespaces as the test needs.
 
     Each has ``lo`` up and nothing else; all are torn down with the test
@@ -113,7 +121,7 @@ def netns_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Name
 
 
 @pytest.fixture
-def netns(netns_factory: Callable[..., Namespace]) -> Namespace:
+def netns(netns_factory: NamespaceFactory) -> Namespace:
     """A fresh network namespace with ``lo`` up and nothing else, torn down after the test.
 
     ``with netns:`` moves the test's thread inside; ``netns.run``/``popen``
@@ -133,14 +141,6 @@ def netns_pair(request: pytest.FixtureRequest) -> Iterator[NamespacePair]:
     """
     settings = _settings.network_settings(request.node, members=2)
     require_namespaces(request)
-    from ..namespace import close_all
-    from ..presets.simple import build_pair
+    from ..presets.simple import pair_network
 
-    pair = build_pair(settings, kill_grace=run_settings(request.config).kill_grace)
-    try:
-        track(request, list(pair))
-    except BaseException:
-        close_all(list(pair))
-        raise
-    yield NamespacePair(*pair)
-    teardown(request, lambda: close_all(list(pair)))
+    yield from provide(request, pair_network(settings, kill_grace=run_settings(request.config).kill_grace))

@@ -8,13 +8,12 @@ function over class over module).
 from __future__ import annotations
 
 import inspect
-import ipaddress
 import os
 from dataclasses import dataclass
 
 import pytest
 
-from .._kernel import validate as _validate
+from ..presets.simple import NetworkSettings
 
 MARKER_SIGNATURE = 'netns(mtu=1500, subnet="10.0.0.0/24", ipv6=True, size=3)'
 MARKER_HELP = (
@@ -23,27 +22,6 @@ MARKER_HELP = (
     "addresses (fd00::/64) are added, and the number of bridge members."
 )
 PCAP_CHOICES = ("never", "failed", "always")
-
-
-DEFAULT_SUBNET = ipaddress.IPv4Network("10.0.0.0/24")
-
-
-@dataclass(frozen=True)
-class NetworkSettings:
-    """What a ``netns`` marker asked for, validated."""
-
-    mtu: int = 1500
-    subnet: ipaddress.IPv4Network = DEFAULT_SUBNET
-    ipv6: bool = True
-    size: int = 3
-
-    def ipv4_hosts(self, count: int) -> list[ipaddress.IPv4Interface]:
-        return _validate.hosts(self.subnet, count, "netns marker subnet")  # type: ignore[return-value]
-
-    def ipv6_hosts(self, count: int) -> list[ipaddress.IPv6Interface]:
-        if not self.ipv6:
-            return []
-        return _validate.hosts(ipaddress.IPv6Network("fd00::/64"), count)  # type: ignore[return-value]
 
 
 def _marker_arguments(*, mtu: int = 1500, subnet: str = "10.0.0.0/24", ipv6: bool = True, size: int = 3) -> None:
@@ -66,27 +44,10 @@ def network_settings(item: pytest.Item, members: int | None = None) -> NetworkSe
     unknown = sorted(set(marker.kwargs) - set(inspect.signature(_marker_arguments).parameters))
     if unknown:
         raise pytest.UsageError(f"{where}: unknown argument {', '.join(map(repr, unknown))} (valid: {valid})")
-    kwargs = {**NetworkSettings().__dict__, **marker.kwargs}
     try:
-        mtu = _validate.mtu(kwargs["mtu"], "mtu")
-        ipv6 = kwargs["ipv6"]
-        if not isinstance(ipv6, bool):
-            raise ValueError(f"ipv6 must be True or False, got {ipv6!r}")
-        if ipv6 and mtu < _validate.IPV6_MIN_MTU:
-            raise ValueError(
-                f"mtu={mtu} is below {_validate.IPV6_MIN_MTU}, the minimum for IPv6; pass ipv6=False to use it"
-            )
-        subnet = _validate.network(kwargs["subnet"], "subnet")
-        if subnet.version != 4:
-            raise ValueError(f"subnet {kwargs['subnet']!r} is not an IPv4 network (IPv6 addresses come from fd00::/64)")
-        size = kwargs["size"]
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"size must be a positive integer, got {size!r}")
-        settings = NetworkSettings(mtu=mtu, subnet=subnet, ipv6=ipv6, size=size)  # type: ignore[arg-type]
-        settings.ipv4_hosts(size if members is None else members)
+        return NetworkSettings.checked(**marker.kwargs, members=members)
     except ValueError as exc:
         raise pytest.UsageError(f"{where}: {exc}") from None
-    return settings
 
 
 def addoption(parser: pytest.Parser) -> None:

@@ -16,52 +16,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator, Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import pytest
 
 from ..errors import FeatureUnavailable
+from ..presets.simple import BridgeMembers, NatNetwork
 from . import settings as _settings
-from .fixtures import require_namespaces, run_settings, teardown, track
+from .fixtures import provide, require_namespaces, run_settings, teardown, track
 
 if TYPE_CHECKING:
-    from ..namespace import Namespace
-    from ..topology import Segment, Topology
-
-__all__ = ["BridgeMembers", "NatNetwork", "netns_bridge", "netns_nat", "netns_topology"]
-
-
-class BridgeMembers(list):  # type: ignore[type-arg]
-    """The namespaces of ``netns_bridge`` in address order; ``segment`` is their ``Segment``."""
-
-    segment: Segment
-    topology: Topology
-
-
-class NatNetwork(NamedTuple):
-    """``netns_nat``: a client behind a masquerading router, and a server outside."""
-
-    client: Namespace
-    router: Namespace
-    server: Namespace
-
-
-def _topology(request: pytest.FixtureRequest, *, ipv6: bool = True, track_each: bool = True) -> Topology:
     from ..topology import Topology
 
-    topology = Topology(ipv6=ipv6, kill_grace=run_settings(request.config).kill_grace)
-    if track_each:
-        topology._namespace_created = lambda ns: track(request, [ns])
-    return topology
-
-
-def _finish(request: pytest.FixtureRequest, topology: Topology) -> None:
-    """Announce a preset's namespaces once its network is ready (bridges' namespaces included)."""
-    try:
-        track(request, list(topology._owned))
-    except BaseException:
-        topology.close()
-        raise
+__all__ = ["BridgeMembers", "NatNetwork", "netns_bridge", "netns_nat", "netns_topology"]
 
 
 @pytest.fixture
@@ -73,7 +40,10 @@ def netns_topology(request: pytest.FixtureRequest) -> Iterator[Topology]:
     as a context manager.
     """
     require_namespaces(request)
-    topology = _topology(request)
+    from ..topology import Topology
+
+    topology = Topology(kill_grace=run_settings(request.config).kill_grace)
+    topology._namespace_created = lambda ns: track(request, [ns])
     yield topology
     teardown(request, topology.close)
 
@@ -89,17 +59,9 @@ def netns_bridge(request: pytest.FixtureRequest) -> Iterator[BridgeMembers]:
     """
     settings = _settings.network_settings(request.node)
     require_namespaces(request)
-    topology = _topology(request, ipv6=settings.ipv6, track_each=False)
-    try:
-        members = BridgeMembers(topology.add(f"h{i}") for i in range(1, settings.size + 1))
-        members.segment = topology.bridge(members, subnet=str(settings.subnet), mtu=settings.mtu)
-        members.topology = topology
-    except BaseException:
-        topology.close()
-        raise
-    _finish(request, topology)
-    yield members
-    teardown(request, topology.close)
+    from ..presets.simple import bridge_network
+
+    yield from provide(request, bridge_network(settings, kill_grace=run_settings(request.config).kill_grace))
 
 
 @pytest.fixture
@@ -113,19 +75,9 @@ def netns_nat(request: pytest.FixtureRequest) -> Iterator[NatNetwork]:
     connections from 203.0.113.1.  IPv4 only.  Torn down after the test.
     """
     require_namespaces(request)
-    topology = _topology(request, ipv6=False, track_each=False)
-    try:
-        client, router, server = topology.add("client"), topology.add("router", router=True), topology.add("server")
-        topology.link(router, client, subnet="192.168.0.0/24")
-        outside = topology.link(router, server, subnet="203.0.113.0/24")
-        client.add_route("default", via="192.168.0.1")
-        topology.nat(router, outside=outside)
-    except BaseException:
-        topology.close()
-        raise
-    _finish(request, topology)
-    yield NatNetwork(client, router, server)
-    teardown(request, topology.close)
+    from ..presets.simple import nat_network
+
+    yield from provide(request, nat_network(kill_grace=run_settings(request.config).kill_grace))
 
 
 def missing_feature(call: pytest.CallInfo[None], report: pytest.TestReport) -> FeatureUnavailable | None:

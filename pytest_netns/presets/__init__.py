@@ -1,6 +1,13 @@
 """Ready-made networks over the layers below, usable without pytest.
 
-``simple`` builds the pair behind the ``netns_pair`` fixture, ``cluster`` the Kubernetes network model and
-``docker`` Docker's default bridge network.  ``pytest_netns.cluster`` and ``pytest_netns.docker`` re-export the
-public names of the last two.
+``pair()``, ``bridge()`` and ``nat()`` build the networks of the ``netns_pair``, ``netns_bridge`` and ``netns_nat``
+fixtures as context managers (``with presets.pair() as (a, b): ...``).  ``cluster`` holds the Kubernetes network
+model and ``docker`` Docker's default bridge network; ``pytest_netns.cluster`` and ``pytest_netns.docker``
+re-export their public names.
 """
+
+from __future__ import annotations
+
+from .simple import BridgeMembers, NamespacePair, NatNetwork, bridge, nat, pair
+
+__all__ = ["BridgeMembers", "NamespacePair", "NatNetwork", "bridge", "nat", "pair"]
