@@ -370,7 +370,13 @@ def test_netem_that_gets_no_answer_is_etimedout(
 ) -> None:
     ns = netns_factory("x")
     real = _tc._route_socket
-    monkeypatch.setattr(_tc, "_route_socket", lambda: Falters(real(), 0))
+
+    def silent() -> _rtnl.RtnlSocket:
+        sock = real()
+        sock.sock = Falters(sock.sock, 0)  # type: ignore[assignment]
+        return sock
+
+    monkeypatch.setattr(_tc, "_route_socket", silent)
     error = fails_with(
         lambda: ns.call(_tc.netem, "lo", delay="10ms"),
         "making netem (delay='10ms') the root qdisc of 'lo'",

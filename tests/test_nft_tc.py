@@ -681,7 +681,7 @@ def test_netem_request_matches_iproute2() -> None:
     if common.tick_in_usec != 15.625:
         pytest.skip("psched ticks differ from the recorded request")
     options = _tc._netem_options("40ms", "5ms", 0.25, "8mbit", 500)
-    request = _tc._netem_request(1, options)[16:]
+    request = _tc._netem_request(1, options, "making netem the root qdisc of lo").body
     expected = bytearray.fromhex(_TC_NETEM_BYTES)
     expected[44:48] = (0x3FFFFFFF).to_bytes(4, "little")  # loss, rounded down
     assert request.hex() == expected.hex()

@@ -17,6 +17,9 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 
+#: unshare/setns flags (linux/sched.h), defined here only.
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 #: ``SO_NETNS_COOKIE`` (Linux 5.14): a 64-bit id of the namespace a socket lives in.
 SO_NETNS_COOKIE = 71

@@ -30,6 +30,9 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..errors import KernelError
+from . import netlink as _netlink
+from . import netns as _netns
 from . import rtnl as _rtnl
 
 
@@ -129,11 +132,12 @@ def kernel_features() -> tuple[Probe, ...]:
     error: list[BaseException] = []
 
     def inside() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
         # This thread moves into a new namespace and ends there: the namespace
         # (and everything probed in it) dies with the thread.
-        if libc.unshare(0x40000000) != 0:
-            error.append(OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)"))
+        try:
+            _netns.unshare(_netns.CLONE_NEWNET)
+        except OSError as exc:
+            error.append(exc)
             return
         try:
             _probe_features(results)
@@ -195,8 +199,10 @@ TC_H_ROOT = 0xFFFFFFFF
 
 def _qdisc_kind(rtnl: _rtnl.RtnlSocket, kind: str) -> tuple[bool, str]:
     """Whether the kernel knows a queue discipline (ENOENT: unknown kind; EINVAL: known, options missing)."""
-    body = struct.pack("=BxxxiIII", socket.AF_UNSPEC, 1, 0, TC_H_ROOT, 0) + _rtnl.attr_str(TCA_KIND, kind)
-    request = _rtnl.Request(RTM_NEWQDISC, _rtnl.NLM_F_CREATE | _rtnl.NLM_F_EXCL, body, f"adding a {kind} qdisc")
+    body = struct.pack("=BxxxiIII", socket.AF_UNSPEC, 1, 0, TC_H_ROOT, 0) + _netlink.attr_str(TCA_KIND, kind)
+    request = _netlink.Request(
+        RTM_NEWQDISC, _netlink.NLM_F_CREATE | _netlink.NLM_F_EXCL, body, f"adding a {kind} qdisc"
+    )
     try:
         rtnl.execute([request])
     except OSError as exc:
@@ -209,38 +215,37 @@ def _qdisc_kind(rtnl: _rtnl.RtnlSocket, kind: str) -> tuple[bool, str]:
 
 
 # nftables, hand-packed: one transaction (a netlink batch) per probe.
-NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFT_MSG_NEWTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE = 0, 3, 6
 NFPROTO_INET, NFPROTO_NETDEV = 1, 5
-NLA_F_NESTED = 0x8000
-
-
-def _nested(kind: int, payload: bytes) -> bytes:
-    return _rtnl.attr(kind | NLA_F_NESTED, payload)
 
 
 def _be32(kind: int, value: int) -> bytes:
-    return _rtnl.attr(kind, struct.pack(">i", value))
+    return _netlink.attr_be32(kind, value)
 
 
 def _nft_rule(family: int, table: str, chain: str, expressions: list[bytes]) -> tuple[int, int, bytes]:
-    exprs = b"".join(_nested(1, e) for e in expressions)  # NFTA_LIST_ELEM
-    attrs = _rtnl.attr_str(1, table) + _rtnl.attr_str(2, chain) + _nested(4, exprs)
+    exprs = b"".join(_netlink.nested(1, e) for e in expressions)  # NFTA_LIST_ELEM
+    attrs = _netlink.attr_str(1, table) + _netlink.attr_str(2, chain) + _netlink.nested(4, exprs)
     return NFT_MSG_NEWRULE, family, attrs
 
 
 def _expr(name: str, data: bytes = b"") -> bytes:
-    return _rtnl.attr_str(1, name) + (_nested(2, data) if data else b"")  # NFTA_EXPR_NAME, NFTA_EXPR_DATA
+    return _netlink.attr_str(1, name) + (_netlink.nested(2, data) if data else b"")  # NFTA_EXPR_NAME, NFTA_EXPR_DATA
 
 
 def _nat_batch() -> list[tuple[int, int, bytes]]:
     """inet table, nat chain on postrouting, one masquerade rule: what Topology.nat needs."""
     hook = _be32(1, 4) + _be32(2, 100)  # NF_INET_POST_ROUTING, priority srcnat
-    chain = _rtnl.attr_str(1, "probe") + _rtnl.attr_str(3, "post") + _nested(4, hook) + _rtnl.attr_str(7, "nat")
+    chain = (
+        _netlink.attr_str(1, "probe")
+        + _netlink.attr_str(3, "post")
+        + _netlink.nested(4, hook)
+        + _netlink.attr_str(7, "nat")
+    )
     return [
-        (NFT_MSG_NEWTABLE, NFPROTO_INET, _rtnl.attr_str(1, "probe")),
+        (NFT_MSG_NEWTABLE, NFPROTO_INET, _netlink.attr_str(1, "probe")),
         (NFT_MSG_NEWCHAIN, NFPROTO_INET, chain),
         _nft_rule(NFPROTO_INET, "probe", "post", [_expr("masq")]),
     ]
@@ -248,11 +253,16 @@ def _nat_batch() -> list[tuple[int, int, bytes]]:
 
 def _ingress_batch(device: str) -> list[tuple[int, int, bytes]]:
     """netdev table, ingress chain on ``device``, a random drop rule: what impair(loss=) needs."""
-    hook = _be32(1, 0) + _be32(2, 0) + _rtnl.attr_str(3, device)  # NF_NETDEV_INGRESS, priority, device
-    chain = _rtnl.attr_str(1, "probe") + _rtnl.attr_str(3, "in") + _nested(4, hook) + _rtnl.attr_str(7, "filter")
+    hook = _be32(1, 0) + _be32(2, 0) + _netlink.attr_str(3, device)  # NF_NETDEV_INGRESS, priority, device
+    chain = (
+        _netlink.attr_str(1, "probe")
+        + _netlink.attr_str(3, "in")
+        + _netlink.nested(4, hook)
+        + _netlink.attr_str(7, "filter")
+    )
     numgen = _be32(1, 1) + _be32(2, 100) + _be32(3, 1)  # dreg 1, modulus 100, NFT_NG_RANDOM
     return [
-        (NFT_MSG_NEWTABLE, NFPROTO_NETDEV, _rtnl.attr_str(1, "probe")),
+        (NFT_MSG_NEWTABLE, NFPROTO_NETDEV, _netlink.attr_str(1, "probe")),
         (NFT_MSG_NEWCHAIN, NFPROTO_NETDEV, chain),
         _nft_rule(NFPROTO_NETDEV, "probe", "in", [_expr("numgen", numgen)]),
     ]
@@ -261,54 +271,30 @@ def _ingress_batch(device: str) -> list[tuple[int, int, bytes]]:
 def _nft_transaction(messages: list[tuple[int, int, bytes]]) -> tuple[bool, str]:
     """Send one nftables batch in the calling thread's namespace; (ok, detail)."""
     names = {NFT_MSG_NEWTABLE: "table", NFT_MSG_NEWCHAIN: "chain", NFT_MSG_NEWRULE: "rule"}
+
+    def nfgen(family: int, res_id: int = 0) -> bytes:
+        return struct.pack("=BBH", family, 0, socket.htons(res_id))
+
+    requests = [
+        _netlink.Request(NFNL_SUBSYS_NFTABLES << 8 | msg, _netlink.NLM_F_CREATE, nfgen(family) + attrs, names[msg])
+        for msg, family, attrs in messages
+    ]
+    begin = _netlink.Request(NFNL_MSG_BATCH_BEGIN, 0, nfgen(socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES), "")
+    end = _netlink.Request(NFNL_MSG_BATCH_END, 0, nfgen(socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES), "")
     try:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
-    except OSError as exc:
+        sock = _netlink.NetlinkSocket(_netlink.NETLINK_NETFILTER, timeout=5)
+    except KernelError as exc:
         return False, f"no nfnetlink socket: {exc.strerror}"
     with sock:
-        sock.bind((0, 0))
-        sock.settimeout(5)
-        packets, seq = [], 1
-        kinds: dict[int, str] = {}
-
-        def add(kind: int, flags: int, family: int, res_id: int, attrs: bytes) -> None:
-            nonlocal seq
-            body = struct.pack("=BBH", family, 0, socket.htons(res_id)) + attrs
-            packets.append(struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0) + body)
-            seq += 1
-
-        add(NFNL_MSG_BATCH_BEGIN, _rtnl.NLM_F_REQUEST, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b"")
-        for msg, family, attrs in messages:
-            kinds[seq] = names[msg]
-            add(
-                NFNL_SUBSYS_NFTABLES << 8 | msg,
-                _rtnl.NLM_F_REQUEST | _rtnl.NLM_F_CREATE | _rtnl.NLM_F_ACK,
-                family,
-                0,
-                attrs,
-            )
-        add(NFNL_MSG_BATCH_END, _rtnl.NLM_F_REQUEST, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, b"")
-        sock.sendall(b"".join(packets))
-        pending = set(kinds)
         try:
-            while pending:
-                data = sock.recv(65536)
-                offset = 0
-                while offset + 16 <= len(data):
-                    length, kind, _flags, rseq, _pid = struct.unpack_from("=IHHII", data, offset)
-                    if kind == _rtnl.NLMSG_ERROR and rseq in pending:
-                        pending.discard(rseq)
-                        code = -struct.unpack_from("=i", data, offset + 16)[0]
-                        if code:
-                            what = kinds[rseq]
-                            return False, f"adding the {what}: {errno.errorcode.get(code, code)} {os.strerror(code)}"
-                    elif kind == _rtnl.NLMSG_ERROR and struct.unpack_from("=i", data, offset + 16)[0]:
-                        # The batch itself was refused (EPERM without CAP_NET_ADMIN): nothing else is answered.
-                        code = -struct.unpack_from("=i", data, offset + 16)[0]
-                        return False, f"starting the transaction: {errno.errorcode.get(code, code)} {os.strerror(code)}"
-                    offset += (length + 3) & ~3 if length else len(data)
-        except (TimeoutError, OSError) as exc:
-            return False, f"no answer from nf_tables: {exc}"
+            sock.execute(requests, frame=(begin, end))
+        except KernelError as exc:
+            code = exc.errno or errno.EIO
+            if code == errno.ETIMEDOUT:
+                return False, f"no answer from nf_tables: {exc}"
+            # An error for the batch itself (EPERM without CAP_NET_ADMIN): nothing else is answered.
+            what = f"adding the {exc.doing}" if exc.doing else "starting the transaction"
+            return False, f"{what}: {errno.errorcode.get(code, code)} {os.strerror(code)}"
     return True, "table, chain and rule created in a throwaway namespace"
 
 
@@ -327,7 +313,6 @@ def user_namespaces() -> Probe:
     )
 
 
-CLONE_NEWNS = 0x00020000
 MS_REC, MS_SLAVE = 0x4000, 1 << 19
 
 
@@ -338,7 +323,7 @@ def private_mounts() -> Probe:
     def inside() -> None:
         # The thread unshares its mount namespace for itself; it (and the namespace) ends right after.
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(CLONE_NEWNS) != 0:
+        if libc.unshare(_netns.CLONE_NEWNS) != 0:
             failure.append(f"unshare(CLONE_NEWNS): {os.strerror(ctypes.get_errno())}")
         elif libc.mount(b"none", b"/", None, MS_REC | MS_SLAVE, None) != 0:
             failure.append(f"mount --make-rslave /: {os.strerror(ctypes.get_errno())}")

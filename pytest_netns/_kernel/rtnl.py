@@ -1,12 +1,12 @@
-"""Batched rtnetlink requests on a socket that lives inside one namespace.
+"""rtnetlink messages (links, addresses, routes) and the socket that sends them inside one namespace.
 
 The hot path (creating a ready veth pair in ~1 ms) cannot afford pyroute2's
 generic encoder, which costs 0.1-0.3 ms per message, more than the kernel
 work itself.  The few messages the hot path needs are fixed-layout structs
 plus flat attributes, so they are packed here with ``struct``; replies to
 dumps (the paths that are not hot) are decoded with pyroute2's message
-classes.  Several requests go out in one ``send`` and their acks are read
-back together.
+classes.  The transport is ``netlink.NetlinkSocket``: several requests go
+out in one ``send`` and their acks are read back together.
 """
 
 from __future__ import annotations
@@ -15,31 +15,22 @@ import errno
 import ipaddress
 import socket
 import struct
-import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
+from typing import Any
 
 from ..errors import KernelError
+from .netlink import NETLINK_ROUTE, NetlinkSocket
 
-NETLINK_ROUTE = 0
-NETLINK_CAP_ACK = 10
-NETLINK_EXT_ACK = 11
-SOL_NETLINK = 270
-
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
-NLM_F_ROOT = 0x100
-NLM_F_MATCH = 0x200
-NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
-NLM_F_REPLACE = 0x100
-NLM_F_EXCL = 0x200
-NLM_F_CREATE = 0x400
-NLM_F_CAPPED = 0x100
-NLM_F_ACK_TLVS = 0x200
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLMSGERR_ATTR_MSG = 1
+# Re-exported: the encoders elsewhere build their requests from these.
+from .netlink import NLM_F_CREATE as NLM_F_CREATE
+from .netlink import NLM_F_EXCL as NLM_F_EXCL
+from .netlink import NLM_F_REPLACE as NLM_F_REPLACE
+from .netlink import Request as Request
+from .netlink import attr as attr
+from .netlink import attr_str as attr_str
+from .netlink import attr_u32 as attr_u32
+from .netlink import parse_attrs as parse_attrs
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
@@ -83,39 +74,13 @@ RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 RTN_UNICAST = 1
 
-_HEADER = struct.Struct("=IHHII")
 _IFINFO = struct.Struct("=BxHiII")
 _IFADDR = struct.Struct("=BBBBI")
 _RTMSG = struct.Struct("=BBBBBBBBI")
-_ATTR = struct.Struct("=HH")
-
-
-def attr(kind: int, payload: bytes) -> bytes:
-    """One netlink attribute (type-length-value), padded to 4 bytes."""
-    length = 4 + len(payload)
-    return _ATTR.pack(length, kind) + payload + b"\0" * (-length & 3)
-
-
-def attr_u32(kind: int, value: int) -> bytes:
-    return attr(kind, struct.pack("=I", value))
-
-
-def attr_str(kind: int, value: str) -> bytes:
-    return attr(kind, value.encode() + b"\0")
 
 
 def ifinfo(index: int = 0, flags: int = 0, change: int = 0, family: int = 0) -> bytes:
     return _IFINFO.pack(family, 0, index, flags, change)
-
-
-@dataclass
-class Request:
-    """One encoded request body and what it does, for error messages."""
-
-    kind: int
-    flags: int
-    body: bytes
-    doing: str
 
 
 # -- encoders for the requests the plugin needs -------------------------------
@@ -234,150 +199,30 @@ def get_link(index: int) -> Request:
     return Request(RTM_GETLINK, 0, ifinfo(index), f"reading link {index}")
 
 
-def parse_attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
-    """Flat attributes of a message as {type: payload} (first one of each type wins)."""
-    found: dict[int, bytes] = {}
-    while offset + 4 <= end:
-        length, kind = _ATTR.unpack_from(data, offset)
-        if length < 4:
-            break
-        found.setdefault(kind & 0x3FFF, data[offset + 4 : offset + length])
-        offset += (length + 3) & ~3
-    return found
-
-
-class RtnlSocket:
+class RtnlSocket(NetlinkSocket):
     """A NETLINK_ROUTE socket bound inside the namespace it was created in.
 
     Create it on a thread that is inside the target namespace; afterwards it
     can be used from any thread (sockets stay in their namespace).  Requests
-    are serialised with a lock.
+    are serialised with a lock.  Without ``timeout`` every wait for an answer
+    is unbounded (the kernel answers rtnetlink synchronously).
     """
 
-    def __init__(self) -> None:
-        try:
-            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
-        except OSError as exc:
-            raise KernelError(exc.errno or errno.EIO, "opening an rtnetlink socket") from None
-        try:
-            self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
-            self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-            self.sock.bind((0, 0))
-        except OSError as exc:
-            self.sock.close()
-            raise KernelError(exc.errno or errno.EIO, "setting up an rtnetlink socket") from None
-        self._seq = 0
-        self._lock = threading.Lock()
+    what = "an rtnetlink socket"
+    silence = "no answer from the kernel within {timeout:g} s"
 
-    def close(self) -> None:
-        self.sock.close()
+    def __init__(self, *, timeout: float | None = None) -> None:
+        super().__init__(NETLINK_ROUTE, timeout=timeout)
 
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def _next_seq(self) -> int:
-        self._seq = (self._seq + 1) & 0x7FFFFFFF or 1
-        return self._seq
-
-    def _send(self, data: bytes, doing: str) -> None:
-        try:
-            self.sock.sendall(data)
-        except OSError as exc:
-            raise KernelError(exc.errno or errno.EIO, doing, "sending the request") from None
-
-    def _recv(self, size: int, doing: str) -> bytes:
-        """The next answers; a socket error (ENOBUFS when answers were lost) names the request waited for."""
-        try:
-            return self.sock.recv(size)
-        except OSError as exc:
-            raise KernelError(exc.errno or errno.EIO, doing, "reading the answer") from None
-
-    def _pack(self, request: Request, extra_flags: int) -> tuple[int, bytes]:
-        seq = self._next_seq()
-        flags = NLM_F_REQUEST | request.flags | extra_flags
-        header = _HEADER.pack(16 + len(request.body), request.kind, flags, seq, 0)
-        return seq, header + request.body
-
-    #: Requests per write: one write of thousands of requests fails with EMSGSIZE.
-    CHUNK = 128
-
-    def execute(self, requests: Sequence[Request], *, ignore: Iterable[int] = ()) -> None:
-        """Send the requests in as few writes as possible, wait for every ack, raise the first error.
-
-        ``ignore`` lists errno values that count as success (for example
-        ``ENODEV`` when deleting something that may be gone already).  All
-        requests are sent even when an early one fails.
-        """
-        ignored = set(ignore)
-        failure: KernelError | None = None
-        with self._lock:
-            for start in range(0, len(requests), self.CHUNK):
-                error = self._execute_chunk(requests[start : start + self.CHUNK], ignored)
-                failure = failure or error
-        if failure is not None:
-            raise failure
-
-    def _execute_chunk(self, requests: Sequence[Request], ignored: set[int]) -> KernelError | None:
-        pending: dict[int, Request] = {}
-        chunks = []
-        for request in requests:
-            seq, data = self._pack(request, NLM_F_ACK)
-            pending[seq] = request
-            chunks.append(data)
-        self._send(b"".join(chunks), requests[0].doing)
-        failure: KernelError | None = None
-        while pending:
-            data = self._recv(65536, pending[min(pending)].doing)
-            for kind, flags, seq, offset, end in _messages(data):
-                if kind != NLMSG_ERROR or seq not in pending:
-                    continue
-                request = pending.pop(seq)
-                code = -struct.unpack_from("=i", data, offset)[0]
-                if code and code not in ignored and failure is None:
-                    failure = KernelError(code, request.doing, _extack(data, flags, offset, end))
-        return failure
-
-    def query(self, request: Request) -> bytes:
-        """Send one request that has a single reply and return that reply message."""
-        with self._lock:
-            seq, data = self._pack(request, 0)
-            self._send(data, request.doing)
-            while True:
-                reply = self._recv(65536, request.doing)
-                for kind, flags, rseq, offset, end in _messages(reply):
-                    if rseq != seq:
-                        continue
-                    if kind == NLMSG_ERROR:
-                        code = -struct.unpack_from("=i", reply, offset)[0]
-                        raise KernelError(code, request.doing, _extack(reply, flags, offset, end))
-                    return reply[offset - 16 : end]
-
-    def dump(self, kind: int, body: bytes, doing: str) -> list:
+    def dump(self, kind: int, body: bytes, doing: str) -> list[Any]:
         """Run a dump request and decode the replies with pyroute2's message classes."""
         from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
         marshal = MarshalRtnl()
-        with self._lock:
-            seq, data = self._pack(Request(kind, NLM_F_DUMP, body, doing), 0)
-            self._send(data, doing)
-            messages = []
-            while True:
-                reply = self._recv(1 << 20, doing)
-                done = False
-                for rkind, flags, rseq, offset, end in _messages(reply):
-                    if rseq != seq:
-                        continue
-                    if rkind == NLMSG_DONE:
-                        done = True
-                    elif rkind == NLMSG_ERROR:
-                        code = -struct.unpack_from("=i", reply, offset)[0]
-                        if code:
-                            raise KernelError(code, doing, _extack(reply, flags, offset, end))
-                        done = True
-                    else:
-                        messages.extend(marshal.parse(reply[offset - 16 : end]))
-                if done:
-                    return messages
+        found: list[Any] = []
+        for message in self.dump_raw(Request(kind, 0, body, doing)):
+            found.extend(marshal.parse(message))
+        return found
 
     def link(self, request: Request) -> dict[str, int]:
         """Index, flags, MTU, operstate and carrier of one link."""
@@ -454,24 +299,3 @@ class RtnlSocket:
                 raise KernelError(errno.ETIMEDOUT, f"waiting for {what} to become operationally UP")
             time.sleep(delay)
             delay = min(delay * 2, 0.005)
-
-
-def _messages(data: bytes):  # type: ignore[no-untyped-def]
-    """Yield (type, flags, seq, payload offset, end) for each message in a buffer."""
-    offset = 0
-    while offset + 16 <= len(data):
-        length, kind, flags, seq, _pid = _HEADER.unpack_from(data, offset)
-        if length < 16:
-            return
-        yield kind, flags, seq, offset + 16, offset + length
-        offset += (length + 3) & ~3
-
-
-def _extack(data: bytes, flags: int, offset: int, end: int) -> str:
-    """The kernel's extended-ack error message, if it sent one."""
-    if not flags & NLM_F_ACK_TLVS:
-        return ""
-    inner_len = struct.unpack_from("=I", data, offset + 4)[0]
-    start = offset + 4 + (16 if flags & NLM_F_CAPPED else inner_len)
-    msg = parse_attrs(data, start, end).get(NLMSGERR_ATTR_MSG)
-    return msg.rstrip(b"\0").decode(errors="replace") if msg else ""

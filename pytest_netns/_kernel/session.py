@@ -37,7 +37,7 @@ import pwd
 from . import netns as _kernel
 from . import rtnl as _rtnl
 
-CLONE_NEWUSER = 0x10000000
+CLONE_NEWUSER = _kernel.CLONE_NEWUSER
 CLONE_NEWNET = _kernel.CLONE_NEWNET
 
 

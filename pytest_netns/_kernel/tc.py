@@ -15,25 +15,26 @@ there, hence in that namespace), uses it and closes it before returning.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import math
 import os
 import re
 import socket
-import struct
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_ERROR
 from pyroute2.netlink.exceptions import NetlinkDecodeError, NetlinkError
 from pyroute2.netlink.rtnl import RTM_NEWQDISC
 from pyroute2.netlink.rtnl.tcmsg import common as tc_common
 from pyroute2.netlink.rtnl.tcmsg import sched_netem, tcmsg
 
 from ..errors import KernelError, NetnsError
+from . import netns as _netns
+from . import validate as _validate
+from .netlink import NLM_F_CREATE, NLM_F_REPLACE, Request
+from .rtnl import RtnlSocket
 
 __all__ = [
     "clear_qdisc",
@@ -48,14 +49,6 @@ __all__ = [
 Duration = str | int | float
 
 _TC_H_ROOT = 0xFFFFFFFF
-_SOL_NETLINK = 270
-_NETLINK_EXT_ACK = 11  # errors carry the kernel's text
-_NLMSG_ERROR = NLMSG_ERROR
-_NLM_F_CAPPED = 0x100
-_NLM_F_ACK_TLVS = 0x200
-_NLMSGERR_ATTR_MSG = 1
-_CLONE_NEWNET = 0x40000000
-_IFNAMSIZ = 16
 #: Seconds to wait for the kernel's answer to a request.
 _RECV_TIMEOUT = 5.0
 
@@ -171,15 +164,9 @@ def parse_duration(value: Duration) -> float:
 # --------------------------------------------------------------------------
 
 
-def _check_ifname(ifname: object) -> str:
-    if not isinstance(ifname, str) or not 0 < len(ifname) < _IFNAMSIZ or any(c in ifname for c in "/: \t\n\0"):
-        raise ValueError(f"interface name {ifname!r} is not valid")
-    return ifname
-
-
 def _ifindex(ifname: str, doing: str) -> int:
     """Index of ``ifname`` in the calling thread's namespace (KernelError ENODEV if it has none)."""
-    _check_ifname(ifname)
+    _validate.ifname(ifname)
     try:
         # The ioctl socket behind if_nametoindex is made on this thread.
         return socket.if_nametoindex(ifname)
@@ -214,25 +201,18 @@ def _ipr() -> IPRoute:
     return IPRoute(ext_ack=True)
 
 
-def _route_socket() -> socket.socket:
-    """A NETLINK_ROUTE socket in the calling thread's namespace, with extended acks."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
-    try:
-        sock.setsockopt(_SOL_NETLINK, _NETLINK_EXT_ACK, 1)
-        sock.settimeout(_RECV_TIMEOUT)
-        sock.bind((0, 0))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+def _route_socket() -> RtnlSocket:
+    """An rtnetlink socket in the calling thread's namespace that waits at most ``_RECV_TIMEOUT`` for an answer."""
+    return RtnlSocket(timeout=_RECV_TIMEOUT)
 
 
-def _netem_request(index: int, options: dict[str, Any]) -> bytes:
+def _netem_request(index: int, options: dict[str, Any], doing: str) -> Request:
     """RTM_NEWQDISC (create or replace) making device ``index``'s root a netem.
 
-    The netem options are encoded by pyroute2 (``sched_netem``); the bytes
-    match what iproute2's ``tc qdisc replace ... netem`` sends, except that
-    pyroute2 maps 25% loss to 0x3fffffff where tc sends 0x40000000.
+    The tcmsg and its netem options are encoded by pyroute2 (``tcmsg``,
+    ``sched_netem``); the bytes match what iproute2's ``tc qdisc replace ...
+    netem`` sends, except that pyroute2 maps 25% loss to 0x3fffffff where
+    tc sends 0x40000000.
     """
     msg = tcmsg()
     msg["index"] = index
@@ -242,15 +222,12 @@ def _netem_request(index: int, options: dict[str, Any]) -> bytes:
         ["TCA_KIND", "netem"],
         ["TCA_OPTIONS", sched_netem.get_parameters(options)],
     ]
-    msg["header"]["type"] = RTM_NEWQDISC
-    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
-    msg["header"]["sequence_number"] = 1
     msg.encode()
-    return bytes(msg.data)
+    return Request(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_REPLACE, bytes(msg.data)[16:], doing)
 
 
 def _replace_root_netem(index: int, options: dict[str, Any], doing: str) -> None:
-    """Send :func:`_netem_request` on a NETLINK_ROUTE socket of this thread.
+    """Send :func:`_netem_request` on an rtnetlink socket of this thread.
 
     Not through ``IPRoute.tc()``: pyroute2 0.9.7's request filter leaves a
     netem ``rate`` at the top level of the message as TCA_RATE (tbf's
@@ -258,33 +235,9 @@ def _replace_root_netem(index: int, options: dict[str, Any], doing: str) -> None
     synchronous ``nlm_request`` is broken.  A refusal, a socket error or no
     answer raises ``KernelError`` saying ``doing``.
     """
-    request = _netem_request(index, options)
+    request = _netem_request(index, options, doing)
     with _kernel_errors(doing), _route_socket() as sock:
-        sock.sendall(request)
-        err, text = _read_ack(sock.recv(65536))
-    if err:
-        raise KernelError(err, doing, text or "")
-
-
-def _read_ack(data: bytes) -> tuple[int, str | None]:
-    """(errno, extack text) from the NLMSG_ERROR answering a request."""
-    length, msg_type, flags = struct.unpack_from("=IHH", data)
-    if msg_type != _NLMSG_ERROR or length < 20:
-        return errno.EPROTO, f"unexpected netlink answer type {msg_type}"
-    err = -struct.unpack_from("=i", data, 16)[0]
-    if not err or not flags & _NLM_F_ACK_TLVS:
-        return err, None
-    # nlmsgerr: error, then the request (its header only if capped), then TLVs.
-    request_len = 16 if flags & _NLM_F_CAPPED else struct.unpack_from("=I", data, 20)[0]
-    offset = 20 + ((request_len + 3) & ~3)
-    while offset + 4 <= length:
-        nla_len, nla_type = struct.unpack_from("=HH", data, offset)
-        if nla_len < 4:
-            break
-        if nla_type & 0x3FFF == _NLMSGERR_ATTR_MSG:
-            return err, data[offset + 4 : offset + nla_len].split(b"\0", 1)[0].decode(errors="replace")
-        offset += (nla_len + 3) & ~3
-    return err, None
+        sock.execute([request])
 
 
 # --------------------------------------------------------------------------
@@ -294,7 +247,8 @@ def _read_ack(data: bytes) -> tuple[int, str | None]:
 
 def _frame_size(ipr: IPRoute, index: int) -> int:
     """Largest frame the device sends, as tbf counts it (MTU + header)."""
-    return ipr.get_links(index)[0].get_attr("IFLA_MTU") + _ETH_HEADER
+    mtu: int = ipr.get_links(index)[0].get_attr("IFLA_MTU")
+    return mtu + _ETH_HEADER
 
 
 def _min_burst(rate_bytes: int, frame: int) -> int:
@@ -305,7 +259,7 @@ def _min_burst(rate_bytes: int, frame: int) -> int:
     microseconds and then to whole psched ticks (64 ns): allow both
     roundings on top of the frame.
     """
-    rounding = rate_bytes * (1e-6 + 1 / _TICKS_PER_SECOND)
+    rounding: float = rate_bytes * (1e-6 + 1 / _TICKS_PER_SECOND)
     return frame + math.ceil(rounding) + 1
 
 
@@ -398,7 +352,10 @@ def clear_qdisc(ifname: str) -> None:
 # --------------------------------------------------------------------------
 
 
-def _in_throwaway_netns(func: Any) -> Any:
+T = TypeVar("T")
+
+
+def _in_throwaway_netns(func: Callable[[], T]) -> T:
     """Run ``func()`` on a new thread inside a new, empty network namespace.
 
     The namespace dies with the thread, and the caller's thread never
@@ -407,10 +364,11 @@ def _in_throwaway_netns(func: Any) -> Any:
     outcome: dict[str, Any] = {}
 
     def body() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
         try:
-            if libc.unshare(_CLONE_NEWNET) != 0:
-                raise KernelError(ctypes.get_errno(), "creating a throwaway network namespace (unshare)")
+            try:
+                _netns.unshare(_netns.CLONE_NEWNET)
+            except OSError as exc:
+                raise KernelError(exc.errno or errno.EIO, "creating a throwaway network namespace (unshare)") from None
             outcome["value"] = func()
         except BaseException as error:  # handed over to the caller
             outcome["error"] = error
@@ -420,7 +378,8 @@ def _in_throwaway_netns(func: Any) -> Any:
     thread.join()
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["value"]
+    value: T = outcome["value"]
+    return value
 
 
 def _probe_netem() -> str | None:

@@ -41,10 +41,10 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .._kernel.netns import CLONE_NEWNS
 from ..errors import FeatureUnavailable
 from ..namespace import Namespace
 
-CLONE_NEWNS = 0x00020000
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_SLAVE = 1 << 19

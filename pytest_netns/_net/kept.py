@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._kernel.netns import CLONE_NEWNET, SO_NETNS_COOKIE
+
 if TYPE_CHECKING:
     from ..namespace import Namespace
 
@@ -50,8 +52,6 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_SHARED = 1 << 20
 MNT_DETACH = 2
-CLONE_NEWNET = 0x40000000
-SO_NETNS_COOKIE = 71
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p)
