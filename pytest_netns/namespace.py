@@ -18,8 +18,8 @@ from ._kernel import netns as _kernel
 from ._kernel import process as _process
 from ._kernel import rtnl as _rtnl
 from ._kernel import validate as _validate
-from ._kernel.watchdog import client as _watchdog
-from ._kernel.watchdog import pids_in_netns
+from ._kernel.handle import NetnsHandle, handle_of
+from ._kernel.handle import holders as _holders
 from .errors import CommandError, KernelError, NetnsError, NetnsLeakWarning, NetnsProcessWarning, TeardownError
 
 T = TypeVar("T")
@@ -43,9 +43,6 @@ BASELINE_SYSCTLS = (
 #: change during a run); later namespaces write only these.
 _baseline_writes: list[tuple[str, str]] | None = None
 
-#: Explicit interface indexes start here, far above the fallback tunnel devices
-#: (tunl0, sit0, gre0, ...) that hosts with tunnel modules put in every namespace.
-FIRST_INDEX = 1000
 _numbers = itertools.count(1)
 _thread_state = threading.local()
 
@@ -64,29 +61,12 @@ class Namespace:
             _validate.check_name(name, what="namespace name", rule=_validate.NAMESPACE)
         self.kill_grace = _validate.duration(kill_grace, "kill_grace")
         self._name = name or f"ns{next(_numbers)}"
-        self._closed = False
         self._lock = threading.Lock()
         self._processes: list[subprocess.Popen[Any]] = []
-        self._cleanups: list[tuple[Callable[[], object], str]] = []
-        self._may_hold_processes = False
-        self._watched = False
-        self._next_index = FIRST_INDEX
-
-        def inside() -> None:
-            _apply_baseline()
-            self._rtnl = _rtnl.RtnlSocket()
-
-        self._fd = _kernel.create_netns(inside)
-        try:
-            self.inode = _kernel.netns_inode(self._fd)
-            self.cookie = _kernel.socket_netns_cookie(self._rtnl.sock)
-            self._setup_requests = [_rtnl.set_link(1, up=True, doing=f"bringing lo up in {self._name!r}")]
-            if not _defer_setup:
-                self.execute([])
-        except BaseException:
-            self._rtnl.close()
-            os.close(self._fd)
-            raise
+        #: The kernel side, for the package's own code: reached with ``handle_of(ns)`` (_kernel/handle.py).
+        self._handle = NetnsHandle(self._name, setup=_apply_baseline, defer_setup=_defer_setup)
+        self.inode = self._handle.inode
+        self.cookie = self._handle.cookie
 
     # -- identity -----------------------------------------------------------
 
@@ -102,14 +82,13 @@ class Namespace:
         Processes that enter through it are killed at teardown too.
         """
         self._check_open()
-        self._may_host_processes()
-        return self._fd
+        self._handle.host_processes()
+        return self._handle.fd
 
     @property
     def _nsfd(self) -> int:
         """The namespace's fd for the plugin's own kernel calls (no process can enter through them)."""
-        self._check_open()
-        return self._fd
+        return self._handle.fd
 
     @property
     def path(self) -> str:
@@ -118,15 +97,15 @@ class Namespace:
         Processes that enter this way are killed at teardown too.
         """
         self._check_open()
-        self._may_host_processes()
-        return f"/proc/{os.getpid()}/fd/{self._fd}"
+        self._handle.host_processes()
+        return f"/proc/{os.getpid()}/fd/{self._handle.fd}"
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._handle.closed
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"net:[{self.inode}]"
+        state = "closed" if self._handle.closed else f"net:[{self.inode}]"
         return f"<Namespace {self._name!r} {state}>"
 
     # -- entering -----------------------------------------------------------
@@ -135,13 +114,13 @@ class Namespace:
         """Move the calling thread into the namespace (nestable); restored on exit."""
         self._check_open()
         # Registered first: if that fails (the watchdog died, EMFILE), the thread has not moved.
-        self._may_host_processes()
+        self._handle.host_processes()
         stack = getattr(_thread_state, "saved", None)
         if stack is None:
             stack = _thread_state.saved = []
         saved = _kernel.open_thread_netns()
         try:
-            _kernel.setns(self._fd)
+            _kernel.setns(self._handle.fd)
         except OSError as exc:
             os.close(saved)
             raise KernelError(exc.errno or errno.EINVAL, f"entering namespace {self._name!r}") from None
@@ -235,8 +214,15 @@ class Namespace:
 
     def _spawn(self, command: _process.Command, **kwargs: Any) -> subprocess.Popen:
         self._check_open()
-        self._may_host_processes()
-        with self._lock, _kernel.entered(self._fd):
+        spawner = self._handle.spawner
+        if spawner is not None:
+            return spawner(lambda popen_kwargs: self._spawn_here(command, popen_kwargs), kwargs)  # type: ignore[no-any-return]
+        return self._spawn_here(command, kwargs)
+
+    def _spawn_here(self, command: _process.Command, kwargs: dict[str, Any]) -> subprocess.Popen:
+        """Start the process from the calling thread, moved inside for the ``fork``."""
+        self._handle.host_processes()
+        with self._lock, _kernel.entered(self._handle.fd):
             proc = subprocess.Popen(command, **kwargs)
             self._processes.append(proc)
         return proc
@@ -260,7 +246,7 @@ class Namespace:
         family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
         deadline = time.monotonic() + timeout
         while True:
-            with _kernel.entered(self._fd):
+            with self._handle.entered():
                 sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
             with sock:
                 sock.settimeout(0.5)
@@ -286,7 +272,7 @@ class Namespace:
         path = _validate.sysctl_key(key)
         self._check_open()
         try:
-            with _kernel.entered(self._fd):
+            with self._handle.entered():
                 if value is not None:
                     _write(path, str(value))
                 with open(path) as handle:
@@ -297,13 +283,13 @@ class Namespace:
 
     def interfaces(self) -> list[str]:
         """Names of all interfaces, ``lo`` included, in index order."""
-        return [name for _, name in self._links()]
+        return self._handle.interfaces()
 
     def addresses(self, iface: str | None = None) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
         """All addresses (of ``iface``, or of every interface) as ``ipaddress`` interface objects."""
         index = self._index(iface) if iface is not None else None
         result = []
-        for msg in self.rtnl.dump(_rtnl.RTM_GETADDR, bytes(8), f"listing addresses in {self._name!r}"):
+        for msg in self._handle.rtnl.dump(_rtnl.RTM_GETADDR, bytes(8), f"listing addresses in {self._name!r}"):
             if index is not None and msg["index"] != index:
                 continue
             addr = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
@@ -323,7 +309,7 @@ class Namespace:
 
     def _first(self, version: int) -> Any:
         loopback = self._loopback_indexes()
-        for msg in self.rtnl.dump(_rtnl.RTM_GETADDR, bytes(8), f"listing addresses in {self._name!r}"):
+        for msg in self._handle.rtnl.dump(_rtnl.RTM_GETADDR, bytes(8), f"listing addresses in {self._name!r}"):
             if msg["index"] in loopback or msg["family"] != (socket.AF_INET if version == 4 else socket.AF_INET6):
                 continue
             if version == 6 and msg["scope"] != 0:
@@ -337,12 +323,12 @@ class Namespace:
         """Add an address like ``10.0.0.5/24`` or ``fd00::5/64`` (IPv6 usable at once, no DAD)."""
         addr = _validate.interface(address)
         index = self._index(iface)
-        self.execute([_rtnl.new_address(index, addr, f"adding {addr} to {iface} in {self._name!r}")])
+        self._handle.execute([_rtnl.new_address(index, addr, f"adding {addr} to {iface} in {self._name!r}")])
 
     def mac(self, iface: str) -> str:
         """The link-layer address of an interface, like ``"02:42:ac:11:00:02"``."""
         index = self._index(iface)
-        for msg in self.rtnl.dump(_rtnl.RTM_GETLINK, _rtnl.ifinfo(), f"listing interfaces in {self._name!r}"):
+        for msg in self._handle.rtnl.dump(_rtnl.RTM_GETLINK, _rtnl.ifinfo(), f"listing interfaces in {self._name!r}"):
             if msg["index"] == index:
                 return str(msg.get_attr("IFLA_ADDRESS"))
         raise KernelError(errno.ENODEV, f"reading the address of {iface} in {self._name!r}")  # pragma: no cover
@@ -359,18 +345,18 @@ class Namespace:
         """
         _validate.mtu(mtu)
         index = self._index(iface)
-        self.execute([_rtnl.set_link(index, mtu=mtu, doing=f"setting MTU {mtu} on {iface} in {self._name!r}")])
+        self._handle.execute([_rtnl.set_link(index, mtu=mtu, doing=f"setting MTU {mtu} on {iface} in {self._name!r}")])
 
     def link_down(self, iface: str) -> None:
         """Take an interface administratively down (its peer loses carrier)."""
         index = self._index(iface)
-        self.execute([_rtnl.set_link(index, up=False, doing=f"taking {iface} down in {self._name!r}")])
+        self._handle.execute([_rtnl.set_link(index, up=False, doing=f"taking {iface} down in {self._name!r}")])
 
     def link_up(self, iface: str, *, timeout: float = 2.0) -> None:
         """Bring an interface up; returns once it is operationally UP or has no carrier."""
         index = self._index(iface)
-        self.execute([_rtnl.set_link(index, up=True, doing=f"bringing {iface} up in {self._name!r}")])
-        self._rtnl.wait_settled(index, timeout, f"{iface} in {self._name!r}")
+        self._handle.execute([_rtnl.set_link(index, up=True, doing=f"bringing {iface} up in {self._name!r}")])
+        self._handle.rtnl.wait_settled(index, timeout, f"{iface} in {self._name!r}")
 
     def add_route(self, dst: str, via: str | None = None, dev: str | None = None) -> None:
         """Add a static route (IPv4 or IPv6); ``dst`` may be ``"default"``."""
@@ -389,7 +375,7 @@ class Namespace:
             raise ValueError(f"route to {net} needs via= or dev=")
         oif = self._index(dev) if dev is not None else None
         doing = f"adding route to {net}" + (f" via {gateway}" if gateway else "") + (f" dev {dev}" if dev else "")
-        self.execute([_rtnl.new_route(net, via=gateway, oif=oif, doing=f"{doing} in {self._name!r}")])
+        self._handle.execute([_rtnl.new_route(net, via=gateway, oif=oif, doing=f"{doing} in {self._name!r}")])
 
     def ping(self, dst: str, *, count: int = 1, timeout: float = 1.0) -> bool:
         """Send ICMP echo requests (no ping binary); True if any of them was answered.
@@ -403,7 +389,7 @@ class Namespace:
             raise ValueError(f"count must be a positive integer, got {count!r}")
         _validate.duration(timeout, "timeout")
         self._check_open()
-        with _kernel.entered(self._fd):
+        with self._handle.entered():
             return ping(target, count, timeout)
 
     # -- packets (scapy; implemented in pytest_netns.packets) --------------------
@@ -455,44 +441,30 @@ class Namespace:
 
         return packets.capture(self, iface, lfilter=lfilter, filter=filter)
 
-    # -- internals used by links and topologies --------------------------------
+    # -- internals used by links and topologies (to be replaced by handle_of(ns)) ----------
 
     def allocate_index(self) -> int:
-        """A fresh interface index for a link created by the plugin in this namespace."""
-        index = self._next_index
-        self._next_index += 1
-        return index
+        return self._handle.allocate_index()
 
     @property
     def rtnl(self) -> _rtnl.RtnlSocket:
-        self._check_open()
-        return self._rtnl
+        return self._handle.rtnl
 
     def execute(self, requests: list[_rtnl.Request]) -> None:
-        """Send rtnetlink requests in one batch (after any deferred setup of this namespace)."""
-        self._check_open()
-        if self._setup_requests:
-            requests = self._setup_requests + requests
-            self._setup_requests = []
-        self._rtnl.execute(requests)
+        self._handle.execute(requests)
 
     def add_cleanup(self, fn: Callable[[], object], doing: str) -> None:
-        """Run ``fn`` at teardown, before the namespace is released (last added, first run)."""
-        self._cleanups.append((fn, doing))
-
-    def _links(self) -> list[tuple[int, str]]:
-        msgs = self.rtnl.dump(_rtnl.RTM_GETLINK, _rtnl.ifinfo(), f"listing interfaces in {self._name!r}")
-        return sorted((m["index"], m.get_attr("IFLA_IFNAME")) for m in msgs)
+        self._handle.add_cleanup(fn, doing)
 
     def _loopback_indexes(self) -> set[int]:
-        msgs = self.rtnl.dump(_rtnl.RTM_GETLINK, _rtnl.ifinfo(), f"listing interfaces in {self._name!r}")
+        msgs = self._handle.rtnl.dump(_rtnl.RTM_GETLINK, _rtnl.ifinfo(), f"listing interfaces in {self._name!r}")
         return {m["index"] for m in msgs if m["flags"] & 0x8}  # IFF_LOOPBACK
 
     def _link(self, iface: str) -> dict[str, int]:
         _validate.ifname(iface)
         self._check_open()
         try:
-            return self.rtnl.link_by_name(iface)
+            return self._handle.rtnl.link_by_name(iface)
         except KernelError as exc:
             if exc.errno == errno.ENODEV:
                 raise KernelError(
@@ -504,20 +476,8 @@ class Namespace:
     def _index(self, iface: str) -> int:
         return self._link(iface)["index"]
 
-    def _may_host_processes(self) -> None:
-        """From now on a process may live inside: tell the watchdog, and scan at teardown.
-
-        Until code runs inside (``with``, ``call``, ``run``, ``popen``) no
-        process can be in the namespace, so plain fixtures pay nothing for this.
-        """
-        self._may_hold_processes = True
-        if not self._watched:
-            _watchdog.register(self.inode)
-            self._watched = True
-
     def _check_open(self) -> None:
-        if self._closed:
-            raise NetnsError(f"namespace {self._name!r} is already torn down")
+        self._handle.check_open()
 
     # -- teardown -----------------------------------------------------------
 
@@ -536,33 +496,15 @@ class Namespace:
 
     def _release(self, killed: list[str]) -> list[BaseException]:
         """Every teardown step, collecting problems instead of raising (and processes killed after the grace)."""
-        if self._closed:
+        if self._handle.closed:
             return []
-        self._closed = True
         problems: list[BaseException] = []
-        try:
+
+        def stop() -> None:
             for proc in _process.terminate(self._processes, self.kill_grace):
                 killed.append(_process.killed_after_grace(proc, self.kill_grace, self._name))
-        except Exception as exc:  # pragma: no cover - defensive
-            problems.append(exc)
-        if self._may_hold_processes:
-            _kill_strays(self, problems)
-        for fn, doing in reversed(self._cleanups):
-            try:
-                fn()
-            except OSError as exc:
-                if exc.errno not in (errno.ENODEV, errno.ENOENT, errno.ESRCH):
-                    problems.append(NetnsError(f"{doing}: {exc}"))
-            except Exception as exc:
-                problems.append(NetnsError(f"{doing}: {type(exc).__name__}: {exc}"))
-        self._cleanups.clear()
-        self._rtnl.close()
-        os.close(self._fd)
-        if self._watched:
-            try:
-                _watchdog.unregister(self.inode)
-            except NetnsError as exc:
-                problems.append(exc)
+
+        self._handle.release(problems, stop)
         return problems
 
 
@@ -596,56 +538,9 @@ def _report(names: str, problems: list[BaseException], killed: list[str]) -> Non
             raise TeardownError(names, problems)
 
 
-def _kill_strays(ns: Namespace, problems: list[BaseException]) -> None:
-    """SIGKILL processes that user code started inside (not through ``popen``).
-
-    They are not reaped here: a child of this process belongs to whoever holds
-    its ``Popen`` (a zombie no longer pins the namespace).
-    """
-    deadline = time.monotonic() + 5
-    me = os.getpid()
-    while True:
-        pids = pids_in_netns({ns.inode}, {me})
-        if not pids:
-            return
-        if time.monotonic() > deadline:
-            problems.append(NetnsError(f"processes {pids} in namespace {ns.name!r} survived SIGKILL for 5 s"))
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.002)
-
-
 def warn_if_held(namespaces: list[Namespace]) -> None:
     """Warn about released namespaces the test still pins (a socket, thread or open fd inside)."""
-    by_inode = {ns.inode: ns for ns in namespaces}
-    by_cookie = {ns.cookie: ns for ns in namespaces}
-    holders: dict[str, list[str]] = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            inode = os.stat(f"/proc/self/task/{tid}/ns/net").st_ino
-        except OSError:
-            continue
-        if inode in by_inode:
-            holders.setdefault(by_inode[inode].name, []).append(f"thread {tid}")
-    for entry in os.listdir("/proc/self/fd"):
-        fd = int(entry)
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("net:["):
-            inode = int(target[5:-1])
-            if inode in by_inode:
-                holders.setdefault(by_inode[inode].name, []).append(f"fd {fd}")
-        elif target.startswith("socket:["):
-            cookie = _socket_cookie(fd)
-            if cookie is not None and cookie in by_cookie:
-                holders.setdefault(by_cookie[cookie].name, []).append(f"socket fd {fd}")
-    for name, what in holders.items():
+    for name, what in _holders([handle_of(ns) for ns in namespaces]).items():
         warnings.warn(
             NetnsLeakWarning(
                 f"namespace {name!r} is still alive after teardown, held by {', '.join(what)}: "
@@ -653,20 +548,6 @@ def warn_if_held(namespaces: list[Namespace]) -> None:
             ),
             stacklevel=3,
         )
-
-
-def _socket_cookie(fd: int) -> int | None:
-    """The namespace cookie of the socket behind ``fd``, read through a duplicate."""
-    try:
-        sock = socket.socket(fileno=os.dup(fd))
-    except OSError:
-        return None
-    try:
-        return _kernel.socket_netns_cookie(sock)
-    except OSError:
-        return None
-    finally:
-        sock.close()
 
 
 def _apply_baseline() -> None:

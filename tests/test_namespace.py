@@ -247,7 +247,7 @@ def test_teardown_error_outranks_the_warning_turned_error() -> None:
 
 def test_failed_watchdog_registration_leaves_the_thread_outside(monkeypatch: pytest.MonkeyPatch) -> None:
     """Registering comes before setns: a failure there (the watchdog died, EMFILE) must not strand the thread."""
-    import pytest_netns.namespace as namespace_module
+    from pytest_netns._kernel.watchdog import client as watchdog_client
 
     def refuse(inode: int) -> None:
         raise KernelError(errno.EMFILE, f"registering namespace net:[{inode}] with the watchdog")
@@ -257,7 +257,7 @@ def test_failed_watchdog_registration_leaves_the_thread_outside(monkeypatch: pyt
     try:
         outside = thread_netns_inode()
         with monkeypatch.context() as patched:
-            patched.setattr(namespace_module._watchdog, "register", refuse)
+            patched.setattr(watchdog_client, "register", refuse)
             with pytest.raises(KernelError, match="watchdog"), ns:
                 pytest.fail("the body ran although entering failed")
             assert thread_netns_inode() == outside

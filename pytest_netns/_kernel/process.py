@@ -85,3 +85,24 @@ def describe(args: object) -> str:
     if isinstance(args, (list, tuple)):
         return " ".join(map(str, args))
     return str(args)
+
+
+def kill_in_netns(inodes: set[int], exclude: set[int], timeout: float = 5.0) -> list[int]:
+    """SIGKILL every process in the namespaces ``inodes`` until none is left; the pids still there after ``timeout``.
+
+    They are not reaped here: a child of this process belongs to whoever
+    holds its ``Popen`` (a zombie no longer pins the namespace).
+    """
+    from .watchdog import pids_in_netns
+
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = pids_in_netns(inodes, exclude)
+        if not pids or time.monotonic() > deadline:
+            return pids
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.002)
