@@ -55,7 +55,7 @@ KNOWN_REACH_INS = {
     ("pytest_netns.presets.cluster", "pytest_netns._kernel.nft", "_meta"),
     ("pytest_netns.presets.cluster", "pytest_netns._kernel.nft", "_netlink_socket"),
     ("pytest_netns.presets.cluster", "pytest_netns._kernel.nft", "_nfproto"),
-    ("pytest_netns.topology.builder", "pytest_netns._kernel.rtnl", "_RTMSG"),
+    ("pytest_netns.topology.routes", "pytest_netns._kernel.rtnl", "_RTMSG"),
 }
 
 

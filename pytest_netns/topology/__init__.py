@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from .builder import Link, Segment, Topology
+from .builder import Topology
+from .links import Link, Segment
 
 __all__ = ["Link", "Segment", "Topology"]
