@@ -33,7 +33,8 @@ import pytest
 
 from pytest_netns import Namespace, NetnsError
 from pytest_netns._kernel import rtnl as _rtnl
-from pytest_netns.presets.cluster import BRIDGE_NF_CALL_IPTABLES, IFLA_BR_NF_CALL_IPTABLES, Cluster, Node, Pod
+from pytest_netns._net.bridge import IFLA_BR_NF_CALL_IPTABLES
+from pytest_netns.presets.cluster import BRIDGE_NF_CALL_IPTABLES, Cluster, Node, Pod
 
 CHI_SQUARE_LIMIT = 27.6  # df = 2, P(X > 27.6) = 1e-6
 
@@ -523,9 +524,32 @@ def test_pod_processes_run_under_the_private_files_only() -> None:
 def test_a_kernel_without_br_netfilter_is_reported_as_unavailable(netns: Namespace) -> None:
     """Where /proc/sys/net/bridge is missing (br_netfilter not loaded) a node cannot be built: a precise skip reason."""
     from pytest_netns import FeatureUnavailable
-    from pytest_netns.presets.cluster import _settle_sysctls
+    from pytest_netns._net.sysctl import settle as _settle_sysctls
 
     missing = "/proc/sys/net/bridge/no-such-setting"
     with pytest.raises(FeatureUnavailable, match="br_netfilter"):
         _settle_sysctls(netns, [(missing, "1")], required={missing})
     _settle_sysctls(netns, [(missing, "1")])  # optional settings that do not exist are skipped
+
+
+def test_building_a_cluster_enters_no_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cluster's own kernel calls (sysctls, bridges, rules) use namespace fds: nothing registers with the watchdog.
+
+    A registered namespace costs a scan of /proc for its processes at teardown.
+    """
+    from pytest_netns._kernel.watchdog import client
+
+    registered: list[int] = []
+    monkeypatch.setattr(client, "register", registered.append)
+    with Cluster() as cluster:
+        n1, n2 = cluster.node("n1"), cluster.node("n2")
+        pods = [cluster.pod(f"p{i}", node=node) for i, node in enumerate((n1, n2, n2))]
+        svc = cluster.service("web", port=80, pods=pods[:2])
+        svc.remove(pods[0])
+        svc.add(pods[2])
+        cluster.external("ext")
+        cluster.node("n3")
+        cluster.set_mtu(1400)
+        assert registered == []
+        pods[0].run(["true"])  # code that runs inside does register: the probe sees it
+        assert registered == [pods[0].inode]

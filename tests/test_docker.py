@@ -202,3 +202,22 @@ def test_docker_host_works_without_pytest_and_tears_everything_down() -> None:
     assert proc.poll() is not None
     with pytest.raises(NetnsError, match="torn down"):
         docker.container("again")
+
+
+def test_building_and_publishing_enter_no_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host's own kernel calls (bridge, NAT, publishing) use its fd: nothing is registered with the watchdog.
+
+    A registered namespace costs a scan of /proc for its processes at teardown.
+    """
+    from pytest_netns._kernel.watchdog import client
+
+    registered: list[int] = []
+    monkeypatch.setattr(client, "register", registered.append)
+    with DockerHost() as docker:
+        web = docker.container("web")
+        docker.container("db")
+        docker.publish(web, host_port=8080, container_port=80).remove()
+        docker.publish(web, host_port=8080, container_port=80)
+        assert registered == []
+        web.run(["true"])  # code that runs inside does register: the probe sees it
+        assert registered == [web.inode]

@@ -288,7 +288,7 @@ def test_required_netem_fails_or_works_for_real(pytester: pytest.Pytester) -> No
 def test_required_br_netfilter_fails_where_the_bridge_sysctls_are_missing(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
-        from pytest_netns.presets.cluster import _settle_sysctls
+        from pytest_netns._net.sysctl import settle as _settle_sysctls
 
         def test_node(netns):
             missing = "/proc/sys/net/bridge/no-such-setting"  # as on a kernel without br_netfilter

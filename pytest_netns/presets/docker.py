@@ -58,10 +58,12 @@ from typing import Literal
 from .._kernel import nft as _nft
 from .._kernel import rtnl as _rtnl
 from .._kernel import validate as _validate
+from .._kernel.handle import handle_of
+from .._net import sysctl
+from .._net.bridge import Plug, plug, router_bridge
 from .._net.veth import veth
 from ..errors import NetnsError, TeardownError
 from ..namespace import Namespace, close_all
-from .cluster import BRIDGE_NF_CALL_IPTABLES, NODE_SYSCTLS, _bridge, _check_port, _plug, _settle_sysctls
 
 __all__ = ["DOCKER_NETWORK", "OUTSIDE_NETWORK", "Container", "DockerHost", "PublishedPort"]
 
@@ -75,13 +77,20 @@ UPLINK = "eth0"
 CONTAINER_IFNAME = "eth0"
 
 
+MTU = 1500
+#: Bridged IPv4 through netfilter: a container reaching another through a published port gets the reply un-DNAT-ed.
+WITHOUT_BR_NETFILTER = "a container that reaches another through a published port to get its reply translated back"
+
+
 class _Addressed(Namespace):
     """A namespace whose ``ip`` is the address the model gave it, not the first one the kernel lists."""
 
-    _ip: IPv4
+    def __init__(self, name: str, *, ip: IPv4, kill_grace: float) -> None:
+        super().__init__(name, kill_grace=kill_grace, _defer_setup=True)
+        self._ip = ip
 
     @property
-    def ip(self) -> IPv4:  # type: ignore[override]
+    def ip(self) -> IPv4:
         """Its address in the model (the host: its outside address)."""
         return self._ip
 
@@ -174,28 +183,19 @@ class DockerHost:
     def container(self, name: str) -> Container:
         """A new container: ``eth0`` on ``docker0`` with the next 172.17.0.x, default route via 172.17.0.1."""
         self._check_open()
-        if not isinstance(name, str) or not name or len(name) > 64 or "/" in name:
-            raise ValueError(f"container name {name!r} must be 1-64 characters without '/'")
+        _validate.check_name(name, what="container name", rule=_validate.NAMESPACE)
         if name in self._containers or name in ("host", "external"):
             raise ValueError(f"container name {name!r} is already used")
         number = len(self._containers) + 2
         if number >= DOCKER_NETWORK.num_addresses - 1:
             raise ValueError(f"no free address left in {DOCKER_NETWORK}")
-        ns = Container(name, kill_grace=self.kill_grace, _defer_setup=True)
+        ns = Container(name, ip=DOCKER_NETWORK[number], kill_grace=self.kill_grace)
         self._adopt(ns)
-        ns._ip = DOCKER_NETWORK[number]
-        port = f"veth{number}"  # dockerd names them veth<random>
-        _plug(
-            self.host,
-            self._bridge_index,
-            port,
-            ns,
-            CONTAINER_IFNAME,
-            ipaddress.IPv4Interface(f"{ns.ip}/{DOCKER_NETWORK.prefixlen}"),
-            1500,
-        )
+        address = ipaddress.IPv4Interface((ns.ip, DOCKER_NETWORK.prefixlen))
+        # dockerd names them veth<random>
+        plug(self._docker0, [Plug(ns, CONTAINER_IFNAME, [address], port=f"veth{number}")], mtu=MTU)
         gateway = DOCKER_NETWORK[1]
-        ns.execute(
+        handle_of(ns).execute(
             [
                 _rtnl.new_route(
                     ipaddress.IPv4Network("0.0.0.0/0"),
@@ -234,7 +234,7 @@ class DockerHost:
             )
         reservation = self._reserve(host_port, proto)
         try:
-            with self.host:
+            with handle_of(self.host).entered():
                 table = _nft.port_forward(host_port, target.ip, container_port, proto=proto)
         except BaseException:
             reservation.close()
@@ -288,28 +288,19 @@ class DockerHost:
         )
 
     def _build_host(self) -> Namespace:
-        host = _Addressed("host", kill_grace=self.kill_grace, _defer_setup=True)
+        host = _Addressed("host", ip=OUTSIDE_NETWORK[1], kill_grace=self.kill_grace)
         self._adopt(host)
-        host._ip = OUTSIDE_NETWORK[1]
-        _settle_sysctls(host, NODE_SYSCTLS, required={BRIDGE_NF_CALL_IPTABLES})
-        self._bridge_index = host.allocate_index()
-        gateway = ipaddress.IPv4Interface(f"{DOCKER_NETWORK[1]}/{DOCKER_NETWORK.prefixlen}")
-        host.execute(
-            [
-                _bridge(DOCKER_BRIDGE, self._bridge_index, 1500, nf_call_iptables=True),
-                _rtnl.no_ipv6_link_local(self._bridge_index, f"switching IPv6 off on {DOCKER_BRIDGE}"),
-                _rtnl.set_link(self._bridge_index, up=True, doing=f"bringing {DOCKER_BRIDGE} up"),
-                _rtnl.new_address(self._bridge_index, gateway, f"adding {gateway} to {DOCKER_BRIDGE}"),
-            ]
-        )
-        with host:
+        required = {sysctl.BRIDGE_NF_CALL_IPTABLES}
+        sysctl.settle(host, sysctl.BRIDGE_ROUTER, required=required, needed_for=WITHOUT_BR_NETFILTER)
+        gateway = ipaddress.IPv4Interface((DOCKER_NETWORK[1], DOCKER_NETWORK.prefixlen))
+        self._docker0 = router_bridge(host, DOCKER_BRIDGE, gateway, mtu=MTU, nf_call_iptables=True, reserved=(UPLINK,))
+        with handle_of(host).entered():
             _nft.masquerade(src=DOCKER_NETWORK, not_oifname=DOCKER_BRIDGE)
         return host
 
     def _build_external(self) -> Namespace:
-        external = _Addressed("external", kill_grace=self.kill_grace, _defer_setup=True)
+        external = _Addressed("external", ip=OUTSIDE_NETWORK[2], kill_grace=self.kill_grace)
         self._adopt(external)
-        external._ip = OUTSIDE_NETWORK[2]
         prefix = OUTSIDE_NETWORK.prefixlen
         veth(
             self.host,
@@ -324,7 +315,7 @@ class DockerHost:
 
     def _reserve(self, port: int, proto: str) -> socket.socket:
         """Bind the host port in the host namespace, as docker-proxy does; ValueError if a process has it."""
-        with self.host:
+        with handle_of(self.host).entered():
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
         try:
             sock.bind(("0.0.0.0", port))
@@ -341,7 +332,13 @@ class DockerHost:
         self._check_open()
         if self._published.get((published.proto, published.host_port)) is not published:
             return
-        with self.host:
+        with handle_of(self.host).entered():
             published._table.remove()
         published._reservation.close()
         del self._published[(published.proto, published.host_port)]
+
+
+def _check_port(port: object, what: str) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"{what} {port!r} is not a port number (1-65535)")
+    return port

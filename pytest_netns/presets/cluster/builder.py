@@ -1,0 +1,453 @@
+"""``Cluster``: nodes, pods, services and external hosts built from the shared primitives.
+
+The node network is a switch (``_net.bridge.switch``) in a namespace of its
+own, as a ``Topology`` segment is; each node routes for a bridge with an
+address (``_net.bridge.router_bridge``: ``cni0``) that its pods are plugged
+into (``_net.bridge.plug``); sysctls are settled with ``_net.sysctl``.  What
+is left here is Kubernetes: the address plan, names, services and the
+rules of ``proxy``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from ..._kernel import rtnl as _rtnl
+from ..._kernel import validate as _validate
+from ..._kernel.handle import handle_of
+from ..._net import sysctl
+from ..._net.bridge import Plug, plug, router_bridge, switch
+from ..._net.hosts import HostsFile, release
+from ...errors import NetnsError, TeardownError
+from ...namespace import Namespace
+from . import proxy
+from .network import (
+    BRIDGE_NF_CALL_IPTABLES,
+    FIRST_EXTERNAL_HOST,
+    FIRST_NODE_HOST,
+    NODE_NETWORK,
+    NODE_SYSCTLS,
+    NODE_UPLINK,
+    POD_BRIDGE,
+    POD_IFNAME,
+    PORT_PREFIX,
+    SERVICE_CIDR,
+    WITHOUT_BR_NETFILTER,
+    IPv4,
+    check_member_name,
+    check_service_name,
+    interface,
+    pod_cidr,
+)
+from .objects import External, Node, Pod, Service, _Member
+
+__all__ = ["Cluster"]
+
+DEFAULT_ROUTE = ipaddress.IPv4Network("0.0.0.0/0")
+
+
+class Cluster:
+    """Nodes, pods, services and external hosts on one machine, torn down together.
+
+    ``Cluster(kill_grace=1.0, mtu=1500)``; use it as a context manager or
+    call ``close()``.  Build with ``node``, ``pod``, ``service`` and
+    ``external``; ``cluster["name"]`` is the node, pod or external host of
+    that name.  See the module docstring for the network it makes.
+    """
+
+    def __init__(
+        self, *, kill_grace: float = 1.0, mtu: int = 1500, _namespace_created: Callable[[Namespace], None] | None = None
+    ) -> None:
+        self.kill_grace = _validate.duration(kill_grace, "kill_grace")
+        self._mtu = _validate.mtu(mtu, "mtu")
+        self._namespace_created = _namespace_created
+        self._owned: list[Namespace] = []
+        self._nodes: dict[str, Node] = {}
+        self._pods: dict[str, Pod] = {}
+        self._externals: dict[str, External] = {}
+        self._services: dict[str, Service] = {}
+        self._next_service_host = 1
+        self._closed = False
+        self._hosts = HostsFile()
+        try:
+            #: The namespace of the node network's switch (``br0``).
+            self.fabric = Namespace("fabric", kill_grace=self.kill_grace, _defer_setup=True)
+            self._adopt(self.fabric)
+            self._fabric = switch(self.fabric, mtu=self._mtu, port_prefix=PORT_PREFIX)
+        except BaseException:
+            self._abandon()
+            raise
+
+    # -- looking things up ---------------------------------------------------------------
+
+    @property
+    def nodes(self) -> list[Node]:
+        return list(self._nodes.values())
+
+    @property
+    def pods(self) -> list[Pod]:
+        return list(self._pods.values())
+
+    @property
+    def services(self) -> list[Service]:
+        return list(self._services.values())
+
+    @property
+    def externals(self) -> list[External]:
+        return list(self._externals.values())
+
+    @property
+    def namespaces(self) -> list[Namespace]:
+        """Every namespace of the cluster in creation order, the node network's (``fabric``) first."""
+        return list(self._owned)
+
+    @property
+    def mtu(self) -> int:
+        """The MTU of every link of the cluster."""
+        return self._mtu
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __getitem__(self, name: str) -> Namespace:
+        for table in self._tables():
+            if name in table:
+                return table[name]
+        known = ", ".join(self._names()) or "none"
+        raise KeyError(f"no node, pod or external host {name!r} in this cluster (it has {known})")
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._nodes or name in self._pods or name in self._externals
+
+    def hosts(self) -> dict[str, IPv4]:
+        """Every name of the cluster and its address: services (all their names), pods, nodes, external hosts."""
+        entries: dict[str, IPv4] = {}
+        for service in self._services.values():
+            for name in service.names:
+                entries[name] = service.ip
+        for table in (self._pods, self._nodes, self._externals):
+            for name, member in table.items():
+                entries[name] = member.ip
+        return entries
+
+    def resolve(self, name: str) -> IPv4:
+        """The address a name of the cluster resolves to, for code that runs in the test process.
+
+        Processes started with ``run``/``popen`` resolve the same names
+        through ``getaddrinfo``; code under ``with pod:`` uses the test
+        process's resolver, which does not know them.  A trailing dot is
+        allowed; an unknown name raises ``ValueError``.
+        """
+        if not isinstance(name, str):
+            raise ValueError(f"name must be a string, got {name!r}")
+        entries = self.hosts()
+        key = name[:-1] if name.endswith(".") else name
+        try:
+            return entries[key.lower()]
+        except KeyError:
+            raise ValueError(f"no name {name!r} in this cluster (known: {', '.join(entries) or 'none'})") from None
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return "<Cluster closed>"
+        return (
+            f"<Cluster {len(self._nodes)} nodes, {len(self._pods)} pods, {len(self._services)} services, "
+            f"{len(self._externals)} external hosts>"
+        )
+
+    def describe(self) -> str:
+        """The cluster as text: nodes with their pods, services, external hosts."""
+        lines = []
+        for node in self._nodes.values():
+            lines.append(f"node {node.name}: {node.ip} pods {node.pod_cidr} (gateway {node.gateway})")
+            lines += [f"  pod {pod.name}: {pod.ip} (port {pod.node_port})" for pod in node.pods]
+        for svc in self._services.values():
+            backends = ", ".join(f"{p.name}={p.ip}" for p in svc.pods) or "no pods"
+            lines.append(f"service {svc.name}: {svc.ip}:{svc.port}/{svc.proto} -> :{svc.target_port} [{backends}]")
+        lines += [f"external {ext.name}: {ext.ip}" for ext in self._externals.values()]
+        return "\n".join(lines)
+
+    # -- building --------------------------------------------------------------------------
+
+    def node(self, name: str) -> Node:
+        """A new node: ``eth0`` on the node network, ``cni0`` with the next pod CIDR, routes both ways.
+
+        Services that exist already get their rules on it too.
+        """
+        self._check_open()
+        self._check_new_name(name, "node")
+        number = len(self._nodes)
+        if number >= FIRST_EXTERNAL_HOST - FIRST_NODE_HOST or number >= 255:
+            raise ValueError(f"a cluster holds at most {FIRST_EXTERNAL_HOST - FIRST_NODE_HOST} nodes")
+        node = Node(
+            name,
+            ip=NODE_NETWORK[FIRST_NODE_HOST + number],
+            pod_cidr=pod_cidr(number + 1),
+            hosts=self._hosts,
+            kill_grace=self.kill_grace,
+        )
+        self._adopt(node)
+        sysctl.settle(node, NODE_SYSCTLS, required={BRIDGE_NF_CALL_IPTABLES}, needed_for=WITHOUT_BR_NETFILTER)
+        self._attach_to_fabric(node)
+        node._bridge = router_bridge(
+            node,
+            POD_BRIDGE,
+            interface(node.gateway, node.pod_cidr),
+            mtu=self._mtu,
+            nf_call_iptables=True,
+            port_prefix=PORT_PREFIX,
+            reserved=(NODE_UPLINK,),
+        )
+        handle_of(node).execute(
+            [
+                # The node's own connections to a ClusterIP need a route before the nat
+                # output hook sees them (a real node has its default route for that).
+                _rtnl.new_route(
+                    SERVICE_CIDR, oif=node._uplink_index, doing=f"routing {SERVICE_CIDR} via {name}:{NODE_UPLINK}"
+                ),
+            ]
+            + [
+                _rtnl.new_route(
+                    other.pod_cidr, via=other.ip, doing=f"routing {other.pod_cidr} via {other.name} on {name}"
+                )
+                for other in self._nodes.values()
+            ]
+        )
+        for other in self._nodes.values():
+            handle_of(other).execute(
+                [
+                    _rtnl.new_route(
+                        node.pod_cidr, via=node.ip, doing=f"routing {node.pod_cidr} via {name} on {other.name}"
+                    )
+                ]
+            )
+        proxy.set_up_node(node, self._services.values())
+        self._nodes[name] = node
+        self._publish_names()
+        return node
+
+    def pod(self, name: str, *, node: Node | str) -> Pod:
+        """A new pod on ``node``: ``eth0`` on its ``cni0``, the next address of its pod CIDR, default route via cni0."""
+        self._check_open()
+        self._check_new_name(name, "pod")
+        host = self._node(node)
+        if host._next_host >= host.pod_cidr.num_addresses - 1:
+            raise ValueError(f"node {host.name!r} has no free address left in {host.pod_cidr}")
+        pod = Pod(
+            name,
+            ip=host.pod_cidr[host._next_host],
+            node=host,
+            cluster=self,
+            hosts=self._hosts,
+            kill_grace=self.kill_grace,
+        )
+        self._adopt(pod)
+        (plugged,) = plug(
+            host._bridge, [Plug(pod, POD_IFNAME, [interface(pod.ip, host.pod_cidr)])], mtu=self._mtu, hairpin=True
+        )
+        pod.node_port = plugged.port
+        pod._uplink_index = plugged.member_index
+        handle_of(pod).execute(
+            [
+                _rtnl.new_route(
+                    DEFAULT_ROUTE, via=host.gateway, doing=f"adding the default route via {host.gateway} in {name!r}"
+                )
+            ]
+        )
+        proxy.masquerade_hairpin(host, pod.ip)
+        host._next_host += 1
+        host.pods.append(pod)
+        self._pods[name] = pod
+        self._publish_names()
+        return pod
+
+    def service(
+        self,
+        name: str,
+        *,
+        port: int,
+        target_port: int | None = None,
+        pods: Sequence[Pod | str],
+        proto: Literal["tcp", "udp"] = "tcp",
+        cluster_ip: str | IPv4 | None = None,
+        spread: Literal["random", "round_robin"] = "random",
+    ) -> Service:
+        """A ClusterIP service: new connections to ``ip:port`` from any pod or node go to one of ``pods``.
+
+        ``target_port`` defaults to ``port``; ``cluster_ip`` to the next free
+        address of 10.96.0.0/12.  ``spread="random"`` (kube-proxy's way)
+        chooses a pod uniformly at random per connection, ``"round_robin"``
+        in turn (per node).  The rules go on every node, present and future.
+        """
+        self._check_open()
+        check_service_name(name)
+        if name in self._services:
+            raise ValueError(f"service {name!r} already exists in this cluster")
+        if name in self._names():
+            raise ValueError(f"name {name!r} is already used by a node, pod or external host of this cluster")
+        port = _check_port(port, "port")
+        target = port if target_port is None else _check_port(target_port, "target_port")
+        if proto not in ("tcp", "udp"):
+            raise ValueError(f"proto {proto!r} is not 'tcp' or 'udp'")
+        if spread not in ("random", "round_robin"):
+            raise ValueError(f"spread {spread!r} is not 'random' or 'round_robin'")
+        if isinstance(pods, (str, Namespace)) or not isinstance(pods, Sequence):
+            raise ValueError(f"pods must be a list of pods of this cluster, got {pods!r}")
+        backends: list[Pod] = []
+        for item in pods:
+            pod = self._pod(item)
+            if pod in backends:
+                raise ValueError(f"pod {pod.name!r} is given twice in pods")
+            backends.append(pod)
+        ip = self._cluster_ip(cluster_ip)
+        service = Service(self, name, ip, port, target, proto, spread, backends)
+        self._install(service)
+        self._services[name] = service
+        self._publish_names()
+        return service
+
+    def external(self, name: str) -> External:
+        """A host outside the cluster on the node network (172.18.0.200 upwards), with no route to pods.
+
+        Pods reach it through their node, which masquerades: it sees the node's IP.
+        """
+        self._check_open()
+        self._check_new_name(name, "external host")
+        number = len(self._externals)
+        if FIRST_EXTERNAL_HOST + number >= NODE_NETWORK.num_addresses - 1:
+            limit = NODE_NETWORK.num_addresses - 1 - FIRST_EXTERNAL_HOST
+            raise ValueError(f"a cluster holds at most {limit} external hosts")
+        host = External(
+            name, ip=NODE_NETWORK[FIRST_EXTERNAL_HOST + number], hosts=self._hosts, kill_grace=self.kill_grace
+        )
+        self._adopt(host)
+        self._attach_to_fabric(host)
+        self._externals[name] = host
+        self._publish_names()
+        return host
+
+    def set_mtu(self, mtu: int) -> None:
+        """Change the MTU of every link of the cluster: node network, ``cni0``, every pod's veth, external hosts."""
+        self._check_open()
+        value = _validate.mtu(mtu, "mtu")
+        doing = f"setting MTU {value}"
+        self._fabric.set_mtu(value, "the node network")
+        for node in self._nodes.values():
+            handle_of(node).execute(
+                [_rtnl.set_link(node._uplink_index, mtu=value, doing=f"{doing} in node {node.name!r}")]
+            )
+            node._bridge.set_mtu(value, f"{node.name}:{POD_BRIDGE}")
+        for ns in [*self._pods.values(), *self._externals.values()]:
+            handle_of(ns).execute([_rtnl.set_link(ns._uplink_index, mtu=value, doing=f"{doing} in {ns.name!r}")])
+        self._mtu = value
+
+    # -- teardown ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Tear everything down: processes stopped, every namespace released (last made, first).
+
+        Raises ``TeardownError`` listing every step that failed.  Calling it again does nothing.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        release(self._owned, self._hosts, "cluster")
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _abandon(self) -> None:
+        """Release what a failed constructor made (its own error wins)."""
+        try:
+            self.close()
+        except TeardownError:
+            pass
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise NetnsError("this cluster is already torn down")
+
+    def _tables(self) -> tuple[dict[str, Node], dict[str, Pod], dict[str, External]]:
+        return self._nodes, self._pods, self._externals
+
+    def _names(self) -> list[str]:
+        return [*self._nodes, *self._pods, *self._externals]
+
+    def _check_new_name(self, name: object, what: str) -> str:
+        name = check_member_name(name, what)
+        if name in self._names():
+            raise ValueError(f"name {name!r} is already used in this cluster")
+        if any(name in svc.names for svc in self._services.values()):
+            raise ValueError(f"name {name!r} is already a name of a service of this cluster")
+        return name
+
+    def _adopt(self, ns: Namespace) -> None:
+        self._owned.append(ns)
+        if self._namespace_created is not None:
+            self._namespace_created(ns)
+
+    def _node(self, node: object) -> Node:
+        if isinstance(node, Node) and self._nodes.get(node.name) is node:
+            return node
+        if isinstance(node, str) and node in self._nodes:
+            return self._nodes[node]
+        raise ValueError(
+            f"node {getattr(node, 'name', node)!r} is not a node of this cluster "
+            f"(it has {', '.join(self._nodes) or 'none'})"
+        )
+
+    def _pod(self, pod: object) -> Pod:
+        if isinstance(pod, Pod) and self._pods.get(pod.name) is pod:
+            return pod
+        if isinstance(pod, str) and pod in self._pods:
+            return self._pods[pod]
+        raise ValueError(
+            f"pod {getattr(pod, 'name', pod)!r} is not a pod of this cluster (it has {', '.join(self._pods) or 'none'})"
+        )
+
+    def _cluster_ip(self, wanted: object) -> IPv4:
+        used = {svc.ip for svc in self._services.values()}
+        if wanted is not None:
+            try:
+                ip = ipaddress.IPv4Address(wanted)
+            except ValueError:
+                raise ValueError(f"cluster_ip {wanted!r} is not an IPv4 address") from None
+            if ip not in SERVICE_CIDR or ip in (SERVICE_CIDR.network_address, SERVICE_CIDR.broadcast_address):
+                raise ValueError(f"cluster_ip {wanted!r} is not a host address of {SERVICE_CIDR}")
+            if ip in used:
+                raise ValueError(f"cluster_ip {wanted!r} is already used by another service")
+            return ip
+        while self._next_service_host < SERVICE_CIDR.num_addresses - 1:
+            ip = SERVICE_CIDR[self._next_service_host]
+            self._next_service_host += 1
+            if ip not in used:
+                return ip
+        raise ValueError(f"no free ClusterIP left in {SERVICE_CIDR}")
+
+    def _install(self, service: Service) -> None:
+        """Write (or atomically replace) the service's rules on every node."""
+        for node in self._nodes.values():
+            proxy.install_service(node, service)
+
+    def _publish_names(self) -> None:
+        self._hosts.update({name: [ip] for name, ip in self.hosts().items()})
+
+    def _attach_to_fabric(self, member: _Member) -> None:
+        (plugged,) = plug(
+            self._fabric, [Plug(member, NODE_UPLINK, [interface(member.ip, NODE_NETWORK)])], mtu=self._mtu
+        )
+        member._uplink_index = plugged.member_index
+
+
+def _check_port(port: object, what: str) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"{what} {port!r} is not a port number (1-65535)")
+    return port

@@ -1,0 +1,180 @@
+"""What a cluster is made of: ``Node``, ``Pod``, ``External`` (namespaces) and ``Service``."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING, Literal
+
+from ..._kernel.handle import handle_of
+from ..._net.bridge import Bridge
+from ..._net.hosts import HostsFile
+from ...namespace import Namespace
+from .network import CLUSTER_DOMAIN, K8S_NAMESPACE, IPv4
+
+if TYPE_CHECKING:
+    from .builder import Cluster
+
+
+class _Member(Namespace):
+    """A namespace of a cluster: its address in the model, and processes started with run/popen see the hosts file."""
+
+    def __init__(self, name: str, *, ip: IPv4, hosts: HostsFile, kill_grace: float) -> None:
+        super().__init__(name, kill_grace=kill_grace, _defer_setup=True)
+        self._ip = ip
+        # Processes started with run/popen are started by the hosts file's thread, which sees its files.
+        handle_of(self).spawner = hosts.spawn_via
+        #: Its interface on the bridge it is plugged into (set once plugged).
+        self._uplink_index = 0
+
+    @property
+    def ip(self) -> IPv4:
+        """Its address in the cluster (on ``eth0``), known without asking the kernel."""
+        return self._ip
+
+
+class Node(_Member):
+    """A node of a ``Cluster`` (a ``Namespace``): ``eth0`` on the node network, pods on ``cni0``.
+
+    ``ip`` is its address on the node network, ``pod_cidr`` its pods'
+    network, ``gateway`` the address of ``cni0`` (the pods' default route),
+    ``pods`` the pods scheduled on it.
+    """
+
+    #: ``cni0`` and its ports (made by ``Cluster.node`` right after the namespace).
+    _bridge: Bridge
+
+    def __init__(
+        self, name: str, *, ip: IPv4, pod_cidr: ipaddress.IPv4Network, hosts: HostsFile, kill_grace: float
+    ) -> None:
+        super().__init__(name, ip=ip, hosts=hosts, kill_grace=kill_grace)
+        #: The network its pods get addresses from (10.244.k.0/24).
+        self.pod_cidr = pod_cidr
+        #: ``cni0``'s address: the first host of ``pod_cidr``.
+        self.gateway: IPv4 = pod_cidr[1]
+        self.pods: list[Pod] = []
+        self._next_host = 2
+
+    @property
+    def _bridge_index(self) -> int:
+        """``cni0``'s ifindex."""
+        return self._bridge.index
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name!r} {self.ip} pods {self.pod_cidr}>" if not self.closed else super().__repr__()
+
+
+class Pod(_Member):
+    """A pod (a ``Namespace``): ``eth0`` on its node's ``cni0``, one IP shared by all its containers.
+
+    ``name`` is the name given, ``ip`` its address, ``node`` the ``Node`` it
+    runs on, ``node_port`` the name of its veth's other end on the node's
+    bridge.  ``resolve(name)`` answers as the cluster's names would.
+    """
+
+    def __init__(
+        self, name: str, *, ip: IPv4, node: Node, cluster: Cluster, hosts: HostsFile, kill_grace: float
+    ) -> None:
+        super().__init__(name, ip=ip, hosts=hosts, kill_grace=kill_grace)
+        self.node = node
+        #: The name of its veth's other end, a port of the node's ``cni0`` (set once plugged).
+        self.node_port = ""
+        self._cluster = cluster
+
+    def resolve(self, name: str) -> IPv4:
+        """The address ``name`` has in the cluster (``Cluster.resolve``), for in-process code."""
+        return self._cluster.resolve(name)
+
+    def __repr__(self) -> str:
+        return f"<Pod {self.name!r} {self.ip} on {self.node.name!r}>" if not self.closed else super().__repr__()
+
+
+class External(_Member):
+    """A host outside the cluster (a ``Namespace``) on the node network, with no route to pods."""
+
+    def __repr__(self) -> str:
+        return f"<External {self.name!r} {self.ip}>" if not self.closed else super().__repr__()
+
+
+class Service:
+    """A ClusterIP service: new connections to ``ip:port`` go to one of ``pods`` at ``target_port``.
+
+    Made with ``Cluster.service``.  ``add(pod)`` / ``remove(pod)`` change the
+    set; ``names`` are the names that resolve to ``ip``.
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        name: str,
+        ip: IPv4,
+        port: int,
+        target_port: int,
+        proto: Literal["tcp", "udp"],
+        spread: Literal["random", "round_robin"],
+        pods: list[Pod],
+    ) -> None:
+        self._cluster = cluster
+        #: The service name (a DNS label).
+        self.name = name
+        #: The ClusterIP.
+        self.ip = ip
+        self.port = port
+        self.target_port = target_port
+        self.proto: Literal["tcp", "udp"] = proto
+        self.spread: Literal["random", "round_robin"] = spread
+        self._pods = pods
+
+    @property
+    def pods(self) -> tuple[Pod, ...]:
+        """The pods new connections are spread over, in the order they were added."""
+        return tuple(self._pods)
+
+    @property
+    def endpoints(self) -> list[tuple[IPv4, int]]:
+        """``(pod ip, target_port)`` of every pod, as kube-proxy would see them."""
+        return [(pod.ip, self.target_port) for pod in self._pods]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(ClusterIP, port)`` as a string and an int: ready for ``socket.connect``."""
+        return str(self.ip), self.port
+
+    @property
+    def names(self) -> list[str]:
+        """The names that resolve to the ClusterIP: ``web``, ``web.default``, ..., ``web.default.svc.cluster.local``."""
+        base = f"{self.name}.{K8S_NAMESPACE}"
+        return [self.name, base, f"{base}.svc", f"{base}.svc.{CLUSTER_DOMAIN}"]
+
+    def add(self, pod: Pod) -> None:
+        """Send new connections to ``pod`` too (every node's rules replaced atomically)."""
+        self._cluster._check_open()
+        pod = self._cluster._pod(pod)
+        if pod in self._pods:
+            raise ValueError(f"pod {pod.name!r} is already a backend of service {self.name!r}")
+        self._pods.append(pod)
+        try:
+            self._cluster._install(self)
+        except BaseException:
+            self._pods.remove(pod)
+            raise
+
+    def remove(self, pod: Pod) -> None:
+        """Stop sending new connections to ``pod``; its established connections keep working."""
+        self._cluster._check_open()
+        pod = self._cluster._pod(pod)
+        if pod not in self._pods:
+            raise ValueError(
+                f"pod {pod.name!r} is not a backend of service {self.name!r} "
+                f"(it has {', '.join(p.name for p in self._pods) or 'none'})"
+            )
+        position = self._pods.index(pod)
+        self._pods.remove(pod)
+        try:
+            self._cluster._install(self)
+        except BaseException:
+            self._pods.insert(position, pod)
+            raise
+
+    def __repr__(self) -> str:
+        pods = ", ".join(p.name for p in self._pods)
+        return f"<Service {self.name!r} {self.ip}:{self.port}/{self.proto} -> [{pods}]:{self.target_port}>"
