@@ -349,10 +349,10 @@ class Topology:
         if not isinstance(outside, _Network) or outside._topology is not self:
             raise ValueError(f"outside must be a Link or Segment of this topology, got {outside!r}")
         ifname = outside.interface(node.ns)
-        from .._net import rules as _rules
+        from .._kernel import nft as _nft
 
         with _kernel.entered(node.ns._nsfd):
-            _rules.masquerade(oifname=ifname)
+            _nft.masquerade(oifname=ifname)
 
     # -- teardown ------------------------------------------------------------------
 
