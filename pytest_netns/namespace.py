@@ -399,19 +399,19 @@ class Namespace:
 
         Fields left empty (source address, ...) are filled as this namespace would fill them.
         """
-        from .packets import api as packets
+        from . import packets
 
         packets.send(self, pkt)
 
     def sendp(self, frame: Any, iface: str) -> None:
         """Send an L2 scapy frame on one of this namespace's interfaces."""
-        from .packets import api as packets
+        from . import packets
 
         packets.sendp(self, frame, iface)
 
     def sr1(self, pkt: Any, *, timeout: float = 2.0) -> Any:
         """Send an L3 packet and return the first answer, or None after ``timeout`` seconds."""
-        from .packets import api as packets
+        from . import packets
 
         return packets.sr1(self, pkt, timeout=timeout)
 
@@ -425,7 +425,7 @@ class Namespace:
         filter: str | None = None,
     ) -> Any:
         """Capture packets (blocking) and return a scapy ``PacketList``; ``iface=None`` means every interface."""
-        from .packets import api as packets
+        from . import packets
 
         return packets.sniff(self, iface, count=count, timeout=timeout, lfilter=lfilter, filter=filter)
 
@@ -437,7 +437,7 @@ class Namespace:
         filter: str | None = None,
     ) -> Any:
         """A context manager yielding a ``Capture`` that is already listening when the body starts."""
-        from .packets import api as packets
+        from . import packets
 
         return packets.capture(self, iface, lfilter=lfilter, filter=filter)
 

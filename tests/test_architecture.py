@@ -39,22 +39,8 @@ LAYERS: list[tuple[str, ...]] = [
 # when its use goes, and do not add one.
 KNOWN_REACH_INS = {
     ("pytest_netns._plugin.story", "pytest_netns._kernel.rtnl", "_RTMSG"),
-    ("pytest_netns._plugin.story", "pytest_netns.packets.api", "_decode"),
-    ("pytest_netns.packets.api", "pytest_netns._kernel.rtnl", "_IFINFO"),
-    ("pytest_netns.packets.api", "pytest_netns._kernel.rtnl", "_RTMSG"),
-    ("pytest_netns.presets.cluster.proxy", "pytest_netns._kernel.nft", "_Batch"),
-    ("pytest_netns.presets.cluster.proxy", "pytest_netns._kernel.nft", "_CMP_EQ"),
-    ("pytest_netns.presets.cluster.proxy", "pytest_netns._kernel.nft", "_CMP_NEQ"),
-    ("pytest_netns.presets.cluster.proxy", "pytest_netns._kernel.nft", "_HOOK_POSTROUTING"),
-    ("pytest_netns.presets.cluster.proxy", "pytest_netns._kernel.nft", "_META_OIFNAME"),
-    ("pytest_netns.presets.cluster.proxy", "pytest_netns._kernel.nft", "_PRIO_SRCNAT"),
-    ("pytest_netns.presets.cluster.proxy", "pytest_netns._kernel.nft", "_addr_match"),
-    ("pytest_netns.presets.cluster.proxy", "pytest_netns._kernel.nft", "_cmp"),
-    ("pytest_netns.presets.cluster.proxy", "pytest_netns._kernel.nft", "_expr"),
-    ("pytest_netns.presets.cluster.proxy", "pytest_netns._kernel.nft", "_ifname_bytes"),
-    ("pytest_netns.presets.cluster.proxy", "pytest_netns._kernel.nft", "_meta"),
-    ("pytest_netns.presets.cluster.proxy", "pytest_netns._kernel.nft", "_netlink_socket"),
-    ("pytest_netns.presets.cluster.proxy", "pytest_netns._kernel.nft", "_nfproto"),
+    ("pytest_netns.packets.lookup", "pytest_netns._kernel.rtnl", "_IFINFO"),
+    ("pytest_netns.packets.lookup", "pytest_netns._kernel.rtnl", "_RTMSG"),
     ("pytest_netns.topology.routes", "pytest_netns._kernel.rtnl", "_RTMSG"),
 }
 
@@ -195,7 +181,7 @@ def test_the_checks_see_what_they_claim() -> None:
     upward = {"pytest_netns.topology", "pytest_netns._plugin.keep"}
     assert found == {"pytest_netns.namespace", "pytest_netns._net.veth", *upward}
     assert {name for name in found if layer(name) > layer("pytest_netns._net.veth")} == upward
-    assert layer("pytest_netns.packets.api") < layer("pytest_netns.namespace")
+    assert layer("pytest_netns.packets.send") < layer("pytest_netns.namespace")
     assert layer("pytest_netns.cluster") == layer("pytest_netns.presets.cluster")
 
 

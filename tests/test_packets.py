@@ -27,7 +27,7 @@ from scapy.all import (
 from pytest_netns import FeatureUnavailable, KernelError, Namespace, NetnsLeakWarning
 from pytest_netns._kernel import afpacket as _afpacket
 from pytest_netns._kernel import netns as _kernel
-from pytest_netns.packets import api as packets
+from pytest_netns.packets import lookup, sockets
 
 
 def udp_to_b(payload: bytes, port: int = 9) -> IP:
@@ -131,13 +131,13 @@ def test_send_rejects_frames_and_other_objects(netns_pair) -> None:
 
 def test_sendp_fills_link_addresses_from_the_interface(netns_pair) -> None:
     a, b = netns_pair
-    mac_a = packets._link(a, name="eth0").mac
+    mac_a = lookup.interface(a, name="eth0").mac
     with b.capture("eth0", lfilter=lambda p: ARP in p) as cap:
         a.sendp(Ether() / ARP(pdst="10.0.0.2"), "eth0")
         request, reply = cap.wait(count=2)
     assert (request[Ether].src, request[Ether].dst) == (mac_a, "ff:ff:ff:ff:ff:ff")
     assert (request[ARP].hwsrc, request[ARP].psrc, request[ARP].pdst) == (mac_a, "10.0.0.1", "10.0.0.2")
-    assert reply[ARP].op == 2 and reply[ARP].hwsrc == packets._link(b, name="eth0").mac
+    assert reply[ARP].op == 2 and reply[ARP].hwsrc == lookup.interface(b, name="eth0").mac
 
 
 def test_sendp_resolves_the_destination_mac_from_the_neighbour_table(netns_pair) -> None:
@@ -149,7 +149,7 @@ def test_sendp_resolves_the_destination_mac_from_the_neighbour_table(netns_pair)
     with b.capture("eth0", lfilter=is_udp) as cap:
         a.sendp(frame, "eth0")
         got = cap.wait()[0]
-    assert got[Ether].dst == packets._link(b, name="eth0").mac and got[IP].src == "10.0.0.1"
+    assert got[Ether].dst == lookup.interface(b, name="eth0").mac and got[IP].src == "10.0.0.1"
 
 
 def test_sendp_multicast_and_byte_exact_frames(netns_pair) -> None:
@@ -248,7 +248,7 @@ def test_wait_after_the_block_does_not_block(netns_pair) -> None:
 
 def test_capture_counts_what_the_kernel_dropped(netns_pair, monkeypatch) -> None:
     a, b = netns_pair
-    monkeypatch.setattr(packets, "CAPTURE_BUFFER", 64 << 10)  # b has no capture socket yet: made with this bound
+    monkeypatch.setattr(sockets, "CAPTURE_BUFFER", 64 << 10)  # b has no capture socket yet: made with this bound
     with b.capture("eth0", lfilter=is_udp) as cap:
         for _i in range(400):
             a.send(udp_to_b(b"x" * 1000))
@@ -360,7 +360,7 @@ def test_sockets_live_in_the_namespace_and_leave_with_it(netns_factory) -> None:
             assert ns.ping("127.0.0.1")
             cap.wait(lfilter=lambda p: ICMP in p)
         ns.send(IP(dst="127.0.0.1") / ICMP())
-        state = packets._sockets(ns)
+        state = sockets.pool(ns)
         made = state.made + list(state.raw.values())
         assert made and all(_kernel.socket_netns_cookie(s) == ns.cookie for s in made)
         fds = [s.fileno() for s in made]

@@ -71,9 +71,9 @@ def ladder_rows(recorders: list[Recorder]) -> list[Row]:
 def summarise(data: bytes, hatype: int, proto: int) -> str:
     """scapy's one-line summary of a frame (without the leading ``Ether /``)."""
     try:
-        from ..packets import api as packets
+        from ..packets.decode import decode, short_summary
 
-        return packets.short_summary(packets._decode(_afpacket.Frame(0.0, "", 0, hatype, proto, data)))
+        return short_summary(decode(_afpacket.Frame(0.0, "", 0, hatype, proto, data)))
     except Exception as exc:  # a summary must never hide the failure it explains
         ethertype = struct.unpack_from("!H", data, 12)[0] if len(data) >= 14 else proto
         return f"{len(data)} bytes, ethertype 0x{ethertype:04x} (not decoded: {type(exc).__name__})"
