@@ -50,10 +50,6 @@ IFLA_BR_NF_CALL_IPTABLES, IFLA_BR_NF_CALL_IP6TABLES, IFLA_BR_NF_CALL_ARPTABLES =
 SWITCH_SYSCTLS = sysctl.NO_IPV6 + sysctl.BRIDGED_TRAFFIC_SKIPS_NETFILTER
 SWITCH_DEVICE = "br0"
 
-#: Requests per netlink write: one write of thousands of requests exceeds the
-#: socket's send buffer (EMSGSIZE), and its acks would overflow the receive buffer.
-CHUNK = 128
-
 
 @dataclass(eq=False)
 class Bridge:
@@ -92,7 +88,7 @@ class Bridge:
         doing = f"setting MTU {mtu} on the ports of {what}"
         requests = [_rtnl.set_link(index, mtu=mtu, doing=doing) for index in self.ports.values()]
         requests.append(_rtnl.set_link(self.index, mtu=mtu, doing=f"setting MTU {mtu} on {what}"))
-        execute(self.ns, requests)
+        handle_of(self.ns).execute(requests)
 
 
 @dataclass
@@ -217,7 +213,7 @@ def plug(
         if hairpin:
             bridge_requests.append(_hairpin(port_index, f"turning hairpin mode on for port {port} of {what}"))
         made.append(Plugged(port, port_index, member_index))
-    execute(ns, bridge_requests)
+    here.execute(bridge_requests)
     bridge.ports.update((p.port, p.port_index) for p in made)
     for item, done in zip(plugs, made, strict=True):
         where = f"{item.member.name}:{item.ifname}"
@@ -230,13 +226,6 @@ def plug(
     ends += [(item.member, p.member_index, item.addresses) for item, p in zip(plugs, made, strict=True)]
     wait_ready(ends, what)
     return made
-
-
-def execute(ns: Namespace, requests: list[_rtnl.Request]) -> None:
-    """``ns.execute`` in writes of at most ``CHUNK`` requests."""
-    handle = handle_of(ns)
-    for start in range(0, len(requests), CHUNK):
-        handle.execute(requests[start : start + CHUNK])
 
 
 def _hairpin(index: int, doing: str) -> _rtnl.Request:

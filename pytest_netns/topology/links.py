@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._kernel import rtnl as _rtnl
 from .._kernel.validate import IPInterface
+from .._net.bridge import Bridge
 from .._net.impair import ALL_ROLES, RATE_ONLY, Impairment, Point, Shaper
 from .._net.veth import wait_ready
 from ..namespace import Namespace
@@ -24,9 +25,6 @@ if TYPE_CHECKING:
     from .builder import Topology
 
 __all__ = ["Link", "Segment"]
-
-#: The bridge device of every segment, inside the segment's own namespace.
-BRIDGE_DEVICE = "br0"
 
 
 @dataclass(eq=False)
@@ -196,15 +194,19 @@ class Segment(_Network):
         subnet: ipaddress.IPv4Network,
         subnet6: ipaddress.IPv6Network | None,
         what: str,
-        namespace: Namespace,
+        bridge: Bridge,
     ) -> None:
         super().__init__(topology, subnet, subnet6, what)
         #: The namespace that holds the bridge and its ports.
-        self.namespace = namespace
+        self.namespace = bridge.ns
         #: The bridge device's name inside ``namespace``.
-        self.bridge = BRIDGE_DEVICE
-        self._bridge_index = 0
-        self._ports: list[tuple[str, int]] = []
+        self.bridge = bridge.name
+        self._bridge = bridge
+
+    @property
+    def _ports(self) -> list[tuple[str, int]]:
+        """(name, ifindex) of the bridge's ports, in member order."""
+        return list(self._bridge.ports.items())
 
     @property
     def members(self) -> list[Namespace]:
@@ -224,10 +226,7 @@ class Segment(_Network):
     def set_mtu(self, mtu: int) -> None:
         """Change the MTU of the bridge, its ports and every member's interface."""
         self._topology._check_mtu(mtu)
-        doing = f"setting MTU {mtu} on the ports of {self._what}"
-        requests = [_rtnl.set_link(index, mtu=mtu, doing=doing) for _, index in self._ports]
-        requests.append(_rtnl.set_link(self._bridge_index, mtu=mtu, doing=f"setting MTU {mtu} on {self._what}"))
-        self.namespace.execute(requests)
+        self._bridge.set_mtu(mtu, self._what)
         for att in self._attachments:
             att.node.ns.execute([_rtnl.set_link(att.index, mtu=mtu, doing=f"setting MTU {mtu} on {_where(att)}")])
         self._shaper.refresh()  # a rate limit's burst must hold a full frame of the new size
