@@ -26,17 +26,17 @@ from typing import Any
 
 import pytest
 from pyroute2.netlink.exceptions import NetlinkDecodeError, NetlinkError
-from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_NEWTABLE, nft_table_msg
 
 from pytest_netns import KernelError, Namespace, NetnsError
 from pytest_netns._kernel import nft as _nft
 from pytest_netns._kernel import rtnl as _rtnl
 from pytest_netns._kernel import tc as _tc
+from pytest_netns._kernel.nft import batch as _nft_batch
+from pytest_netns._net import rules as _rules
 from pytest_netns.presets.cluster import Cluster
 from pytest_netns.presets.docker import DockerHost
 from pytest_netns.topology import Link, Segment, Topology
 
-NFT_TABLE_F_OWNER = 2  # linux/netfilter/nf_tables.h, Linux 5.12
 CAP_NET_ADMIN = 12
 MISSING = "nosuch0"
 
@@ -90,13 +90,10 @@ def table_owned_elsewhere(ns: Namespace, name: str, family: str = "inet") -> Ite
     it deletes the table when the owner's socket closes (at the end of the block).
     """
     with ns:
-        owner = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 12)  # NETLINK_NETFILTER
+        owner = _nft.NftSocket()
     with owner:
-        owner.settimeout(5)
-        owner.bind((0, 0))
-        batch = _nft._Batch()
-        attrs = [["NFTA_TABLE_NAME", name], ["NFTA_TABLE_FLAGS", NFT_TABLE_F_OWNER]]
-        batch.add(nft_table_msg, NFT_MSG_NEWTABLE, 0x400, family, attrs, f"add owned table {family} {name}")
+        batch = _nft.Batch()
+        batch.add_table(family, name, flags=_nft.NFT_TABLE_F_OWNER)
         batch.commit(owner)
         yield
     assert (family, name) not in ns.call(_nft.list_tables)
@@ -106,11 +103,11 @@ def test_nat_on_a_router_whose_nat_table_is_taken(netns_topology: Topology) -> N
     a, router, b = netns_topology.add("a"), netns_topology.add("r", router=True), netns_topology.add("b")
     netns_topology.link(a, router)
     outside = netns_topology.link(router, b)
-    with table_owned_elsewhere(router, _nft.NAT_TABLE):
+    with table_owned_elsewhere(router, _rules.NAT_TABLE):
         error = fails_with(
             lambda: netns_topology.nat(router, outside=outside),
             f"masquerading traffic leaving through {outside.interface(router)!r}",
-            _nft.NAT_TABLE,
+            _rules.NAT_TABLE,
             "Operation not permitted",
         )
         assert isinstance(error, KernelError) and error.errno == errno.EPERM
@@ -123,16 +120,16 @@ def test_nat_into_a_table_whose_postrouting_chain_is_not_a_nat_chain(netns_topol
     outside = netns_topology.link(a, router)
 
     def filter_chain() -> None:
-        batch = _nft._Batch()
-        batch.add_table("inet", _nft.NAT_TABLE)
-        batch.add_chain("inet", _nft.NAT_TABLE, "postrouting", hook=_nft._HOOK_POSTROUTING, kind="filter")
+        batch = _nft.Batch()
+        batch.add_table("inet", _rules.NAT_TABLE)
+        batch.add_chain("inet", _rules.NAT_TABLE, "postrouting", hook=_nft.HOOK_POSTROUTING, kind="filter")
         batch.commit()
 
     router.call(filter_chain)
     error = fails_with(
         lambda: netns_topology.nat(router, outside=outside),
         "masquerading traffic leaving through",
-        f"add rule inet {_nft.NAT_TABLE} postrouting",
+        f"add rule inet {_rules.NAT_TABLE} postrouting",
     )
     assert isinstance(error, _nft.NftError) and error.errno == errno.EOPNOTSUPP
 
@@ -167,7 +164,7 @@ def test_service_on_a_cluster_whose_service_table_is_taken(netns_cluster: Cluste
 
 def test_drop_ingress_on_a_missing_interface_is_enodev(netns_factory: Callable[..., Namespace]) -> None:
     ns = netns_factory("x")
-    error = fails_with(lambda: ns.call(_nft.drop_ingress, MISSING, 0.1), repr(MISSING), "No such device")
+    error = fails_with(lambda: ns.call(_rules.drop_ingress, MISSING, 0.1), repr(MISSING), "No such device")
     assert isinstance(error, KernelError) and error.errno == errno.ENODEV
 
 
@@ -196,27 +193,39 @@ class Falters:
         self.sock.close()
 
 
+def faltering(answers: int, error: OSError | None = None) -> Callable[[], _nft.NftSocket]:
+    """Makes nf_tables sockets whose real socket falters (see Falters)."""
+    real = _nft.NftSocket
+
+    def make() -> _nft.NftSocket:
+        sock = real()
+        sock.sock = Falters(sock.sock, answers, error)  # type: ignore[assignment]
+        return sock
+
+    return make
+
+
 NFT_SILENCE: list[tuple[str, Callable[[], object], int, str, str]] = [
     # (id, call, answers before silence, request waited for, what the operation was)
-    ("masquerade", lambda: _nft.masquerade("eth0"), 0, "get inet pytest_netns_nat postrouting", "masquerading"),
-    ("masquerade commit", lambda: _nft.masquerade("eth0"), 1, "add table inet pytest_netns_nat", "masquerading"),
+    ("masquerade", lambda: _rules.masquerade("eth0"), 0, "get inet pytest_netns_nat postrouting", "masquerading"),
+    ("masquerade commit", lambda: _rules.masquerade("eth0"), 1, "add table inet pytest_netns_nat", "masquerading"),
     (
         "dnat_service",
-        lambda: _nft.dnat_service("web", "10.96.0.1", 80, [("10.0.0.2", 80)]),
+        lambda: _rules.dnat_service("web", "10.96.0.1", 80, [("10.0.0.2", 80)]),
         1,
         "add table inet pytest_netns_svc_web",
         "installing service 'web'",
     ),
     (
         "port_forward",
-        lambda: _nft.port_forward(8080, "10.0.0.2", 80),
+        lambda: _rules.port_forward(8080, "10.0.0.2", 80),
         1,
         "add table inet pytest_netns_fwd_tcp_8080",
         "forwarding tcp port 8080 to 10.0.0.2:80",
     ),
     (
         "drop_ingress",
-        lambda: _nft.drop_ingress("lo", 0.5),
+        lambda: _rules.drop_ingress("lo", 0.5),
         1,
         "add table netdev pytest_netns_loss_lo",
         "making 'lo' drop arriving packets",
@@ -244,8 +253,7 @@ def test_nftables_that_does_not_answer_is_etimedout_naming_the_request(
     operation: str,
 ) -> None:
     ns = netns_factory("x")
-    real_enter = _nft._netlink_socket.__enter__
-    monkeypatch.setattr(_nft._netlink_socket, "__enter__", lambda self: Falters(real_enter(self), answers))
+    monkeypatch.setattr(_nft_batch, "NftSocket", faltering(answers))
     error = fails_with(lambda: ns.call(call), operation, f"nftables: {request_}", "no answer within")
     assert isinstance(error, _nft.NftError) and error.errno == errno.ETIMEDOUT
 
@@ -255,9 +263,8 @@ def test_nftables_answers_lost_is_a_kernel_error(
 ) -> None:
     """ENOBUFS: the socket's queue overflowed and answers were dropped (what the kernel reports then)."""
     ns = netns_factory("x")
-    real_enter = _nft._netlink_socket.__enter__
     lost = OSError(errno.ENOBUFS, "No buffer space available")
-    monkeypatch.setattr(_nft._netlink_socket, "__enter__", lambda self: Falters(real_enter(self), 0, lost))
+    monkeypatch.setattr(_nft_batch, "NftSocket", faltering(0, lost))
     error = fails_with(lambda: ns.call(_nft.list_tables), "listing nftables tables", "list tables")
     assert isinstance(error, KernelError) and error.errno == errno.ENOBUFS
 

@@ -1,4 +1,4 @@
-"""Tests for pytest_netns._kernel.nft and pytest_netns._kernel.tc, with real traffic.
+"""Tests for pytest_netns._kernel.nft, its recipes (_net.rules) and pytest_netns._kernel.tc, with real traffic.
 
 Self-contained: the namespaces, veth pairs and servers are built by the
 helpers below (pyroute2 + ctypes), not by any pytest_netns fixture.  Run
@@ -30,6 +30,7 @@ from pyroute2 import IPRoute
 
 from pytest_netns._kernel import nft as _nft
 from pytest_netns._kernel import tc as _tc
+from pytest_netns._net import rules as _rules
 
 T = TypeVar("T")
 
@@ -318,22 +319,22 @@ def servers() -> Iterator[Callable[..., TagServer]]:
 @pytest.mark.parametrize(
     "call, bad",
     [
-        (lambda: _nft.masquerade("an-interface-name-too-long"), "an-interface-name"),
-        (lambda: _nft.masquerade(src="10.0.0.1/24"), "10.0.0.1/24"),
-        (lambda: _nft.masquerade(not_oifname="a/b"), "a/b"),
-        (lambda: _nft.dnat_service("web", "10.96.0.300", 80, []), "10.96.0.300"),
-        (lambda: _nft.dnat_service("we b", "10.96.0.1", 80, []), "we b"),
-        (lambda: _nft.dnat_service("web", "10.96.0.1", 0, []), "0"),
-        (lambda: _nft.dnat_service("web", "10.96.0.1", 80, [("fd00::1", 80)]), "fd00::1"),
-        (lambda: _nft.dnat_service("web", "10.96.0.1", 80, [("10.0.0.1", 70000)]), "70000"),
-        (lambda: _nft.dnat_service("web", "10.96.0.1", 80, ["10.0.0.1"]), "10.0.0.1"),
-        (lambda: _nft.dnat_service("web", "10.96.0.1", 80, [], proto="sctp"), "sctp"),
-        (lambda: _nft.dnat_service("web", "10.96.0.1", 80, [], spread="hash"), "hash"),
-        (lambda: _nft.port_forward(8080, "container"), "container"),
-        (lambda: _nft.port_forward(8080, "10.0.0.2", host_addr="fd00::1"), "fd00::1"),
-        (lambda: _nft.port_forward(True, "10.0.0.2"), "True"),
-        (lambda: _nft.drop_ingress("lo", 1.5), "1.5"),
-        (lambda: _nft.drop_ingress("lo", float("nan")), "nan"),
+        (lambda: _rules.masquerade("an-interface-name-too-long"), "an-interface-name"),
+        (lambda: _rules.masquerade(src="10.0.0.1/24"), "10.0.0.1/24"),
+        (lambda: _rules.masquerade(not_oifname="a/b"), "a/b"),
+        (lambda: _rules.dnat_service("web", "10.96.0.300", 80, []), "10.96.0.300"),
+        (lambda: _rules.dnat_service("we b", "10.96.0.1", 80, []), "we b"),
+        (lambda: _rules.dnat_service("web", "10.96.0.1", 0, []), "0"),
+        (lambda: _rules.dnat_service("web", "10.96.0.1", 80, [("fd00::1", 80)]), "fd00::1"),
+        (lambda: _rules.dnat_service("web", "10.96.0.1", 80, [("10.0.0.1", 70000)]), "70000"),
+        (lambda: _rules.dnat_service("web", "10.96.0.1", 80, ["10.0.0.1"]), "10.0.0.1"),
+        (lambda: _rules.dnat_service("web", "10.96.0.1", 80, [], proto="sctp"), "sctp"),
+        (lambda: _rules.dnat_service("web", "10.96.0.1", 80, [], spread="hash"), "hash"),
+        (lambda: _rules.port_forward(8080, "container"), "container"),
+        (lambda: _rules.port_forward(8080, "10.0.0.2", host_addr="fd00::1"), "fd00::1"),
+        (lambda: _rules.port_forward(True, "10.0.0.2"), "True"),
+        (lambda: _rules.drop_ingress("lo", 1.5), "1.5"),
+        (lambda: _rules.drop_ingress("lo", float("nan")), "nan"),
         (lambda: _nft.delete_table("arp6", "t"), "arp6"),
     ],
 )
@@ -363,8 +364,8 @@ def test_masquerade_ipv4_server_sees_router(routed: dict[str, Netns], servers) -
     with pytest.raises(OSError):
         ask(client, "10.0.2.2", 8000, timeout=0.3)
 
-    table = router.call(_nft.masquerade, "rs", src="10.0.1.0/24")
-    assert table == _nft.NftTable("inet", _nft.NAT_TABLE)
+    table = router.call(_rules.masquerade, "rs", src="10.0.1.0/24")
+    assert table == _nft.NftTable("inet", _rules.NAT_TABLE)
     assert ask(client, "10.0.2.2", 8000) == ("s", "10.0.2.1")
 
     router.call(table.remove)
@@ -375,8 +376,8 @@ def test_masquerade_ipv6_and_every_family(routed: dict[str, Netns], servers) -> 
     client, router, server = routed["client"], routed["router"], routed["server"]
     servers(server, "fd02::2", 8000, "s6")
     servers(server, "10.0.2.2", 8000, "s4")
-    router.call(_nft.masquerade, "rs")  # no src: IPv4 and IPv6 alike
-    router.call(_nft.masquerade, "rs")  # a second rule in the same chain
+    router.call(_rules.masquerade, "rs")  # no src: IPv4 and IPv6 alike
+    router.call(_rules.masquerade, "rs")  # a second rule in the same chain
     assert ask(client, "fd02::2", 8000) == ("s6", "fd02::1")
     assert ask(client, "10.0.2.2", 8000) == ("s4", "10.0.2.1")
 
@@ -384,7 +385,7 @@ def test_masquerade_ipv6_and_every_family(routed: dict[str, Netns], servers) -> 
 def test_masquerade_not_oifname_excludes(routed: dict[str, Netns], servers) -> None:
     client, router, server = routed["client"], routed["router"], routed["server"]
     servers(server, "10.0.2.2", 8000, "s")
-    router.call(_nft.masquerade, src="10.0.1.0/24", not_oifname="rs")
+    router.call(_rules.masquerade, src="10.0.1.0/24", not_oifname="rs")
     with pytest.raises(OSError):
         ask(client, "10.0.2.2", 8000, timeout=0.3)
 
@@ -411,7 +412,7 @@ def service_net(routed: dict[str, Netns], servers) -> dict[str, Netns]:
 
 def test_dnat_service_round_robin_is_exact(service_net: dict[str, Netns]) -> None:
     client, router = service_net["client"], service_net["router"]
-    router.call(_nft.dnat_service, "web", "10.96.0.10", 80, BACKENDS, spread="round_robin")
+    router.call(_rules.dnat_service, "web", "10.96.0.10", 80, BACKENDS, spread="round_robin")
     tags = [ask(client, "10.96.0.10", 80)[0] for _ in range(60)]
     assert Counter(tags) == {"b1": 20, "b2": 20, "b3": 20}
     assert tags[:3] == ["b1", "b2", "b3"] and tags[3:6] == ["b1", "b2", "b3"]
@@ -419,7 +420,7 @@ def test_dnat_service_round_robin_is_exact(service_net: dict[str, Netns]) -> Non
 
 def test_dnat_service_random_spreads_fairly(service_net: dict[str, Netns]) -> None:
     client, router = service_net["client"], service_net["router"]
-    router.call(_nft.dnat_service, "web", "10.96.0.10", 80, BACKENDS)
+    router.call(_rules.dnat_service, "web", "10.96.0.10", 80, BACKENDS)
     trials = 600
     counts = Counter(ask(client, "10.96.0.10", 80)[0] for _ in range(trials))
     assert set(counts) == {"b1", "b2", "b3"}
@@ -431,18 +432,18 @@ def test_dnat_service_random_spreads_fairly(service_net: dict[str, Netns]) -> No
 
 def test_dnat_service_output_chain_and_replace(service_net: dict[str, Netns]) -> None:
     client, router = service_net["client"], service_net["router"]
-    router.call(_nft.dnat_service, "web", "10.96.0.10", 80, BACKENDS, spread="round_robin")
+    router.call(_rules.dnat_service, "web", "10.96.0.10", 80, BACKENDS, spread="round_robin")
     # Connections the router opens itself go through the output chain.
     assert {ask(router, "10.96.0.10", 80)[0] for _ in range(6)} == {"b1", "b2", "b3"}
 
     # Replace the backend set: only b2 and b3 are picked from now on.
-    router.call(_nft.dnat_service, "web", "10.96.0.10", 80, BACKENDS[1:])
+    router.call(_rules.dnat_service, "web", "10.96.0.10", 80, BACKENDS[1:])
     seen = Counter(ask(client, "10.96.0.10", 80)[0] for _ in range(40))
     assert set(seen) == {"b2", "b3"}
     assert len([t for t in router.call(_nft.list_tables) if "svc_web" in t[1]]) == 1
 
     # No backends: refused at once (TCP reset), like kube-proxy.
-    router.call(_nft.dnat_service, "web", "10.96.0.10", 80, [])
+    router.call(_rules.dnat_service, "web", "10.96.0.10", 80, [])
     with pytest.raises(ConnectionRefusedError):
         ask(client, "10.96.0.10", 80)
 
@@ -456,7 +457,7 @@ def test_dnat_service_udp(service_net: dict[str, Netns]) -> None:
         backend = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with backend:
         backend.bind(("10.0.2.3", 5353))
-        router.call(_nft.dnat_service, "dns", "10.96.0.53", 53, [("10.0.2.3", 5353)], proto="udp")
+        router.call(_rules.dnat_service, "dns", "10.96.0.53", 53, [("10.0.2.3", 5353)], proto="udp")
         with client.entered():
             sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         with sender:
@@ -470,7 +471,7 @@ def test_dnat_service_udp(service_net: dict[str, Netns]) -> None:
             assert (answer, source) == (b"answer", ("10.96.0.53", 53))
 
     # No backends: ICMP port unreachable, seen by a connected UDP socket.
-    router.call(_nft.dnat_service, "dns", "10.96.0.53", 53, [], proto="udp")
+    router.call(_rules.dnat_service, "dns", "10.96.0.53", 53, [], proto="udp")
     with client.entered():
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with sender:
@@ -487,7 +488,7 @@ def test_dnat_service_ipv6(routed: dict[str, Netns], servers) -> None:
     servers(server, "fd02::2", 8002, "v2")
     route(server, "fd01::/64", "fd02::1")
     backends = [("fd02::2", 8001), ("fd02::2", 8002)]
-    router.call(_nft.dnat_service, "web6", "fd96::10", 80, backends, spread="round_robin")
+    router.call(_rules.dnat_service, "web6", "fd96::10", 80, backends, spread="round_robin")
     answers = [ask(client, "fd96::10", 80) for _ in range(4)]
     assert answers == [("v1", "fd01::2"), ("v2", "fd01::2")] * 2
 
@@ -496,7 +497,7 @@ def test_port_forward_publishes_on_local_addresses(
     service_net: dict[str, Netns],
 ) -> None:
     client, router = service_net["client"], service_net["router"]
-    table = router.call(_nft.port_forward, 8080, "10.0.2.2", 8001)
+    table = router.call(_rules.port_forward, 8080, "10.0.2.2", 8001)
     assert table.name == "pytest_netns_fwd_tcp_8080"
     # From outside, to the router's address: prerouting.
     assert ask(client, "10.0.1.1", 8080) == ("b1", "10.0.1.2")
@@ -516,7 +517,7 @@ def test_port_forward_publishes_on_local_addresses(
 
 def test_port_forward_host_addr(service_net: dict[str, Netns]) -> None:
     client, router = service_net["client"], service_net["router"]
-    router.call(_nft.port_forward, 8080, "10.0.2.3", 8002, host_addr="10.0.1.1")
+    router.call(_rules.port_forward, 8080, "10.0.2.3", 8002, host_addr="10.0.1.1")
     assert ask(client, "10.0.1.1", 8080)[0] == "b2"
     with pytest.raises(ConnectionRefusedError):
         ask(router, "10.0.2.1", 8080)  # another local address: not published
@@ -560,7 +561,7 @@ def test_drop_ingress_loses_p_and_removal_restores(
 ) -> None:
     a, b = lossy_pair
     trials, p = 2000, 0.3
-    table = b.call(_nft.drop_ingress, "vb", p)
+    table = b.call(_rules.drop_ingress, "vb", p)
     assert table == _nft.NftTable("netdev", "pytest_netns_loss_vb")
     lost = trials - _udp_delivery(a, b, trials)
     assert within_6_sigma(lost, trials, p), lost
@@ -572,9 +573,9 @@ def test_drop_ingress_loses_p_and_removal_restores(
 
 def test_drop_ingress_extremes_and_replace(lossy_pair: tuple[Netns, Netns]) -> None:
     a, b = lossy_pair
-    b.call(_nft.drop_ingress, "vb", 1.0)
+    b.call(_rules.drop_ingress, "vb", 1.0)
     assert _udp_delivery(a, b, 200) == 0
-    b.call(_nft.drop_ingress, "vb", 0.0)  # replaces the table
+    b.call(_rules.drop_ingress, "vb", 0.0)  # replaces the table
     assert _udp_delivery(a, b, 200) == 200
     assert b.call(_nft.list_tables) == [("netdev", "pytest_netns_loss_vb")]
 

@@ -19,6 +19,7 @@ import struct
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..errors import KernelError
 
@@ -145,6 +146,9 @@ def extack(data: bytes, flags: int, offset: int, end: int) -> str:
     return msg.split(b"\0", 1)[0].decode(errors="replace") if msg else ""
 
 
+_Socket = TypeVar("_Socket", bound="NetlinkSocket")
+
+
 # -- the socket -------------------------------------------------------------------------------------
 
 
@@ -194,7 +198,7 @@ class NetlinkSocket:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def __enter__(self) -> NetlinkSocket:
+    def __enter__(self: _Socket) -> _Socket:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

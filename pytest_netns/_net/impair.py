@@ -129,8 +129,8 @@ def check_available(settings: Settings) -> None:
 
 def _apply_point(ns: Namespace, ifname: str, roles: frozenset[str], settings: Settings | None) -> None:
     """Make one point do exactly its part of ``settings`` (None: a clean link)."""
-    from .._kernel import nft as _nft
     from .._kernel import tc as _tc
+    from . import rules as _rules
 
     what = f"{ns.name}:{ifname}"
     doing = f"impair({settings.asked}) on {what}" if settings is not None else f"clearing the impairment of {what}"
@@ -158,9 +158,9 @@ def _apply_point(ns: Namespace, ifname: str, roles: frozenset[str], settings: Se
             return
         try:
             if settings is not None and settings.loss:
-                _nft.drop_ingress(ifname, settings.loss)
+                _rules.drop_ingress(ifname, settings.loss)
             else:
-                _nft.NftTable("netdev", f"{_nft.TABLE_PREFIX}_loss_{ifname}").remove()
+                _rules.ingress_drop_table(ifname).remove()
         except KernelError as exc:
             if exc.errno == errno.ENODEV:
                 raise _missing_interface(ns, ifname, doing, exc) from None

@@ -59,6 +59,7 @@ from .._kernel import nft as _nft
 from .._kernel import rtnl as _rtnl
 from .._kernel import validate as _validate
 from .._kernel.handle import handle_of
+from .._net import rules as _rules
 from .._net import sysctl
 from .._net.bridge import Plug, plug, router_bridge
 from .._net.veth import veth
@@ -235,7 +236,7 @@ class DockerHost:
         reservation = self._reserve(host_port, proto)
         try:
             with handle_of(self.host).entered():
-                table = _nft.port_forward(host_port, target.ip, container_port, proto=proto)
+                table = _rules.port_forward(host_port, target.ip, container_port, proto=proto)
         except BaseException:
             reservation.close()
             raise
@@ -295,7 +296,7 @@ class DockerHost:
         gateway = ipaddress.IPv4Interface((DOCKER_NETWORK[1], DOCKER_NETWORK.prefixlen))
         self._docker0 = router_bridge(host, DOCKER_BRIDGE, gateway, mtu=MTU, nf_call_iptables=True, reserved=(UPLINK,))
         with handle_of(host).entered():
-            _nft.masquerade(src=DOCKER_NETWORK, not_oifname=DOCKER_BRIDGE)
+            _rules.masquerade(src=DOCKER_NETWORK, not_oifname=DOCKER_BRIDGE)
         return host
 
     def _build_external(self) -> Namespace:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from ..._kernel import nft as _nft
 from ..._kernel.handle import handle_of
+from ..._net import rules as _rules
 from ...namespace import Namespace
 from .network import CLUSTER_CIDR, NAT_TABLE, NODE_UPLINK, IPv4
 from .objects import Service
@@ -39,21 +39,13 @@ def masquerade_hairpin(node: Namespace, pod: IPv4) -> None:
     address, the reply goes back through the bridge and conntrack.
     """
     network = ipaddress.ip_network(pod)
-    rule = (
-        _nft._nfproto(4)
-        + _nft._addr_match(network, "saddr")
-        + _nft._addr_match(network, "daddr")
-        + [_nft._expr("masq", "MASQ")]
-    )
-    batch = _nft._Batch()
-    with handle_of(node).entered(), _nft._netlink_socket() as sock:
-        batch.add_rule("inet", NAT_TABLE, "postrouting", rule)
-        batch.commit(sock)
+    with handle_of(node).entered():
+        _rules.masquerade(src=network, dst=network, table=NAT_TABLE)
 
 
 def _install(service: Service) -> None:
     """The service's table in the calling thread's namespace (a node)."""
-    _nft.dnat_service(
+    _rules.dnat_service(
         service.name,
         service.ip,
         service.port,
@@ -70,18 +62,4 @@ def _node_nat_table() -> None:
     what leaves a node for anything outside the pod network goes out with the
     node's IP; pod-to-pod traffic between nodes keeps its addresses.
     """
-    rule = (
-        _nft._nfproto(4)
-        + _nft._addr_match(CLUSTER_CIDR, "saddr")
-        + _nft._addr_match(CLUSTER_CIDR, "daddr", _nft._CMP_NEQ)
-        + [_nft._meta(_nft._META_OIFNAME), _nft._cmp(_nft._CMP_EQ, _nft._ifname_bytes(NODE_UPLINK))]
-        + [_nft._expr("masq", "MASQ")]
-    )
-    batch = _nft._Batch()
-    with _nft._netlink_socket() as sock:
-        batch.add_table("inet", NAT_TABLE)
-        batch.add_chain(
-            "inet", NAT_TABLE, "postrouting", hook=_nft._HOOK_POSTROUTING, priority=_nft._PRIO_SRCNAT, kind="nat"
-        )
-        batch.add_rule("inet", NAT_TABLE, "postrouting", rule)
-        batch.commit(sock)
+    _rules.masquerade(NODE_UPLINK, src=CLUSTER_CIDR, not_dst=CLUSTER_CIDR, table=NAT_TABLE)
