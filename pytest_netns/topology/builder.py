@@ -28,18 +28,19 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import os
 from collections.abc import Callable, Iterator, Sequence
 
 from .._kernel import netns as _kernel
 from .._kernel import rtnl as _rtnl
 from .._kernel import validate as _validate
 from .._kernel.validate import IPInterface
+from .._net import sysctl
+from .._net.bridge import Plug, plug, switch
 from .._net.hosts import HostedNamespace, HostsFile, release
-from .._net.veth import veth, wait_ready
-from ..errors import KernelError, NetnsError
+from .._net.veth import veth
+from ..errors import NetnsError
 from ..namespace import Namespace
-from .links import BRIDGE_DEVICE, Link, Segment, _Attachment, _Network, _Node
+from .links import Link, Segment, _Attachment, _Network, _Node
 from .routing import Network, Route, route_table, span
 
 __all__ = ["Topology"]
@@ -47,40 +48,10 @@ __all__ = ["Topology"]
 IPV4_POOL = ipaddress.IPv4Network("10.0.0.0/8")
 IPV6_PREFIX = ipaddress.IPv6Network("fd00::/48")
 
-ROUTER_SYSCTLS = (
-    ("/proc/sys/net/ipv4/ip_forward", "1"),
-    ("/proc/sys/net/ipv6/conf/all/forwarding", "1"),
-    ("/proc/sys/net/ipv6/conf/default/forwarding", "1"),
-)
-#: Every node: no reverse-path filter, whatever the host has (a new namespace copies
-#: the host's IPv4 conf/all; with strict filtering, equal-cost paths chosen
-#: differently in each direction would drop packets).  No duplicate address
-#: detection for link-local addresses either: a router sends the neighbour
-#: solicitation for a packet it forwards from its link-local address, and until
-#: DAD has finished (1-2 s) it has none, so the first forwarded IPv6 packet
-#: waited 2 s for its next hop (global addresses are added without DAD anyway).
-NODE_SYSCTLS = (
-    ("/proc/sys/net/ipv4/conf/all/rp_filter", "0"),
-    ("/proc/sys/net/ipv4/conf/default/rp_filter", "0"),
-    ("/proc/sys/net/ipv6/conf/all/accept_dad", "0"),
-    ("/proc/sys/net/ipv6/conf/default/accept_dad", "0"),
-)
-#: The bridge's namespace: no IPv6 on the ports (no link-local addresses, no
-#: router or neighbour solicitations of its own on the segment), and bridged
-#: traffic does not pass the IP/ARP netfilter hooks there (this kernel has
-#: br_netfilter built in and on by default in every namespace; others do not;
-#: it is set explicitly so a segment behaves the same everywhere).
-BRIDGE_SYSCTLS = (
-    ("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1"),
-    ("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1"),
-    ("/proc/sys/net/bridge/bridge-nf-call-iptables", "0"),
-    ("/proc/sys/net/bridge/bridge-nf-call-ip6tables", "0"),
-    ("/proc/sys/net/bridge/bridge-nf-call-arptables", "0"),
-)
-
-IFF_PROMISC = 0x100
-IFLA_BR_MCAST_SNOOPING = 23
-IFLA_BR_NF_CALL_IPTABLES, IFLA_BR_NF_CALL_IP6TABLES, IFLA_BR_NF_CALL_ARPTABLES = 36, 37, 38
+ROUTER_SYSCTLS = sysctl.IPV4_FORWARDING + sysctl.IPV6_FORWARDING
+#: Every node (the reasons are in _net/sysctl.py): with DAD, the first IPv6 packet a
+#: router forwards waited 2 s for its next hop.
+NODE_SYSCTLS = sysctl.NO_RP_FILTER + sysctl.NO_DAD
 
 
 class Topology:
@@ -199,7 +170,7 @@ class Topology:
         if not isinstance(router, bool):
             raise ValueError(f"router must be True or False, got {router!r}")
         ns = self._new_namespace(name)
-        _settle_sysctls(ns, NODE_SYSCTLS + (ROUTER_SYSCTLS if router else ()))
+        sysctl.settle(ns, NODE_SYSCTLS + (ROUTER_SYSCTLS if router else ()))
         node = _Node(ns, router)
         self._nodes[name] = node
         self._by_ns[id(ns)] = node
@@ -264,42 +235,13 @@ class Topology:
         while any(ns.name == f"bridge{number}" for ns in self._owned) or f"bridge{number}" in self._nodes:
             number += 1
         bridge_ns = self._new_namespace(f"bridge{number}")
-        _settle_sysctls(bridge_ns, BRIDGE_SYSCTLS)
-        segment = Segment(self, net4, net6, f"segment bridge{number}", bridge_ns)
-
-        bridge_index = bridge_ns.allocate_index()
-        requests = [_new_bridge(bridge_index, mtu)]
-        ports: list[tuple[str, int]] = []
-        plan = []
-        for position, node in enumerate(nodes):
-            port_name = _port_name(node.ns.name, position, {p for p, _ in ports})
-            port_index = bridge_ns.allocate_index()
-            member_index = node.ns.allocate_index()
-            if member_index == port_index:  # equal indexes on both ends make the link slow to come up
-                member_index = node.ns.allocate_index()
-            ifname = _next_ifname(node)
-            create = _rtnl.new_veth(
-                port_name, ifname, node.ns._nsfd, index=port_index, peer_index=member_index, mtu=mtu, up=True
-            )
-            create.body += _rtnl.attr_u32(_rtnl.IFLA_MASTER, bridge_index)
-            create.doing = f"plugging {node.ns.name}:{ifname} into {segment._what} (port {port_name})"
-            requests.append(create)
-            ports.append((port_name, port_index))
-            addresses = [v4[position], *v6[position : position + 1]]
-            plan.append((node, ifname, member_index, addresses))
-        bridge_ns.execute(requests)
-        segment._bridge_index = bridge_index
-        segment._ports = ports
-        for node, ifname, index, addresses in plan:
-            where = f"{node.ns.name}:{ifname}"
-            member_requests = [] if self.ipv6 else [_rtnl.no_ipv6_link_local(index)]
-            member_requests.append(_rtnl.set_link(index, up=True, doing=f"bringing {where} up"))
-            member_requests += [_rtnl.new_address(index, x, f"adding {x} to {where}") for x in addresses]
-            node.ns.execute(member_requests)
-        ends: list[tuple[Namespace, int, Sequence[IPInterface]]] = [(bridge_ns, i, []) for _, i in ports]
-        ends += [(node.ns, index, addresses) for node, _, index, addresses in plan]
-        wait_ready(ends, segment._what)
-        self._commit(segment, net4, plan)
+        segment = Segment(self, net4, net6, f"segment bridge{number}", switch(bridge_ns, mtu=mtu))
+        plugs = [Plug(node.ns, _next_ifname(node), [v4[i], *v6[i : i + 1]]) for i, node in enumerate(nodes)]
+        made = plug(segment._bridge, plugs, mtu=mtu, ipv6=self.ipv6, what=segment._what)
+        attached = [
+            (n, p.ifname, m.member_index, list(p.addresses)) for n, p, m in zip(nodes, plugs, made, strict=True)
+        ]
+        self._commit(segment, net4, attached)
         return segment
 
     def autoroute(self) -> None:
@@ -461,61 +403,6 @@ class Topology:
 
 def _next_ifname(node: _Node) -> str:
     return f"eth{len(node.attachments)}"
-
-
-def _port_name(member: str, position: int, taken: set[str]) -> str:
-    """The bridge port for a member: named after it where that is a valid, unused interface name."""
-    if len(member) < _validate.IFNAMSIZ and member not in taken and member not in ("lo", BRIDGE_DEVICE, ".", ".."):
-        return member
-    return f"p{position}"
-
-
-def _new_bridge(index: int, mtu: int) -> _rtnl.Request:
-    """A bridge that forwards at once: STP off, no forwarding delay, no multicast snooping.
-
-    Without snooping, IPv6 neighbour solicitations (multicast) reach every
-    member whether or not a querier exists.  Bridged traffic skips the IP
-    and ARP netfilter hooks (also set per namespace); the bridge is
-    promiscuous so that a capture on it sees frames between members.
-    """
-    data = (
-        _rtnl.attr_u32(_rtnl.IFLA_BR_STP_STATE, 0)
-        + _rtnl.attr_u32(_rtnl.IFLA_BR_FORWARD_DELAY, 0)
-        + _rtnl.attr(IFLA_BR_MCAST_SNOOPING, b"\0")
-        + _rtnl.attr(IFLA_BR_NF_CALL_IPTABLES, b"\0")
-        + _rtnl.attr(IFLA_BR_NF_CALL_IP6TABLES, b"\0")
-        + _rtnl.attr(IFLA_BR_NF_CALL_ARPTABLES, b"\0")
-    )
-    linkinfo = _rtnl.attr(_rtnl.IFLA_INFO_KIND, b"bridge\0") + _rtnl.attr(_rtnl.IFLA_INFO_DATA, data)
-    flags = _rtnl.IFF_UP | IFF_PROMISC
-    body = (
-        _rtnl.ifinfo(index, flags, flags)
-        + _rtnl.attr_str(_rtnl.IFLA_IFNAME, BRIDGE_DEVICE)
-        + _rtnl.attr_u32(_rtnl.IFLA_MTU, mtu)
-        + _rtnl.attr(_rtnl.IFLA_LINKINFO, linkinfo)
-    )
-    flags = _rtnl.NLM_F_CREATE | _rtnl.NLM_F_EXCL
-    return _rtnl.Request(_rtnl.RTM_NEWLINK, flags, body, f"creating bridge {BRIDGE_DEVICE}")
-
-
-def _settle_sysctls(ns: Namespace, settings: Sequence[tuple[str, str]]) -> None:
-    """Write the settings that differ (one namespace switch for all; missing ones are skipped)."""
-    with _kernel.entered(ns._nsfd):
-        for path, value in settings:
-            try:
-                with open(path) as handle:
-                    if handle.read().strip() == value:
-                        continue
-            except FileNotFoundError:
-                continue  # e.g. no /proc/sys/net/bridge where br_netfilter is not loaded
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-                try:
-                    os.write(fd, value.encode())
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                raise KernelError(exc.errno or errno.EIO, f"writing {value} to {path} in {ns.name!r}") from None
 
 
 def _route_key(route: Route) -> tuple[int, int, int]:
