@@ -203,6 +203,13 @@ def sysctl_key(value: object) -> str:
     return "/proc/sys/" + path
 
 
+def port(value: object, what: str = "port") -> int:
+    """A TCP/UDP port number: an integer 1-65535."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ValueError(f"{what} {value!r} is not a port number (1-65535)")
+    return value
+
+
 def duration(value: object, what: str = "timeout") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
         raise ValueError(f"{what} must be a non-negative number of seconds, got {value!r}")

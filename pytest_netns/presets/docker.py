@@ -223,8 +223,8 @@ class DockerHost:
         """
         self._check_open()
         target = self._container(container)
-        _check_port(host_port, "host_port")
-        _check_port(container_port, "container_port")
+        _validate.port(host_port, "host_port")
+        _validate.port(container_port, "container_port")
         if proto not in ("tcp", "udp"):
             raise ValueError(f"proto {proto!r} is not 'tcp' or 'udp'")
         taken = self._published.get((proto, host_port))
@@ -337,9 +337,3 @@ class DockerHost:
             published._table.remove()
         published._reservation.close()
         del self._published[(published.proto, published.host_port)]
-
-
-def _check_port(port: object, what: str) -> int:
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise ValueError(f"{what} {port!r} is not a port number (1-65535)")
-    return port

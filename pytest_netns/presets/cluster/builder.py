@@ -288,8 +288,8 @@ class Cluster:
             raise ValueError(f"service {name!r} already exists in this cluster")
         if name in self._names():
             raise ValueError(f"name {name!r} is already used by a node, pod or external host of this cluster")
-        port = _check_port(port, "port")
-        target = port if target_port is None else _check_port(target_port, "target_port")
+        port = _validate.port(port, "port")
+        target = port if target_port is None else _validate.port(target_port, "target_port")
         if proto not in ("tcp", "udp"):
             raise ValueError(f"proto {proto!r} is not 'tcp' or 'udp'")
         if spread not in ("random", "round_robin"):
@@ -445,9 +445,3 @@ class Cluster:
             self._fabric, [Plug(member, NODE_UPLINK, [interface(member.ip, NODE_NETWORK)])], mtu=self._mtu
         )
         member._uplink_index = plugged.member_index
-
-
-def _check_port(port: object, what: str) -> int:
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise ValueError(f"{what} {port!r} is not a port number (1-65535)")
-    return port
