@@ -12,7 +12,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._kernel import netns as _kernel
 from ._kernel import process as _process
@@ -21,6 +21,12 @@ from ._kernel import validate as _validate
 from ._kernel.handle import NetnsHandle, handle_of
 from ._kernel.handle import holders as _holders
 from .errors import CommandError, KernelError, NetnsError, NetnsLeakWarning, NetnsProcessWarning, TeardownError
+
+if TYPE_CHECKING:
+    from scapy.packet import Packet
+    from scapy.plist import PacketList
+
+    from .packets import Capture
 
 T = TypeVar("T")
 
@@ -409,7 +415,7 @@ class Namespace:
 
         packets.sendp(self, frame, iface)
 
-    def sr1(self, pkt: Any, *, timeout: float = 2.0) -> Any:
+    def sr1(self, pkt: Any, *, timeout: float = 2.0) -> Packet | None:
         """Send an L3 packet and return the first answer, or None after ``timeout`` seconds."""
         from . import packets
 
@@ -423,7 +429,7 @@ class Namespace:
         timeout: float | None = None,
         lfilter: Callable[[Any], bool] | None = None,
         filter: str | None = None,
-    ) -> Any:
+    ) -> PacketList:
         """Capture packets (blocking) and return a scapy ``PacketList``; ``iface=None`` means every interface."""
         from . import packets
 
@@ -435,7 +441,7 @@ class Namespace:
         *,
         lfilter: Callable[[Any], bool] | None = None,
         filter: str | None = None,
-    ) -> Any:
+    ) -> Capture:
         """A context manager yielding a ``Capture`` that is already listening when the body starts."""
         from . import packets
 

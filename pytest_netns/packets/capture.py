@@ -65,7 +65,7 @@ def _describe(fn: Callable[..., Any] | None) -> str:
         return "any"
     name = getattr(fn, "__name__", None)
     if name and name != "<lambda>":
-        return name
+        return str(name)
     try:
         source = inspect.getsource(fn).strip()
     except (OSError, TypeError):

@@ -28,9 +28,9 @@ def fill(ns: Namespace, pkt: Packet, link: lookup.Interface | None) -> None:
     ``link`` is the interface a frame goes out of (``sendp``); for L3
     packets it is found per destination from the namespace's routes.
     """
-    from scapy.fields import SourceIPField
+    from scapy.fields import SourceIP6Field, SourceIPField
     from scapy.layers.inet import IP
-    from scapy.layers.inet6 import IPv6, SourceIP6Field
+    from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import ARP, DestMACField, SourceMACField
     from scapy.packet import NoPayload
 
