@@ -33,7 +33,6 @@ import pytest
 
 from pytest_netns import Namespace, NetnsError
 from pytest_netns._kernel import rtnl as _rtnl
-from pytest_netns._net.bridge import IFLA_BR_NF_CALL_IPTABLES
 from pytest_netns.presets.cluster import BRIDGE_NF_CALL_IPTABLES, Cluster, Node, Pod
 
 CHI_SQUARE_LIMIT = 27.6  # df = 2, P(X > 27.6) = 1e-6
@@ -375,7 +374,7 @@ def test_same_node_backend_needs_bridged_traffic_to_pass_netfilter(two_nodes, se
     # Both switches off (the namespace's sysctl and cni0's own option): the reply is bridged
     # straight back from the pod's own address, and the client's kernel drops it.
     n1.sysctl("net.bridge.bridge-nf-call-iptables", 0)
-    data = _rtnl.attr(IFLA_BR_NF_CALL_IPTABLES, b"\0")
+    data = _rtnl.attr(_rtnl.IFLA_BR_NF_CALL_IPTABLES, b"\0")
     info = _rtnl.attr(_rtnl.IFLA_INFO_KIND, b"bridge\0") + _rtnl.attr(_rtnl.IFLA_INFO_DATA, data)
     body = _rtnl.ifinfo(n1._bridge_index) + _rtnl.attr(_rtnl.IFLA_LINKINFO, info)
     n1.execute([_rtnl.Request(_rtnl.RTM_NEWLINK, 0, body, "cni0: bridged traffic skips netfilter")])

@@ -37,6 +37,7 @@ RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 
 IFF_UP = 0x1
+IFF_PROMISC = 0x100
 
 IFLA_ADDRESS = 1
 IFLA_IFNAME = 3
@@ -52,9 +53,15 @@ IFLA_AF_SPEC = 26
 IFLA_NET_NS_FD = 28
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
+IFLA_INFO_SLAVE_DATA = 5
 VETH_INFO_PEER = 1
 IFLA_BR_FORWARD_DELAY = 1
 IFLA_BR_STP_STATE = 5
+IFLA_BR_MCAST_SNOOPING = 23
+IFLA_BR_NF_CALL_IPTABLES = 36
+IFLA_BR_NF_CALL_IP6TABLES = 37
+IFLA_BR_NF_CALL_ARPTABLES = 38
+IFLA_BRPORT_MODE = 4  # hairpin
 IFLA_INET6_ADDR_GEN_MODE = 8
 IN6_ADDR_GEN_MODE_NONE = 1
 IF_OPER_UNKNOWN = 0
@@ -114,15 +121,47 @@ def new_veth(
     return Request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"creating veth {name} <-> {peer_name}")
 
 
-def new_bridge(name: str, *, index: int = 0, mtu: int | None = None, up: bool = True) -> Request:
-    """Create a bridge with STP off and no forwarding delay (usable at once)."""
+def new_bridge(
+    name: str,
+    *,
+    index: int = 0,
+    mtu: int | None = None,
+    up: bool = True,
+    promisc: bool = False,
+    mcast_snooping: bool | None = None,
+    nf_call_iptables: bool | None = None,
+    nf_call_ip6tables: bool | None = None,
+    nf_call_arptables: bool | None = None,
+) -> Request:
+    """Create a bridge that forwards at once: STP off, no forwarding delay.
+
+    ``promisc``: a capture on the bridge sees the frames between its ports.
+    ``mcast_snooping`` and the bridge's own ``nf_call_*`` switches (whether
+    bridged IPv4, IPv6 and ARP frames pass netfilter) keep the kernel's
+    defaults where None.
+    """
     data = attr_u32(IFLA_BR_STP_STATE, 0) + attr_u32(IFLA_BR_FORWARD_DELAY, 0)
+    for kind, value in (
+        (IFLA_BR_MCAST_SNOOPING, mcast_snooping),
+        (IFLA_BR_NF_CALL_IPTABLES, nf_call_iptables),
+        (IFLA_BR_NF_CALL_IP6TABLES, nf_call_ip6tables),
+        (IFLA_BR_NF_CALL_ARPTABLES, nf_call_arptables),
+    ):
+        if value is not None:
+            data += attr(kind, b"\1" if value else b"\0")
     linkinfo = attr(IFLA_INFO_KIND, b"bridge\0") + attr(IFLA_INFO_DATA, data)
-    flag = IFF_UP if up else 0
-    body = ifinfo(index, flag, flag) + attr_str(IFLA_IFNAME, name) + attr(IFLA_LINKINFO, linkinfo)
+    flags = (IFF_UP if up else 0) | (IFF_PROMISC if promisc else 0)
+    body = ifinfo(index, flags, flags) + attr_str(IFLA_IFNAME, name)
     if mtu is not None:
         body += attr_u32(IFLA_MTU, mtu)
+    body += attr(IFLA_LINKINFO, linkinfo)
     return Request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"creating bridge {name}")
+
+
+def set_bridge_port(index: int, *, hairpin: bool, doing: str) -> Request:
+    """Change a bridge port: ``hairpin`` lets it send a frame back out where it came in."""
+    slave = attr(IFLA_INFO_SLAVE_DATA, attr(IFLA_BRPORT_MODE, b"\1" if hairpin else b"\0"))
+    return Request(RTM_NEWLINK, 0, ifinfo(index) + attr(IFLA_LINKINFO, slave), doing)
 
 
 def set_link(

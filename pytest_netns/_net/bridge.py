@@ -1,6 +1,6 @@
 """Linux bridges in a namespace, and namespaces plugged into them with veths: one implementation for every model.
 
-Two kinds of bridge, made with one encoder (``bridge_request``):
+Two kinds of bridge, made by ``bridge_request`` with the one bridge encoder (``_kernel.rtnl.new_bridge``):
 
 * ``switch(ns)``: a plain switch in a namespace of its own (a ``Topology``
   segment, the cluster's node network).  The namespace has no IPv6 at all
@@ -39,11 +39,6 @@ from .veth import wait_ready
 
 __all__ = ["Bridge", "Plug", "Plugged", "bridge_request", "plug", "router_bridge", "switch"]
 
-IFF_PROMISC = 0x100
-IFLA_INFO_SLAVE_DATA = 5
-IFLA_BRPORT_MODE = 4  # hairpin
-IFLA_BR_MCAST_SNOOPING = 23
-IFLA_BR_NF_CALL_IPTABLES, IFLA_BR_NF_CALL_IP6TABLES, IFLA_BR_NF_CALL_ARPTABLES = 36, 37, 38
 
 #: The namespace of a switch: no IPv6 on the ports (no link-local addresses, no solicitations
 #: of its own on the segment), and bridged traffic passes no netfilter hook.
@@ -118,23 +113,17 @@ def bridge_request(
     ``nf_call_iptables`` is the bridge's own switch for bridged IPv4 frames;
     bridged IPv6 and ARP never pass netfilter.
     """
-    data = (
-        _rtnl.attr_u32(_rtnl.IFLA_BR_STP_STATE, 0)
-        + _rtnl.attr_u32(_rtnl.IFLA_BR_FORWARD_DELAY, 0)
-        + _rtnl.attr(IFLA_BR_MCAST_SNOOPING, b"\0")
-        + _rtnl.attr(IFLA_BR_NF_CALL_IPTABLES, b"\1" if nf_call_iptables else b"\0")
-        + _rtnl.attr(IFLA_BR_NF_CALL_IP6TABLES, b"\0")
-        + _rtnl.attr(IFLA_BR_NF_CALL_ARPTABLES, b"\0")
+    return _rtnl.new_bridge(
+        name,
+        index=index,
+        mtu=mtu,
+        up=up,
+        promisc=promisc,
+        mcast_snooping=False,
+        nf_call_iptables=nf_call_iptables,
+        nf_call_ip6tables=False,
+        nf_call_arptables=False,
     )
-    linkinfo = _rtnl.attr(_rtnl.IFLA_INFO_KIND, b"bridge\0") + _rtnl.attr(_rtnl.IFLA_INFO_DATA, data)
-    flags = (_rtnl.IFF_UP if up else 0) | (IFF_PROMISC if promisc else 0)
-    body = (
-        _rtnl.ifinfo(index, flags, flags)
-        + _rtnl.attr_str(_rtnl.IFLA_IFNAME, name)
-        + _rtnl.attr_u32(_rtnl.IFLA_MTU, mtu)
-        + _rtnl.attr(_rtnl.IFLA_LINKINFO, linkinfo)
-    )
-    return _rtnl.Request(_rtnl.RTM_NEWLINK, _rtnl.NLM_F_CREATE | _rtnl.NLM_F_EXCL, body, f"creating bridge {name}")
 
 
 def switch(ns: Namespace, *, mtu: int, port_prefix: str = "p") -> Bridge:
@@ -229,9 +218,7 @@ def plug(
 
 
 def _hairpin(index: int, doing: str) -> _rtnl.Request:
-    slave = _rtnl.attr(IFLA_INFO_SLAVE_DATA, _rtnl.attr(IFLA_BRPORT_MODE, b"\1"))
-    body = _rtnl.ifinfo(index) + _rtnl.attr(_rtnl.IFLA_LINKINFO, slave)
-    return _rtnl.Request(_rtnl.RTM_NEWLINK, 0, body, doing)
+    return _rtnl.set_bridge_port(index, hairpin=True, doing=doing)
 
 
 def _is_ifname(name: str) -> bool:
