@@ -353,16 +353,34 @@ class Namespace:
         index = self._index(iface)
         self._handle.execute([_rtnl.set_link(index, mtu=mtu, doing=f"setting MTU {mtu} on {iface} in {self._name!r}")])
 
-    def link_down(self, iface: str) -> None:
+    def down(self, iface: str) -> None:
         """Take an interface administratively down (its peer loses carrier)."""
         index = self._index(iface)
         self._handle.execute([_rtnl.set_link(index, up=False, doing=f"taking {iface} down in {self._name!r}")])
 
-    def link_up(self, iface: str, *, timeout: float = 2.0) -> None:
+    def up(self, iface: str, *, timeout: float = 2.0) -> None:
         """Bring an interface up; returns once it is operationally UP or has no carrier."""
         index = self._index(iface)
         self._handle.execute([_rtnl.set_link(index, up=True, doing=f"bringing {iface} up in {self._name!r}")])
         self._handle.rtnl.wait_settled(index, timeout, f"{iface} in {self._name!r}")
+
+    def link_down(self, iface: str) -> None:
+        """Deprecated spelling of ``down(iface)``."""
+        warnings.warn(
+            "pytest-netns deprecates Namespace.link_down(iface); use Namespace.down(iface)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        self.down(iface)
+
+    def link_up(self, iface: str, *, timeout: float = 2.0) -> None:
+        """Deprecated spelling of ``up(iface, timeout=...)``."""
+        warnings.warn(
+            "pytest-netns deprecates Namespace.link_up(iface); use Namespace.up(iface)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        self.up(iface, timeout=timeout)
 
     def add_route(self, dst: str, via: str | None = None, dev: str | None = None) -> None:
         """Add a static route (IPv4 or IPv6); ``dst`` may be ``"default"``."""

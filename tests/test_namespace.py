@@ -304,9 +304,9 @@ def test_mtu_link_down_up(netns_pair) -> None:
     a, b = netns_pair
     b.set_mtu("eth0", 1400)
     assert b.mtu("eth0") == 1400
-    b.link_down("eth0")
+    b.down("eth0")
     assert not a.ping("10.0.0.2", timeout=0.3)
-    b.link_up("eth0")
+    b.up("eth0")
     # The failed ping above left an incomplete ARP entry whose next solicitation
     # is due up to 1 s later (the kernel's retransmit timer): allow for it.
     assert a.ping("10.0.0.2", timeout=3) and a.ping("fd00::2", timeout=3)

@@ -133,7 +133,7 @@ def test_link_names_interfaces_in_attach_order_and_allocates_fresh_subnets(netns
 
 def test_bridge_in_a_topology_with_explicit_subnet_and_more_links(netns_topology: Topology) -> None:
     nodes = [netns_topology.add(f"n{i}") for i in range(4)]
-    segment = netns_topology.bridge(nodes, subnet="172.20.0.0/28", mtu=1400)
+    segment = netns_topology.segment(nodes, subnet="172.20.0.0/28", mtu=1400)
     link = netns_topology.link(nodes[0], nodes[3])
     assert [addresses_of(segment, ns)[0] for ns in nodes] == [f"172.20.0.{i}" for i in range(1, 5)]
     assert segment.interface(nodes[0]) == "eth0" and link.ends[0] == (nodes[0], "eth1")
@@ -456,13 +456,13 @@ def test_bad_input_raises_value_error_naming_the_value(netns_topology: Topology)
         (lambda: t.link(a, b, subnet="10.0.0.1/24"), "'10.0.0.1/24'"),
         (lambda: t.link(a, b, subnet="fd00:1::/64"), "'fd00:1::/64'"),
         (lambda: t.link(a, b, subnet="10.9.0.0/32"), "10.9.0.0/32 has room for 1"),
-        (lambda: t.bridge([a, b, c], subnet="10.9.0.0/31"), "10.9.0.0/31 has room for 2 host addresses, 3 needed"),
+        (lambda: t.segment([a, b, c], subnet="10.9.0.0/31"), "10.9.0.0/31 has room for 2 host addresses, 3 needed"),
         (lambda: t.link(a, b, mtu=10), "10"),
         (lambda: t.link(a, b, mtu="big"), "'big'"),
         (lambda: t.link(a, b, mtu=1000), "mtu 1000 is below 1280"),
-        (lambda: t.bridge([]), r"\[\]"),
-        (lambda: t.bridge("a"), "'a'"),
-        (lambda: t.bridge([a, b, a]), "'a' is given twice"),
+        (lambda: t.segment([]), r"\[\]"),
+        (lambda: t.segment("a"), "'a'"),
+        (lambda: t.segment([a, b, a]), "'a' is given twice"),
     ]
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -496,7 +496,7 @@ def test_foreign_namespace_is_refused(netns_topology: Topology, netns: Namespace
 def test_topology_context_manager_tears_everything_down() -> None:
     with Topology() as t:
         a, r = t.add("a"), t.add("r", router=True)
-        segment = t.bridge([a, r])
+        segment = t.segment([a, r])
         proc = a.popen(["sleep", "60"])
         inodes = {ns.inode for ns in (a, r, segment.namespace)}
     assert t.closed and a.closed and r.closed and segment.namespace.closed

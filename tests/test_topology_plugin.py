@@ -117,7 +117,7 @@ def test_fixtures_record_their_namespaces_for_the_test(pytester: pytest.Pytester
 
         def test_topology(netns_topology):
             netns_topology.add("x")
-            netns_topology.bridge([netns_topology.add("y")])
+            netns_topology.segment([netns_topology.add("y")])
             assert [n for t, n in SEEN if t == "test_topology"] == ["x", "y", "bridge1"]
         """
     )

@@ -165,7 +165,7 @@ def bridge_network(settings: NetworkSettings, *, kill_grace: float = 1.0) -> Bui
     topology = Topology(ipv6=settings.ipv6, kill_grace=kill_grace)
     try:
         members = BridgeMembers(topology.add(f"h{i}") for i in range(1, settings.size + 1))
-        members.segment = topology.bridge(members, subnet=str(settings.subnet), mtu=settings.mtu)
+        members.segment = topology.segment(members, subnet=str(settings.subnet), mtu=settings.mtu)
         members.topology = topology
     except BaseException:
         topology.close()

@@ -13,7 +13,7 @@ pytest; the ``netns_topology`` fixture is the function-scoped one, and
         client.run(["curl", "http://server:8080/"])   # names resolve in run/popen
 
 Addresses: ``link(a, b)`` gives ``a`` the first host address of the subnet
-and ``b`` the second; ``bridge(members)`` gives them out in member order.
+and ``b`` the second; ``segment(members)`` gives them out in member order.
 Fresh subnets are /24s of 10.0.0.0/8 and /64s of fd00::/48 (the n-th link
 or segment gets fd00:0:0:n::/64), skipping any subnet already used in the
 topology.  Interfaces are ``eth0``, ``eth1``, ... in each namespace, in the
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 from .._kernel import netns as _kernel
@@ -59,7 +60,7 @@ class Topology:
 
     ``Topology(ipv6=True, kill_grace=1.0)``; use it as a context manager or
     call ``close()``.  ``add`` namespaces (routers forward IPv4 and IPv6),
-    join them with ``link`` (a veth) or ``bridge`` (a Linux bridge),
+    join them with ``link`` (a veth) or ``segment`` (a Linux bridge),
     ``autoroute()`` for static routes, ``nat()`` for masquerading.
     ``topology["name"]`` is the namespace of that name.  Processes started
     with ``run``/``popen`` in its namespaces resolve every namespace's name
@@ -209,7 +210,7 @@ class Topology:
         self._commit(link, net4, [(node_a, name_a, index_a, addrs_a), (node_b, name_b, index_b, addrs_b)])
         return link
 
-    def bridge(self, members: Sequence[Namespace | str], *, subnet: str | None = None, mtu: int = 1500) -> Segment:
+    def segment(self, members: Sequence[Namespace | str], *, subnet: str | None = None, mtu: int = 1500) -> Segment:
         """A Linux bridge joining ``members``, who get host addresses in order; ready for the first packet.
 
         The bridge lives in a namespace of its own with STP off and no
@@ -243,6 +244,15 @@ class Topology:
         ]
         self._commit(segment, net4, attached)
         return segment
+
+    def bridge(self, members: Sequence[Namespace | str], *, subnet: str | None = None, mtu: int = 1500) -> Segment:
+        """Deprecated spelling of ``segment(members, ...)``."""
+        warnings.warn(
+            "pytest-netns deprecates Topology.bridge(members); use Topology.segment(members)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.segment(members, subnet=subnet, mtu=mtu)
 
     def autoroute(self) -> None:
         """Install static routes so every namespace reaches every subnet (IPv4 and IPv6).

@@ -3,7 +3,7 @@
 A link is a veth between two namespaces; a segment is a Linux bridge, in a
 namespace of its own, joining several.  Both hand out addresses, report
 their members' interfaces, shape traffic (``impair``) and can be taken down
-and up; they are made by ``Topology.link`` and ``Topology.bridge``.
+and up; they are made by ``Topology.link`` and ``Topology.segment``.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ class Link(_Network):
 
 
 class Segment(_Network):
-    """A Linux bridge joining several namespaces (made by ``Topology.bridge``).
+    """A Linux bridge joining several namespaces (made by ``Topology.segment``).
 
     The bridge lives in a namespace of its own (``namespace``, device
     ``bridge`` = "br0"), STP off and no forwarding delay.  ``members`` are
