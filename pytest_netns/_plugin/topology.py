@@ -42,8 +42,9 @@ def netns_topology(request: pytest.FixtureRequest) -> Iterator[Topology]:
     require_namespaces(request)
     from ..topology import Topology
 
-    topology = Topology(kill_grace=run_settings(request.config).kill_grace)
-    topology._namespace_created = lambda ns: track(request, [ns])
+    topology = Topology(
+        kill_grace=run_settings(request.config).kill_grace, _namespace_created=lambda ns: track(request, [ns])
+    )
     yield topology
     teardown(request, topology.close)
 

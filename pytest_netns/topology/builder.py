@@ -67,7 +67,13 @@ class Topology:
     to its first addresses through a private hosts file.
     """
 
-    def __init__(self, *, ipv6: bool = True, kill_grace: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        ipv6: bool = True,
+        kill_grace: float = 1.0,
+        _namespace_created: Callable[[Namespace], None] | None = None,
+    ) -> None:
         if not isinstance(ipv6, bool):
             raise ValueError(f"ipv6 must be True or False, got {ipv6!r}")
         #: Whether links and segments get IPv6 addresses.
@@ -84,7 +90,7 @@ class Topology:
         self._hosts = HostsFile()
         self._closed = False
         #: Called with each namespace the topology makes (the plugin records them for the test).
-        self._namespace_created: Callable[[Namespace], None] | None = None
+        self._namespace_created = _namespace_created
 
     # -- container protocol -----------------------------------------------------
 
