@@ -10,10 +10,9 @@ from scapy.all import ICMP, IP, UDP, Raw, rdpcap
 
 from pytest_netns._kernel import afpacket as _afpacket
 from pytest_netns._plugin import story as _story
-from pytest_netns._plugin.settings import NetworkSettings
 from pytest_netns.namespace import close_all
 from pytest_netns.packets import recorder as _recorder
-from pytest_netns.presets.simple import build_pair
+from pytest_netns.presets.simple import NetworkSettings, build_pair
 
 
 @pytest.fixture
