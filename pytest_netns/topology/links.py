@@ -22,6 +22,9 @@ from ..namespace import Namespace
 from . import routes
 
 if TYPE_CHECKING:
+    from scapy.plist import PacketList
+
+    from ..packets import Capture
     from .builder import Topology
 
 __all__ = ["Link", "Segment"]
@@ -261,14 +264,14 @@ class Segment(_Network):
         if member is None:
             self._is_up = True
 
-    def capture(self, **kwargs: Any) -> Any:
+    def capture(self, **kwargs: Any) -> Capture:
         """``Namespace.capture`` on the bridge: every frame that crosses the segment, once.
 
         The bridge device is promiscuous, so it sees frames between members too.
         """
         return self.namespace.capture(self.bridge, **kwargs)
 
-    def sniff(self, **kwargs: Any) -> Any:
+    def sniff(self, **kwargs: Any) -> PacketList:
         """``Namespace.sniff`` on the bridge (blocking)."""
         return self.namespace.sniff(self.bridge, **kwargs)
 
