@@ -37,12 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
 # Private names (``_x``) of one package's modules used by another package, as ``module._x`` or
 # ``from module import _x``: (user, owner, name).  Issue 12 replaces them with internal interfaces; remove an entry
 # when its use goes, and do not add one.
-KNOWN_REACH_INS = {
-    ("pytest_netns._plugin.story", "pytest_netns._kernel.rtnl", "_RTMSG"),
-    ("pytest_netns.packets.lookup", "pytest_netns._kernel.rtnl", "_IFINFO"),
-    ("pytest_netns.packets.lookup", "pytest_netns._kernel.rtnl", "_RTMSG"),
-    ("pytest_netns.topology.routes", "pytest_netns._kernel.rtnl", "_RTMSG"),
-}
+KNOWN_REACH_INS: set[tuple[str, str, str]] = set()
 
 
 def _module_name(path: Path) -> str:

@@ -141,7 +141,7 @@ def two_nodes(netns_cluster: Cluster) -> tuple[Cluster, Node, Node]:
 
 def routes(ns: Namespace) -> set[tuple[str, str | None]]:
     """(destination, gateway) of the IPv4 main-table routes of ``ns``."""
-    body = _rtnl._RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+    body = _rtnl.RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
     found = set()
     for msg in ns.rtnl.dump(_rtnl.RTM_GETROUTE, body, "listing routes"):
         if msg.get_attr("RTA_TABLE") != _rtnl.RT_TABLE_MAIN:

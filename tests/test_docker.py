@@ -87,7 +87,7 @@ def servers() -> Iterator[list[Responder]]:
 
 
 def default_route(ns: Namespace) -> str | None:
-    body = _rtnl._RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+    body = _rtnl.RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
     for msg in ns.rtnl.dump(_rtnl.RTM_GETROUTE, body, "listing routes"):
         if msg["dst_len"] == 0 and msg.get_attr("RTA_TABLE") == _rtnl.RT_TABLE_MAIN:
             return msg.get_attr("RTA_GATEWAY")  # type: ignore[no-any-return]

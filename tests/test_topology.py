@@ -42,7 +42,7 @@ def addresses_of(network: Link | Segment, ns: Namespace) -> tuple[str, str | Non
 
 
 def routes(ns: Namespace, family: int) -> set[str]:
-    body = _rtnl._RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+    body = _rtnl.RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
     found = set()
     for msg in ns.rtnl.dump(_rtnl.RTM_GETROUTE, body, "listing routes"):
         if msg["table"] != 254 or msg["proto"] == 2:  # main table, not the kernel's connected ones

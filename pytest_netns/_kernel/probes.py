@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from ..errors import KernelError
 from . import netlink as _netlink
 from . import netns as _netns
+from . import nft
 from . import rtnl as _rtnl
 
 
@@ -85,7 +86,7 @@ def kernel() -> Probe:
     release = platform.release()
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.getsockopt(socket.SOL_SOCKET, 71, 8)  # SO_NETNS_COOKIE, Linux 5.14
+            sock.getsockopt(socket.SOL_SOCKET, _netns.SO_NETNS_COOKIE, 8)  # Linux 5.14
     except OSError as exc:
         return Probe(
             "kernel",
@@ -169,8 +170,8 @@ def _probe_features(results: dict[str, tuple[bool, str]]) -> None:
         results["netem (delay, jitter)"] = _qdisc_kind(rtnl, "netem")
     finally:
         rtnl.close()
-    results["nftables NAT (masquerade)"] = _nft_transaction(_nat_batch())
-    results["nftables netdev ingress"] = _nft_transaction(_ingress_batch("lo"))
+    results["nftables NAT (masquerade)"] = _nft_transaction(_nat_table())
+    results["nftables netdev ingress"] = _nft_transaction(_ingress_table("lo"))
     results["br_netfilter"] = _br_netfilter()
 
 
@@ -214,86 +215,36 @@ def _qdisc_kind(rtnl: _rtnl.RtnlSocket, kind: str) -> tuple[bool, str]:
     return True, f"sch_{kind} present"
 
 
-# nftables, hand-packed: one transaction (a netlink batch) per probe.
-NFNL_SUBSYS_NFTABLES = 10
-NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
-NFT_MSG_NEWTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE = 0, 3, 6
-NFPROTO_INET, NFPROTO_NETDEV = 1, 5
-
-
-def _be32(kind: int, value: int) -> bytes:
-    return _netlink.attr_be32(kind, value)
-
-
-def _nft_rule(family: int, table: str, chain: str, expressions: list[bytes]) -> tuple[int, int, bytes]:
-    exprs = b"".join(_netlink.nested(1, e) for e in expressions)  # NFTA_LIST_ELEM
-    attrs = _netlink.attr_str(1, table) + _netlink.attr_str(2, chain) + _netlink.nested(4, exprs)
-    return NFT_MSG_NEWRULE, family, attrs
-
-
-def _expr(name: str, data: bytes = b"") -> bytes:
-    return _netlink.attr_str(1, name) + (_netlink.nested(2, data) if data else b"")  # NFTA_EXPR_NAME, NFTA_EXPR_DATA
-
-
-def _nat_batch() -> list[tuple[int, int, bytes]]:
+def _nat_table() -> nft.Table:
     """inet table, nat chain on postrouting, one masquerade rule: what Topology.nat needs."""
-    hook = _be32(1, 4) + _be32(2, 100)  # NF_INET_POST_ROUTING, priority srcnat
-    chain = (
-        _netlink.attr_str(1, "probe")
-        + _netlink.attr_str(3, "post")
-        + _netlink.nested(4, hook)
-        + _netlink.attr_str(7, "nat")
-    )
-    return [
-        (NFT_MSG_NEWTABLE, NFPROTO_INET, _netlink.attr_str(1, "probe")),
-        (NFT_MSG_NEWCHAIN, NFPROTO_INET, chain),
-        _nft_rule(NFPROTO_INET, "probe", "post", [_expr("masq")]),
-    ]
+    post = nft.Chain("post", [[nft.expr.Masq()]], hook=nft.HOOK_POSTROUTING, priority=nft.PRIO_SRCNAT, type="nat")
+    return nft.Table("inet", "probe", [post])
 
 
-def _ingress_batch(device: str) -> list[tuple[int, int, bytes]]:
-    """netdev table, ingress chain on ``device``, a random drop rule: what impair(loss=) needs."""
-    hook = _be32(1, 0) + _be32(2, 0) + _netlink.attr_str(3, device)  # NF_NETDEV_INGRESS, priority, device
-    chain = (
-        _netlink.attr_str(1, "probe")
-        + _netlink.attr_str(3, "in")
-        + _netlink.nested(4, hook)
-        + _netlink.attr_str(7, "filter")
-    )
-    numgen = _be32(1, 1) + _be32(2, 100) + _be32(3, 1)  # dreg 1, modulus 100, NFT_NG_RANDOM
-    return [
-        (NFT_MSG_NEWTABLE, NFPROTO_NETDEV, _netlink.attr_str(1, "probe")),
-        (NFT_MSG_NEWCHAIN, NFPROTO_NETDEV, chain),
-        _nft_rule(NFPROTO_NETDEV, "probe", "in", [_expr("numgen", numgen)]),
-    ]
+def _ingress_table(device: str) -> nft.Table:
+    """netdev table, ingress chain on ``device``, a random-number rule: what impair(loss=) needs."""
+    ingress = nft.Chain("in", [[nft.expr.Numgen(100)]], hook=nft.HOOK_INGRESS, device=device)
+    return nft.Table("netdev", "probe", [ingress])
 
 
-def _nft_transaction(messages: list[tuple[int, int, bytes]]) -> tuple[bool, str]:
-    """Send one nftables batch in the calling thread's namespace; (ok, detail)."""
-    names = {NFT_MSG_NEWTABLE: "table", NFT_MSG_NEWCHAIN: "chain", NFT_MSG_NEWRULE: "rule"}
-
-    def nfgen(family: int, res_id: int = 0) -> bytes:
-        return struct.pack("=BBH", family, 0, socket.htons(res_id))
-
-    requests = [
-        _netlink.Request(NFNL_SUBSYS_NFTABLES << 8 | msg, _netlink.NLM_F_CREATE, nfgen(family) + attrs, names[msg])
-        for msg, family, attrs in messages
-    ]
-    begin = _netlink.Request(NFNL_MSG_BATCH_BEGIN, 0, nfgen(socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES), "")
-    end = _netlink.Request(NFNL_MSG_BATCH_END, 0, nfgen(socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES), "")
+def _nft_transaction(table: nft.Table) -> tuple[bool, str]:
+    """Create ``table`` in one transaction in the calling thread's namespace; (ok, detail)."""
     try:
-        sock = _netlink.NetlinkSocket(_netlink.NETLINK_NETFILTER, timeout=5)
+        sock = nft.NftSocket()
     except KernelError as exc:
         return False, f"no nfnetlink socket: {exc.strerror}"
     with sock:
+        batch = nft.Batch()
+        batch.add_table(table.family, table.name)
+        batch.add_contents(table)
         try:
-            sock.execute(requests, frame=(begin, end))
-        except KernelError as exc:
+            batch.commit(sock)
+        except nft.NftError as exc:
             code = exc.errno or errno.EIO
             if code == errno.ETIMEDOUT:
                 return False, f"no answer from nf_tables: {exc}"
-            # An error for the batch itself (EPERM without CAP_NET_ADMIN): nothing else is answered.
-            what = f"adding the {exc.doing}" if exc.doing else "starting the transaction"
+            # "batch": the transaction itself was refused (EPERM without CAP_NET_ADMIN).
+            what = "starting the transaction" if exc.request == "batch" else exc.request
             return False, f"{what}: {errno.errorcode.get(code, code)} {os.strerror(code)}"
     return True, "table, chain and rule created in a throwaway namespace"
 

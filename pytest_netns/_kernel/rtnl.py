@@ -81,13 +81,14 @@ RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 RTN_UNICAST = 1
 
-_IFINFO = struct.Struct("=BxHiII")
-_IFADDR = struct.Struct("=BBBBI")
-_RTMSG = struct.Struct("=BBBBBBBBI")
+#: The fixed headers of link, address and route messages (ifinfomsg, ifaddrmsg, rtmsg).
+IFINFO = struct.Struct("=BxHiII")
+IFADDR = struct.Struct("=BBBBI")
+RTMSG = struct.Struct("=BBBBBBBBI")
 
 
 def ifinfo(index: int = 0, flags: int = 0, change: int = 0, family: int = 0) -> bytes:
-    return _IFINFO.pack(family, 0, index, flags, change)
+    return IFINFO.pack(family, 0, index, flags, change)
 
 
 # -- encoders for the requests the plugin needs -------------------------------
@@ -205,7 +206,7 @@ def new_address(index: int, address: ipaddress.IPv4Interface | ipaddress.IPv6Int
     family = socket.AF_INET if address.version == 4 else socket.AF_INET6
     flags = IFA_F_NODAD if address.version == 6 else 0
     packed = address.ip.packed
-    body = _IFADDR.pack(family, address.network.prefixlen, flags, RT_SCOPE_UNIVERSE, index)
+    body = IFADDR.pack(family, address.network.prefixlen, flags, RT_SCOPE_UNIVERSE, index)
     body += attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed) + attr_u32(IFA_FLAGS, flags)
     return Request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, doing or f"adding address {address}")
 
@@ -223,7 +224,7 @@ def new_route(
     scope = RT_SCOPE_UNIVERSE if via is not None else RT_SCOPE_LINK
     if dst.version == 6:
         scope = RT_SCOPE_UNIVERSE  # IPv6 routes are always universe scope
-    body = _RTMSG.pack(family, dst.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, scope, RTN_UNICAST, 0)
+    body = RTMSG.pack(family, dst.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, scope, RTN_UNICAST, 0)
     if dst.prefixlen:
         body += attr(RTA_DST, dst.network_address.packed)
     if via is not None:
@@ -266,8 +267,8 @@ class RtnlSocket(NetlinkSocket):
     def link(self, request: Request) -> dict[str, int]:
         """Index, flags, MTU, operstate and carrier of one link."""
         reply = self.query(request)
-        _family, _type, index, flags, _change = _IFINFO.unpack_from(reply, 16)
-        attrs = parse_attrs(reply, 16 + _IFINFO.size, len(reply))
+        _family, _type, index, flags, _change = IFINFO.unpack_from(reply, 16)
+        attrs = parse_attrs(reply, 16 + IFINFO.size, len(reply))
         mtu = attrs.get(IFLA_MTU)
         state = attrs.get(IFLA_OPERSTATE)
         carrier = attrs.get(IFLA_CARRIER)

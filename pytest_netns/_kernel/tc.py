@@ -9,7 +9,7 @@ there, hence in that namespace), uses it and closes it before returning.
 * :func:`netem_available` / :func:`netem_unavailable_reason`: whether the
   running kernel has ``sch_netem`` (probed in a throwaway namespace).
 * :func:`netem`: delay, jitter, loss (and rate) with netem, when present.
-* :func:`parse_rate` / :func:`parse_duration`: tc's units.
+* :func:`parse_rate` / :func:`parse_duration`: tc's units (``units.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import contextlib
 import errno
 import math
 import os
-import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -35,6 +34,9 @@ from . import netns as _netns
 from . import validate as _validate
 from .netlink import NLM_F_CREATE, NLM_F_REPLACE, Request
 from .rtnl import RtnlSocket
+from .units import Duration as Duration
+from .units import parse_duration as parse_duration
+from .units import parse_rate as parse_rate
 
 __all__ = [
     "clear_qdisc",
@@ -46,52 +48,9 @@ __all__ = [
     "rate_limit",
 ]
 
-Duration = str | int | float
-
 _TC_H_ROOT = 0xFFFFFFFF
 #: Seconds to wait for the kernel's answer to a request.
 _RECV_TIMEOUT = 5.0
-
-#: tc's rate units (iproute2 tc/tc_util.c), matched case-insensitively as
-#: tc does.  Beware: in tc "bps" means *bytes* per second, "kbps" kilobytes.
-_RATE_UNITS: dict[str, float] = {
-    "bit": 1,
-    "kibit": 1024,
-    "kbit": 1000,
-    "mibit": 1024**2,
-    "mbit": 1000**2,
-    "gibit": 1024**3,
-    "gbit": 1000**3,
-    "tibit": 1024**4,
-    "tbit": 1000**4,
-    "bps": 8,
-    "kibps": 8 * 1024,
-    "kbps": 8 * 1000,
-    "mibps": 8 * 1024**2,
-    "mbps": 8 * 1000**2,
-    "gibps": 8 * 1024**3,
-    "gbps": 8 * 1000**3,
-    "tibps": 8 * 1024**4,
-    "tbps": 8 * 1000**4,
-}
-
-#: tc's time units (tc/tc_util.c get_time), in seconds.
-_TIME_UNITS: dict[str, float] = {
-    "s": 1.0,
-    "sec": 1.0,
-    "secs": 1.0,
-    "ms": 1e-3,
-    "msec": 1e-3,
-    "msecs": 1e-3,
-    "us": 1e-6,
-    "usec": 1e-6,
-    "usecs": 1e-6,
-    "ns": 1e-9,
-    "nsec": 1e-9,
-    "nsecs": 1e-9,
-}
-
-_NUMBER_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*")
 
 #: tbf's rate field is a u32 of bytes per second (above that the kernel
 #: wants TCA_TBF_RATE64, which pyroute2 does not encode).
@@ -100,63 +59,6 @@ _ETH_HEADER = 14  # tbf counts whole frames: MTU + Ethernet header, no FCS
 #: psched ticks per second: tbf's "buffer" (the burst) travels as a u32
 #: number of ticks.
 _TICKS_PER_SECOND = 1e6 * tc_common.tick_in_usec
-
-
-# --------------------------------------------------------------------------
-# Units
-# --------------------------------------------------------------------------
-
-
-def parse_rate(rate: str | int) -> int:
-    """A tc rate ("8mbit", "512kbit", "1gbit", "100kbps") in bits per second.
-
-    Units as in tc, case-insensitive: bit, kbit, mbit, gbit, tbit (powers
-    of 1000), kibit, mibit, ... (powers of 1024), and bps, kbps, mbps, ...
-    which in tc mean *bytes* per second.  A bare number or an ``int`` is
-    bits per second.  Raises ``ValueError`` naming the value if it is not a
-    positive rate.
-    """
-    if isinstance(rate, bool):
-        raise ValueError(f"rate {rate!r} is not a rate")
-    if isinstance(rate, int):
-        bits = float(rate)
-    elif isinstance(rate, str):
-        match = _NUMBER_UNIT.fullmatch(rate)
-        unit = match.group(2).lower() if match else None
-        if match is None or (unit and unit not in _RATE_UNITS):
-            raise ValueError(
-                f"rate {rate!r} is not a number with a tc unit (bit, kbit, mbit, gbit, bps, kbps, mbps, ...)"
-            )
-        bits = float(match.group(1)) * _RATE_UNITS.get(unit or "bit", 1)
-    else:
-        raise ValueError(f"rate {rate!r} is not a rate")
-    if not math.isfinite(bits) or round(bits) < 8:
-        raise ValueError(f"rate {rate!r} is below 1 byte per second")
-    return round(bits)
-
-
-def parse_duration(value: Duration) -> float:
-    """A duration ("40ms", "1s", "250us", "1.5s") in seconds.
-
-    Strings need a unit (s, ms, us, ns; tc's sec/msec/usec spellings are
-    accepted too), because tc reads a bare number as microseconds while
-    Python code means seconds.  An ``int`` or ``float`` is taken as seconds.
-    Raises ``ValueError`` naming the value if it is not a duration >= 0.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"duration {value!r} is not a duration")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        match = _NUMBER_UNIT.fullmatch(value)
-        if match is None or match.group(2).lower() not in _TIME_UNITS:
-            raise ValueError(f"duration {value!r} is not a number with a unit (s, ms, us, ns)")
-        seconds = float(match.group(1)) * _TIME_UNITS[match.group(2).lower()]
-    else:
-        raise ValueError(f"duration {value!r} is not a duration")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"duration {value!r} is not a duration >= 0")
-    return seconds
 
 
 # --------------------------------------------------------------------------

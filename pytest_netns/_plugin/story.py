@@ -177,7 +177,7 @@ def _describe_link(msg, label: str, names: dict[str, dict[int, str]], ids: dict[
 
 def _routes(ns: Namespace, names: dict[int, str]) -> list[str]:
     result = []
-    body = _rtnl._RTMSG.pack(0, 0, 0, 0, 0, 0, 0, 0, 0)
+    body = _rtnl.RTMSG.pack(0, 0, 0, 0, 0, 0, 0, 0, 0)
     for msg in ns.rtnl.dump(_rtnl.RTM_GETROUTE, body, f"listing routes of {ns.name!r}"):
         table = msg.get_attr("RTA_TABLE") or msg["table"]
         if table != RT_TABLE_MAIN:

@@ -61,8 +61,8 @@ def interface(ns: Namespace, *, name: str | None = None, index: int | None = Non
                 errno.ENODEV, f"no interface {name!r} in namespace {ns.name!r} (it has {', '.join(ns.interfaces())})"
             ) from None
         raise
-    _family, hatype, found, _flags, _change = _rtnl._IFINFO.unpack_from(reply, 16)
-    attrs = _rtnl.parse_attrs(reply, 16 + _rtnl._IFINFO.size, len(reply))
+    _family, hatype, found, _flags, _change = _rtnl.IFINFO.unpack_from(reply, 16)
+    attrs = _rtnl.parse_attrs(reply, 16 + _rtnl.IFINFO.size, len(reply))
     raw_mac = attrs.get(_rtnl.IFLA_ADDRESS)
     mac = ":".join(f"{b:02x}" for b in raw_mac) if raw_mac and len(raw_mac) == 6 else None
     ifname = attrs.get(_rtnl.IFLA_IFNAME, b"?\0").rstrip(b"\0").decode()
@@ -73,13 +73,13 @@ def route(ns: Namespace, dst: str, oif: int | None = None) -> Route:
     """Ask the namespace's kernel how it would send to ``dst`` (``ip route get``)."""
     address = ipaddress.ip_address(dst)
     family = socket.AF_INET if address.version == 4 else socket.AF_INET6
-    body = _rtnl._RTMSG.pack(family, address.max_prefixlen, 0, 0, 0, 0, 0, 0, 0)
+    body = _rtnl.RTMSG.pack(family, address.max_prefixlen, 0, 0, 0, 0, 0, 0, 0)
     body += _rtnl.attr(_rtnl.RTA_DST, address.packed)
     if oif is not None:
         body += _rtnl.attr_u32(_rtnl.RTA_OIF, oif)
     reply = ns.rtnl.query(_rtnl.Request(_rtnl.RTM_GETROUTE, 0, body, f"routing to {dst} in namespace {ns.name!r}"))
     kind = reply[16 + 7]
-    attrs = _rtnl.parse_attrs(reply, 16 + _rtnl._RTMSG.size, len(reply))
+    attrs = _rtnl.parse_attrs(reply, 16 + _rtnl.RTMSG.size, len(reply))
 
     def text(raw: bytes | None) -> str | None:
         return str(ipaddress.ip_address(raw)) if raw else None

@@ -38,7 +38,7 @@ class SavedRoute:
 def through(ns: Namespace, index: int) -> list[SavedRoute]:
     """The static unicast routes of ``ns`` whose output interface is ``index`` (what going down removes)."""
     saved = []
-    body = _rtnl._RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0, 0)
+    body = _rtnl.RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0, 0)
     for msg in ns.rtnl.dump(_rtnl.RTM_GETROUTE, body, f"listing routes in {ns.name!r}"):
         if msg.get_attr("RTA_OIF") != index or msg["proto"] in (RTPROT_KERNEL, RTPROT_RA):
             continue
@@ -66,7 +66,7 @@ def through(ns: Namespace, index: int) -> list[SavedRoute]:
 def restore(route: SavedRoute, index: int, where: str) -> _rtnl.Request:
     """The request that puts ``route`` back on interface ``index`` (``where`` names it in errors)."""
     table = route.table if route.table < 256 else RT_TABLE_COMPAT  # the real one is in RTA_TABLE
-    body = _rtnl._RTMSG.pack(route.family, route.dst_len, 0, 0, table, route.proto, route.scope, route.kind, 0)
+    body = _rtnl.RTMSG.pack(route.family, route.dst_len, 0, 0, table, route.proto, route.scope, route.kind, 0)
     if route.dst is not None:
         body += _rtnl.attr(_rtnl.RTA_DST, route.dst)
     if route.gateway is not None:
