@@ -115,11 +115,14 @@ def measure_shape(shape: _shapes.Shape, features: _suite.PluginFeatures, report:
             pcap = column.key.split(":", 1)[1] if ":" in column.key else None
             runs.append((column.key, "plugin", pcap, column.title))
     missing = [tool for tool in ("ip", *(("nft",) if shape.key == "nat" else ())) if shutil.which(tool) is None]
-    if missing:
+    if shape.plugin_only:
+        row.notes.append("plugin columns only: the test body uses the plugin's `Namespace` objects")
+    elif missing:
         row.notes.append(f"hand-rolled baselines skipped: `{'`, `'.join(missing)}` not installed")
     else:
         runs += [(impl, impl, None, impl) for impl in report.baselines]
-    runs.append(("floor", "floor", None, "floor"))
+    if not shape.plugin_only:
+        runs.append(("floor", "floor", None, "floor"))
     rounds = _shapes.rounds(shape)
     part = _shapes.Shape(shape.key, shape.size, shape.fixture, shape.needs, -(-shape.tests // rounds))
     skip = _shapes.warmup(part)

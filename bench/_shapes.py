@@ -30,7 +30,13 @@ class Shape:
             "nat": "netns_nat",
             "many": f"{self.size} namespaces at once",
             "noop": "no-op fixture",
+            "traffic": "netns_pair, a datagram under `with`",
         }[self.key]
+
+    @property
+    def plugin_only(self) -> bool:
+        """The body uses the plugin's objects (``with ns:``): no hand-rolled or floor column."""
+        return self.key in BODIES
 
     def test_module(self) -> str:
         """The generated test module: ``tests`` trivial tests requesting the fixture."""
@@ -40,18 +46,36 @@ class Shape:
         if self.key in ("chain", "many"):
             marks.append(f"pytest.mark.bench(size={self.size})")
         return (
-            "import pytest\n\n"
+            "import socket\n\nimport pytest\n\n"
             f"pytestmark = [{', '.join(marks)}]\n\n\n"
             f'@pytest.mark.parametrize("i", range({self.tests}))\n'
-            f"def test_shape(i, {self.fixture}):\n"
-            "    pass\n"
+            f"def test_shape(i, {self.fixture}):\n" + BODIES.get(self.key, "    pass\n")
         )
+
+
+#: Test bodies other than ``pass``.  ``traffic``: what most network tests do, sockets made inside
+#: with ``with ns:`` and one datagram across (entering marks a namespace as possibly hosting
+#: processes, which teardown then looks for).
+BODIES = {
+    "traffic": """\
+    a, b = netns_pair
+    with b:
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with a:
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with rx, tx:
+        rx.bind(("10.0.0.2", 9000))
+        tx.sendto(b"ping", ("10.0.0.2", 9000))
+        assert rx.recv(16) == b"ping"
+""",
+}
 
 
 #: (key, size, fixture, plugin fixture needed, tests in the full run, in --quick, in --smoke)
 _TABLE = [
     ("netns", 1, "netns", "netns", 500, 60, 3),
     ("pair", 2, "netns_pair", "netns_pair", 500, 60, 3),
+    ("traffic", 2, "netns_pair", "netns_pair", 500, 60, 3),
     ("bridge", 3, "netns_bridge", "netns_bridge", 200, 30, 3),
     ("bridge", 100, "netns_bridge", "netns_bridge", 15, 4, 2),
     ("chain", 100, "bench_chain", "netns_topology", 15, 4, 2),

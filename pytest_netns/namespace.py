@@ -18,7 +18,7 @@ from ._kernel import netns as _kernel
 from ._kernel import process as _process
 from ._kernel import rtnl as _rtnl
 from ._kernel import validate as _validate
-from ._kernel.handle import NetnsHandle, handle_of
+from ._kernel.handle import NetnsHandle, Step, handle_of, release_all
 from ._kernel.handle import holders as _holders
 from .errors import CommandError, KernelError, NetnsError, NetnsLeakWarning, NetnsProcessWarning, TeardownError
 
@@ -88,7 +88,7 @@ class Namespace:
         Processes that enter through it are killed at teardown too.
         """
         self._check_open()
-        self._handle.host_processes()
+        self._handle.host_processes(foreign=True)
         return self._handle.fd
 
     @property
@@ -103,7 +103,7 @@ class Namespace:
         Processes that enter this way are killed at teardown too.
         """
         self._check_open()
-        self._handle.host_processes()
+        self._handle.host_processes(foreign=True)
         return f"/proc/{os.getpid()}/fd/{self._handle.fd}"
 
     @property
@@ -514,22 +514,19 @@ class Namespace:
         again does nothing.
         """
         killed: list[str] = []
-        problems = self._release(killed)
+        problems: list[BaseException] = []
+        self._handle.release(problems, self._stopper(killed))
         _report(self._name, problems, killed)
         warn_if_held([self])
 
-    def _release(self, killed: list[str]) -> list[BaseException]:
-        """Every teardown step, collecting problems instead of raising (and processes killed after the grace)."""
-        if self._handle.closed:
-            return []
-        problems: list[BaseException] = []
+    def _stopper(self, killed: list[str]) -> Callable[[], None]:
+        """What stops the processes ``run``/``popen`` started (and names those killed after the grace)."""
 
         def stop() -> None:
             for proc in _process.terminate(self._processes, self.kill_grace):
                 killed.append(_process.killed_after_grace(proc, self.kill_grace, self._name))
 
-        self._handle.release(problems, stop)
-        return problems
+        return stop
 
 
 def close_all(namespaces: list[Namespace]) -> None:
@@ -538,11 +535,14 @@ def close_all(namespaces: list[Namespace]) -> None:
     Processes killed after their grace are warned about (``NetnsProcessWarning``);
     raises ``TeardownError`` naming every failed step of every namespace.
     """
-    problems: list[BaseException] = []
     killed: list[str] = []
-    for ns in reversed(namespaces):
-        for problem in ns._release(killed):
-            problems.append(NetnsError(f"[{ns.name}] {problem}") if not isinstance(problem, NetnsError) else problem)
+    steps: list[Step] = [(ns._handle, ns._stopper(killed), []) for ns in reversed(namespaces)]
+    release_all(steps)
+    problems: list[BaseException] = [
+        problem if isinstance(problem, NetnsError) else NetnsError(f"[{handle.name}] {problem}")
+        for handle, _, found in steps
+        for problem in found
+    ]
     _report(", ".join(ns.name for ns in namespaces), problems, killed)
     warn_if_held(namespaces)
 

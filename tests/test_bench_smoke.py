@@ -30,7 +30,7 @@ SECTIONS = [
     "## Cost over 40 consecutive netns_pair tests (plugin defaults)",
     "## pytest-xdist: 10 netns_pair tests",
     "## Memory per namespace (held at once)",
-    "## Goals (issues 2 and 6)",
+    "## Goals (issues 2, 6 and 12)",
 ]
 
 
@@ -59,3 +59,6 @@ def test_bench_smoke(netns_factory: object, tmp_path: Path) -> None:
         if f"- {label}: hand-rolled baselines skipped" not in text:  # `ip`/`nft` missing on this machine
             assert all(cell.endswith(" ms") for cell in measured), rows[label]  # every implementation measured
         assert measured[0].endswith(" ms") and measured[-1].endswith(" ms"), rows[label]  # plugin and floor
+    # The pair whose test body enters both namespaces and sends a datagram: plugin columns only.
+    cells = [cell.strip() for cell in rows["netns_pair, a datagram under `with`"].split("|")[1:-1]]
+    assert cells[1].endswith(" ms") and cells[-5] == "-", cells

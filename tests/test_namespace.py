@@ -300,6 +300,112 @@ def test_processes_started_by_user_code_inside_are_killed(netns_factory) -> None
     assert _pids_in_inode(ns.inode) == []
 
 
+def _state(pid: int) -> str | None:
+    """The state letter of a process ("Z": a zombie), or None once it is reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+@pytest.fixture
+def full_scans(monkeypatch: pytest.MonkeyPatch) -> list[set[int]]:
+    """The namespaces teardown looked for in all of /proc (instead of among the test process's descendants)."""
+    import pytest_netns._kernel.watchdog as watchdog
+
+    calls: list[set[int]] = []
+    real = watchdog.pids_in_netns
+
+    def spy(inodes: set[int], exclude: set[int] = frozenset()) -> list[int]:  # type: ignore[assignment]
+        calls.append(set(inodes))
+        return real(inodes, exclude)
+
+    monkeypatch.setattr(watchdog, "pids_in_netns", spy)
+    return calls
+
+
+def test_teardown_looks_among_descendants_unless_the_fd_or_path_was_given_out(full_scans: list[set[int]]) -> None:
+    """Entering costs teardown a walk of this process's descendants, whatever the machine runs; ``fd``/``path``
+    let anything enter, so those namespaces are looked for in all of /proc."""
+    entered, given_out = Namespace("entered"), Namespace("given-out")
+    with entered:
+        daemon = int(entered.run("setsid sleep 60 >/dev/null 2>&1 & echo $!").stdout)
+    assert given_out.path
+    entered.close()
+    assert full_scans == []
+    assert _state(daemon) in ("Z", None)  # killed: the subreaper kept the orphan among our descendants
+    given_out.close()
+    assert full_scans and all(inodes == {given_out.inode} for inodes in full_scans)
+
+
+def test_without_proc_children_teardown_scans_all_of_proc(
+    monkeypatch: pytest.MonkeyPatch, full_scans: list[set[int]]
+) -> None:
+    """A kernel without CONFIG_PROC_CHILDREN cannot list descendants: the /proc scan still finds a daemon."""
+    from pytest_netns._kernel import process
+
+    monkeypatch.setattr(process, "_children_listable", False)
+    ns = Namespace("old-kernel")
+    daemon = int(ns.run("setsid sleep 60 >/dev/null 2>&1 & echo $!").stdout)
+    ns.close()
+    assert full_scans and all(inodes == {ns.inode} for inodes in full_scans)
+    assert _state(daemon) in ("Z", None)
+
+
+def _is_subreaper() -> bool:
+    import ctypes
+
+    flag = ctypes.c_int(-1)
+    assert ctypes.CDLL(None).prctl(37, ctypes.byref(flag), 0, 0, 0) == 0  # PR_GET_CHILD_SUBREAPER
+    return bool(flag.value)
+
+
+def test_the_test_process_adopts_orphans_only_while_a_namespace_hosts_processes() -> None:
+    """Outside that window an orphan of the test's own processes goes where it always went (not a zombie of ours)."""
+    first, second = Namespace("first"), Namespace("second")
+    assert not _is_subreaper()
+    with first:
+        assert _is_subreaper()
+    assert second.path
+    first.close()
+    assert _is_subreaper()  # second may still host processes
+    second.close()
+    assert not _is_subreaper()
+    orphan = int(subprocess.run(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"], capture_output=True).stdout)
+    try:
+        assert _parent(orphan) != os.getpid()
+    finally:
+        os.kill(orphan, signal.SIGKILL)
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_orphans_adopted_by_the_test_process_are_reaped() -> None:
+    """Teardown kills a grandchild; its parent dies too, so the orphan's zombie comes to us: reaped at once.
+
+    An orphan that was already our child when killed (``cmd &`` of a shell that
+    exited) could also be a user's ``Popen``: it is left for its owner until
+    the next namespace is made.  A ``Popen`` of the user's gets its own status.
+    """
+    ns = Namespace("orphans")
+    with ns:
+        shell = subprocess.Popen(["sh", "-c", "sleep 60 & echo $!; wait"], stdout=subprocess.PIPE, text=True)
+    assert shell.stdout is not None
+    grandchild = int(shell.stdout.readline())
+    background = int(ns.run("sleep 60 >/dev/null 2>&1 & echo $!").stdout)  # its shell exits: adopted by us
+    ns.close()
+    assert _state(grandchild) is None
+    assert _state(background) == "Z"
+    assert shell.wait(5) == -9
+    shell.stdout.close()
+    Namespace("next").close()
+    assert _state(background) is None
+
+
 def test_mtu_link_down_up(netns_pair) -> None:
     a, b = netns_pair
     b.set_mtu("eth0", 1400)

@@ -49,9 +49,12 @@ Spawner = Callable[[Callable[[dict[str, Any]], Any], dict[str, Any]], Any]
 
 
 class Handled(Protocol):
-    """An object that owns a ``NetnsHandle`` (``Namespace``)."""
+    """An object that owns a ``NetnsHandle`` (``Namespace``): its name, and the handle ``handle_of`` returns."""
 
     _handle: NetnsHandle
+
+    @property
+    def name(self) -> str: ...
 
 
 def handle_of(owner: Handled | NetnsHandle) -> NetnsHandle:
@@ -78,7 +81,10 @@ class NetnsHandle:
         self._next_index = FIRST_INDEX
         self._lock = threading.Lock()
         self._hosting = False  # code may have run inside: processes may live there
+        self._foreign = False  # fd or path handed out: processes we did not start may be inside
+        self._walkable = False  # processes inside are found among this process's descendants
         self._watched = False  # registered with the watchdog
+        _process.reap_killed()  # what earlier teardowns killed and nobody waited for
 
         def inside() -> None:
             if setup is not None:
@@ -160,14 +166,21 @@ class NetnsHandle:
 
     # -- processes ---------------------------------------------------------------
 
-    def host_processes(self) -> None:
-        """Code is about to run inside (``with``, ``call``, ``run``, ``popen``, ``fd``/``path`` handed out).
+    def host_processes(self, *, foreign: bool = False) -> None:
+        """Code is about to run inside (``with``, ``call``, ``run``, ``popen``; ``foreign``: ``fd``/``path`` given out).
 
         Registers the namespace with the watchdog (once) and has teardown look
-        for processes inside.  Until then no process can be inside, so a
-        namespace only the plugin used pays nothing for this.
+        for processes inside: among the descendants of this process (a child
+        subreaper, so orphans stay among them), or in all of ``/proc`` once
+        ``foreign`` (anything may enter through the fd or path).  Until then
+        no process can be inside, so a namespace only the plugin used pays
+        nothing for this.
         """
-        self._hosting = True
+        if not self._hosting:
+            # Before anything runs inside: an orphan must find the subreaper flag set.
+            self._walkable = _process.keep_descendants()
+            self._hosting = True
+        self._foreign = self._foreign or foreign
         if not self._watched:
             _watchdog.register(self.inode)
             self._watched = True
@@ -178,16 +191,20 @@ class NetnsHandle:
         """Tear down, collecting failures in ``problems``: ``stop()`` (the owner stops the processes it
         started), kill what is left inside, run the cleanups, release the namespace.  Only the first call acts.
         """
+        release_all([(self, stop, problems)])
+
+    def _begin_release(self, stop: Callable[[], object] | None, problems: list[BaseException]) -> bool:
         if self._closed:
-            return
+            return False
         self._closed = True
         if stop is not None:
             try:
                 stop()
             except Exception as exc:  # pragma: no cover - defensive
                 problems.append(exc)
-        if self._hosting:
-            _kill_strays(self, problems)
+        return True
+
+    def _finish_release(self, problems: list[BaseException]) -> None:
         for fn, doing in reversed(self._cleanups):
             try:
                 fn()
@@ -206,15 +223,32 @@ class NetnsHandle:
                 problems.append(exc)
 
 
-def _kill_strays(handle: NetnsHandle, problems: list[BaseException]) -> None:
-    """SIGKILL processes that user code started inside (not through ``popen``).
+#: One namespace's part of a teardown: its handle, what stops its owner's processes, where failures go.
+Step = tuple[NetnsHandle, Callable[[], object] | None, list[BaseException]]
 
-    They are not reaped here: a child of this process belongs to whoever holds
-    its ``Popen`` (a zombie no longer pins the namespace).
+
+def release_all(steps: list[Step]) -> None:
+    """Tear namespaces down in the order given (see ``NetnsHandle.release``); already released ones are skipped.
+
+    Every owner first stops its processes; then what user code left inside is
+    killed in one pass for all of them (one walk of this process's
+    descendants, not one per namespace); then each runs its cleanups and is
+    released.
     """
-    left = _process.kill_in_netns({handle.inode}, {os.getpid()})
-    if left:
-        problems.append(NetnsError(f"processes {left} in namespace {handle.name!r} survived SIGKILL for 5 s"))
+    started = [(handle, problems) for handle, stop, problems in steps if handle._begin_release(stop, problems)]
+    hosting = [handle for handle, _ in started if handle._hosting]
+    if hosting:
+        everywhere = any(handle._foreign or not handle._walkable for handle in hosting)
+        left = _process.kill_in_netns({handle.inode for handle in hosting}, everywhere=everywhere)
+        if left:
+            names = ", ".join(repr(handle.name) for handle in hosting)
+            problem = NetnsError(f"processes {left} in namespace {names} survived SIGKILL for 5 s")
+            next(problems for handle, problems in started if handle is hosting[0]).append(problem)
+        for handle in hosting:
+            if handle._walkable:
+                _process.release_descendants()
+    for handle, problems in started:
+        handle._finish_release(problems)
 
 
 def holders(handles: list[NetnsHandle]) -> dict[str, list[str]]:

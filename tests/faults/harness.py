@@ -294,6 +294,8 @@ class InnerRun:
         assert events.namespaces, "the inner run logged no namespace: the scenario did not run"
         deadline = time.monotonic() + settle
         while True:
+            # Read again: a forked child logs itself on its own schedule, maybe after the run ended.
+            events = self.events()
             found = leftovers(events)
             links = socket.if_nameindex()
             if links != self.links_before:
