@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._kernel.handle import handle_of
 from .._kernel.netns import CLONE_NEWNET, SO_NETNS_COOKIE
 
 if TYPE_CHECKING:
@@ -115,7 +116,8 @@ def keep(ns: Namespace, test: str) -> KeptInfo:
         fd = os.open(info.path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0)
         os.close(fd)
         try:
-            _mount(f"/proc/self/fd/{ns._nsfd}", str(info.path), MS_BIND, f"bind-mounting {ns.name!r} on {info.path}")
+            source = f"/proc/self/fd/{handle_of(ns).fd}"
+            _mount(source, str(info.path), MS_BIND, f"bind-mounting {ns.name!r} on {info.path}")
         except BaseException:
             os.unlink(info.path)
             raise

@@ -21,8 +21,8 @@ import ipaddress
 import time
 from collections.abc import Sequence
 
-from .._kernel import netns as _kernel
 from .._kernel import rtnl as _rtnl
+from .._kernel.handle import handle_of
 from .._kernel.validate import IPInterface
 from ..errors import KernelError
 from ..namespace import Namespace
@@ -47,15 +47,16 @@ def veth(
     With ``up`` the call returns once the link is ready for its first packet.
     ``ipv6=False`` keeps the ends free of any IPv6 address (no link-local one either).
     """
-    index_a = a.allocate_index()
-    index_b = b.allocate_index()
+    here, there = handle_of(a), handle_of(b)
+    index_a = here.allocate_index()
+    index_b = there.allocate_index()
     if index_b == index_a:
-        index_b = b.allocate_index()
+        index_b = there.allocate_index()
     what = f"{a.name}:{name_a} <-> {b.name}:{name_b}"
     # Below 1280 the kernel gives the link no IPv6 at all (nothing to switch off).
     suppress_link_local = not ipv6 and mtu >= 1280
     create = _rtnl.new_veth(
-        name_a, name_b, b._nsfd, index=index_a, peer_index=index_b, mtu=mtu, up=up and not suppress_link_local
+        name_a, name_b, there.fd, index=index_a, peer_index=index_b, mtu=mtu, up=up and not suppress_link_local
     )
     create.doing = f"creating veth {what}"
     a_requests = [create]
@@ -69,8 +70,8 @@ def veth(
     if up:
         b_requests.append(_rtnl.set_link(index_b, up=True, doing=f"bringing {b.name}:{name_b} up"))
     b_requests += [_rtnl.new_address(index_b, x, f"adding {x} to {b.name}:{name_b}") for x in addresses_b]
-    a.execute(a_requests)
-    b.execute(b_requests)
+    here.execute(a_requests)
+    there.execute(b_requests)
     if up:
         wait_ready([(a, index_a, addresses_a), (b, index_b, addresses_b)], what)
     return index_a, index_b
@@ -79,7 +80,7 @@ def veth(
 def wait_ready(ends: Sequence[tuple[Namespace, int, Sequence[IPInterface]]], what: str) -> None:
     """Wait until every end is operationally UP and has joined its IPv6 solicited-node groups."""
     for ns, index, _ in ends:
-        ns.rtnl.wait_operstate_up([index], READY_TIMEOUT, f"{ns.name} ifindex {index} ({what})")
+        handle_of(ns).rtnl.wait_operstate_up([index], READY_TIMEOUT, f"{ns.name} ifindex {index} ({what})")
     deadline = time.monotonic() + READY_TIMEOUT
     for ns, index, addresses in ends:
         groups = {solicited_node_group(x.ip) for x in addresses if x.version == 6}
@@ -95,7 +96,7 @@ def solicited_node_group(address: ipaddress.IPv4Address | ipaddress.IPv6Address)
 def wait_multicast_joined(ns: Namespace, index: int, groups: set[str], deadline: float, what: str) -> None:
     delay = 0.0001
     while True:
-        with _kernel.entered(ns._nsfd):
+        with handle_of(ns).entered():
             # /proc/net resolves through /proc/self (the main thread): thread-self is ours.
             with open("/proc/thread-self/net/igmp6") as table:
                 joined = {fields[2] for fields in map(str.split, table) if int(fields[0]) == index}

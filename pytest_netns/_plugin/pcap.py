@@ -135,6 +135,7 @@ def pytest_netns_namespace_created(item: pytest.Item, namespace: Namespace) -> N
     settings = item.config.stash.get(PCAP_SETTINGS, None)
     if settings is None or settings.mode == "never":
         return
+    from .._kernel.handle import handle_of
     from ..packets.recorder import Recorder
 
     recorders = item.stash.setdefault(RECORDERS, [])
@@ -156,7 +157,7 @@ def pytest_netns_namespace_created(item: pytest.Item, namespace: Namespace) -> N
             )
         return
     recorders.append(recorder)
-    namespace.add_cleanup(
+    handle_of(namespace).add_cleanup(
         functools.partial(_stop, recorder, settings.mode == "always"),
         f"stopping the packet recorder of {namespace.name!r}",
     )

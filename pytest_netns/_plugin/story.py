@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .._kernel import afpacket as _afpacket
 from .._kernel import rtnl as _rtnl
+from .._kernel.handle import handle_of
 
 if TYPE_CHECKING:
     from ..namespace import Namespace
@@ -102,15 +103,16 @@ RT_TABLE_MAIN = 254
 
 def _nsid(ns: Namespace, other: Namespace) -> int | None:
     """The id under which ``ns`` knows ``other`` (what its links report as IFLA_LINK_NETNSID)."""
-    body = struct.pack("=Bxxx", socket.AF_UNSPEC) + _rtnl.attr_u32(NETNSA_FD, other._nsfd)
-    reply = ns.rtnl.query(_rtnl.Request(RTM_GETNSID, 0, body, f"reading the id of {other.name!r} in {ns.name!r}"))
+    body = struct.pack("=Bxxx", socket.AF_UNSPEC) + _rtnl.attr_u32(NETNSA_FD, handle_of(other).fd)
+    request = _rtnl.Request(RTM_GETNSID, 0, body, f"reading the id of {other.name!r} in {ns.name!r}")
+    reply = handle_of(ns).rtnl.query(request)
     raw = _rtnl.parse_attrs(reply, 20, len(reply)).get(NETNSA_NSID)
     value = struct.unpack("=i", raw)[0] if raw else -1
     return value if value >= 0 else None
 
 
 def _links(ns: Namespace) -> list:  # type: ignore[type-arg]
-    return ns.rtnl.dump(_rtnl.RTM_GETLINK, _rtnl.ifinfo(), f"listing interfaces of {ns.name!r}")
+    return handle_of(ns).rtnl.dump(_rtnl.RTM_GETLINK, _rtnl.ifinfo(), f"listing interfaces of {ns.name!r}")
 
 
 def render_topology(namespaces: list[tuple[str, Namespace]]) -> str:
@@ -129,7 +131,7 @@ def render_topology(namespaces: list[tuple[str, Namespace]]) -> str:
                 if nsid is not None:
                     ids[nsid] = other_label
         addresses = defaultdict(list)
-        for msg in ns.rtnl.dump(_rtnl.RTM_GETADDR, bytes(8), f"listing addresses of {ns.name!r}"):
+        for msg in handle_of(ns).rtnl.dump(_rtnl.RTM_GETADDR, bytes(8), f"listing addresses of {ns.name!r}"):
             addr = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
             if addr:
                 addresses[msg["index"]].append(f"{addr}/{msg['prefixlen']}")
@@ -178,7 +180,7 @@ def _describe_link(msg, label: str, names: dict[str, dict[int, str]], ids: dict[
 def _routes(ns: Namespace, names: dict[int, str]) -> list[str]:
     result = []
     body = _rtnl.RTMSG.pack(0, 0, 0, 0, 0, 0, 0, 0, 0)
-    for msg in ns.rtnl.dump(_rtnl.RTM_GETROUTE, body, f"listing routes of {ns.name!r}"):
+    for msg in handle_of(ns).rtnl.dump(_rtnl.RTM_GETROUTE, body, f"listing routes of {ns.name!r}"):
         table = msg.get_attr("RTA_TABLE") or msg["table"]
         if table != RT_TABLE_MAIN:
             continue

@@ -18,6 +18,7 @@ from .._kernel import validate as _validate
 from ..errors import FeatureUnavailable
 from . import lookup
 from .decode import decode, load_scapy, packet_list, short_summary
+from .handle import handle_of
 from .sockets import Sockets, pool, wait_readable
 
 if TYPE_CHECKING:
@@ -269,7 +270,7 @@ def capture(
     if iface is not None:
         program = _afpacket.only_interface(lookup.interface(ns, name=iface).index, program)
     else:
-        ns._check_open()
+        handle_of(ns).check_open()
     return Capture(ns, iface, lfilter, program)
 
 

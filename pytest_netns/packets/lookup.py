@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from .._kernel import rtnl as _rtnl
 from ..errors import KernelError
+from .handle import handle_of
 
 if TYPE_CHECKING:
     from .handle import NamespaceHandle as Namespace  # not ..namespace: packets sits below it
@@ -54,11 +55,12 @@ def interface(ns: Namespace, *, name: str | None = None, index: int | None = Non
             _rtnl.RTM_GETLINK, 0, _rtnl.ifinfo(index or 0), f"looking up interface {index} in namespace {ns.name!r}"
         )
     try:
-        reply = ns.rtnl.query(request)
+        reply = handle_of(ns).rtnl.query(request)
     except KernelError as exc:
         if exc.errno == errno.ENODEV and name is not None:
             raise KernelError(
-                errno.ENODEV, f"no interface {name!r} in namespace {ns.name!r} (it has {', '.join(ns.interfaces())})"
+                errno.ENODEV,
+                f"no interface {name!r} in namespace {ns.name!r} (it has {', '.join(handle_of(ns).interfaces())})",
             ) from None
         raise
     _family, hatype, found, _flags, _change = _rtnl.IFINFO.unpack_from(reply, 16)
@@ -77,7 +79,9 @@ def route(ns: Namespace, dst: str, oif: int | None = None) -> Route:
     body += _rtnl.attr(_rtnl.RTA_DST, address.packed)
     if oif is not None:
         body += _rtnl.attr_u32(_rtnl.RTA_OIF, oif)
-    reply = ns.rtnl.query(_rtnl.Request(_rtnl.RTM_GETROUTE, 0, body, f"routing to {dst} in namespace {ns.name!r}"))
+    reply = handle_of(ns).rtnl.query(
+        _rtnl.Request(_rtnl.RTM_GETROUTE, 0, body, f"routing to {dst} in namespace {ns.name!r}")
+    )
     kind = reply[16 + 7]
     attrs = _rtnl.parse_attrs(reply, 16 + _rtnl.RTMSG.size, len(reply))
 
@@ -98,7 +102,7 @@ def neighbour(ns: Namespace, address: str, index: int) -> str | None:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     wanted = ipaddress.ip_address(address)
     body = struct.pack("=BxxxiHBB", family, 0, 0, 0, 0)
-    for msg in ns.rtnl.dump(RTM_GETNEIGH, body, f"reading the neighbour table of namespace {ns.name!r}"):
+    for msg in handle_of(ns).rtnl.dump(RTM_GETNEIGH, body, f"reading the neighbour table of namespace {ns.name!r}"):
         if msg["ifindex"] != index or not msg["state"] & NUD_VALID:
             continue
         dst, lladdr = msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR")

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .._kernel import afpacket as _afpacket
+from .handle import handle_of
 
 if TYPE_CHECKING:
     from .handle import NamespaceHandle as Namespace  # not ..namespace: packets sits below it
@@ -65,7 +66,7 @@ class Recorder:
         #: Packets the kernel dropped because the buffer was full.
         self.dropped = 0
         _afpacket.keep_timestamps_on()
-        sock = _afpacket.open_all_interfaces(ns._nsfd, rcvbuf=buffer)
+        sock = _afpacket.open_all_interfaces(handle_of(ns).fd, rcvbuf=buffer)
         self._sock: socket.socket | None = sock
         self._reader = _afpacket.Reader(sock)
 

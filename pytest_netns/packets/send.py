@@ -15,6 +15,7 @@ from ..errors import KernelError
 from . import lookup
 from .decode import decode, load_scapy
 from .fill import fill, plain, scope_index
+from .handle import handle_of
 from .sockets import pool, wait_readable
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def _prepare_l3(ns: Namespace, pkt: Packet) -> tuple[bytes, tuple[Any, ...], int
 def send(ns: Namespace, pkt: Any) -> None:
     """Send L3 packets from inside ``ns``, routed by its kernel (see the package notes)."""
     packets = each(pkt, "send()")
-    ns._check_open()
+    handle_of(ns).check_open()
     state = pool(ns)
     for one in packets:
         data, address, version = _prepare_l3(ns, one)

@@ -15,8 +15,8 @@ import weakref
 from typing import TYPE_CHECKING
 
 from .._kernel import afpacket as _afpacket
-from .._kernel import netns as _kernel
 from ..errors import KernelError
+from .handle import handle_of
 
 if TYPE_CHECKING:
     from .handle import NamespaceHandle as Namespace  # not ..namespace: packets sits below it
@@ -46,7 +46,7 @@ class Sockets:
             if self.idle:
                 return self.idle.pop()
         _afpacket.keep_timestamps_on()
-        sock = _afpacket.open_all_interfaces(self.ns._nsfd, rcvbuf=CAPTURE_BUFFER, program=_afpacket.REJECT)
+        sock = _afpacket.open_all_interfaces(handle_of(self.ns).fd, rcvbuf=CAPTURE_BUFFER, program=_afpacket.REJECT)
         with self.lock:
             if self.closed:
                 _afpacket.close_later(sock)
@@ -71,7 +71,7 @@ class Sockets:
             sock = self.raw.get(version)
             if sock is None:
                 family = socket.AF_INET if version == 4 else socket.AF_INET6
-                with _kernel.entered(self.ns._nsfd):
+                with handle_of(self.ns).entered():
                     sock = socket.socket(family, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.IPPROTO_RAW)
                 if version == 4:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
@@ -82,7 +82,7 @@ class Sockets:
         with self.lock:
             self._check()
             if self.sender is None:
-                self.sender = _afpacket.open_sender(self.ns._nsfd)
+                self.sender = _afpacket.open_sender(handle_of(self.ns).fd)
             return self.sender
 
     def close(self) -> None:
@@ -98,7 +98,7 @@ class Sockets:
 
     def _check(self) -> None:
         if self.closed:
-            self.ns._check_open()
+            handle_of(self.ns).check_open()
             raise KernelError(errno.EBADF, f"packet sockets of namespace {self.ns.name!r} are closed")
 
 
@@ -111,9 +111,9 @@ def pool(ns: Namespace) -> Sockets:
     with _all_sockets_lock:
         state = _all_sockets.get(ns)
         if state is None:
-            ns._check_open()
+            handle_of(ns).check_open()
             state = _all_sockets[ns] = Sockets(ns)
-            ns.add_cleanup(state.close, f"closing the packet sockets of namespace {ns.name!r}")
+            handle_of(ns).add_cleanup(state.close, f"closing the packet sockets of namespace {ns.name!r}")
         return state
 
 
