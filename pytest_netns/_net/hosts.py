@@ -19,7 +19,7 @@ working directory), marks every mount as a slave (``mount --make-rslave /``:
 mounts made inside stay inside, or they would propagate to the host where
 ``/`` is shared), then bind-mounts the files.  Children inherit the mount
 namespace of the thread that starts them, so ``Namespace`` hands the start of
-each process to that thread (``HostedNamespace``); starting stays a plain
+each process to that thread (``handle_of(ns).spawner = hosts.spawn_via``); starting stays a plain
 ``vfork``+``exec`` (no ``preexec_fn``, which would cost a ``fork``).
 
 The hosts file is rewritten in place when names or addresses are added (a
@@ -244,24 +244,6 @@ class HostsFile:
             shutil.rmtree(self._dir)
         except FileNotFoundError:
             pass
-
-
-class HostedNamespace(Namespace):
-    """A ``Namespace`` whose ``run``/``popen`` children see a ``HostsFile``'s private files.
-
-    Set ``_hosts``; without it the namespace behaves like any other.  Only
-    the start of a process moves to the hosts file's thread: the namespace's
-    own bookkeeping (its process list, teardown) is unchanged.
-    """
-
-    _hosts: HostsFile | None = None
-
-    def _spawn(self, command: Any, **kwargs: Any) -> Any:
-        hosts = self._hosts
-        if hosts is None:
-            return super()._spawn(command, **kwargs)
-        self._check_open()
-        return hosts.spawn_via(lambda popen_kwargs: Namespace._spawn(self, command, **popen_kwargs), kwargs)
 
 
 def release(owned: list[Namespace], hosts: HostsFile, label: str) -> None:

@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._kernel import netns as _kernel
+from .._kernel.handle import handle_of
 from ..errors import FeatureUnavailable, KernelError
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def _apply_point(ns: Namespace, ifname: str, roles: frozenset[str], settings: Se
     doing = f"impair({settings.asked}) on {what}" if settings is not None else f"clearing the impairment of {what}"
     netem = settings is not None and settings.needs_netem and "delay" in roles
     rate = settings.rate if settings is not None and "rate" in roles else None
-    with _kernel.entered(ns._nsfd):
+    with handle_of(ns).entered():
         try:
             if netem:
                 assert settings is not None

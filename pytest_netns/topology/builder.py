@@ -31,13 +31,13 @@ import ipaddress
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
-from .._kernel import netns as _kernel
 from .._kernel import rtnl as _rtnl
 from .._kernel import validate as _validate
+from .._kernel.handle import handle_of
 from .._kernel.validate import IPInterface
 from .._net import sysctl
 from .._net.bridge import Plug, plug, switch
-from .._net.hosts import HostedNamespace, HostsFile, release
+from .._net.hosts import HostsFile, release
 from .._net.veth import veth
 from ..errors import NetnsError
 from ..namespace import Namespace
@@ -285,14 +285,14 @@ class Topology:
                 for net, via in sorted(stale, key=_route_key):
                     body = _rtnl.new_route(net, via=via).body
                     removals.append(_rtnl.Request(_rtnl.RTM_DELROUTE, 0, body, f"deleting route to {net} via {via}"))
-                node.ns.rtnl.execute(removals, ignore=(errno.ESRCH, errno.ENOENT))
+                handle_of(node.ns).rtnl.execute(removals, ignore=(errno.ESRCH, errno.ENOENT))
             additions = [
                 _rtnl.new_route(
                     net, via=via, replace=True, doing=f"adding route to {net} via {via} in {node.ns.name!r}"
                 )
                 for net, via in sorted(wanted - installed, key=_route_key)
             ]
-            node.ns.execute(additions)
+            handle_of(node.ns).execute(additions)
             self._auto_routes[name] = wanted
 
     def nat(self, router: Namespace | str, *, outside: Link | Segment) -> None:
@@ -309,7 +309,7 @@ class Topology:
         ifname = outside.interface(node.ns)
         from .._net import rules as _rules
 
-        with _kernel.entered(node.ns._nsfd):
+        with handle_of(node.ns).entered():
             _rules.masquerade(oifname=ifname)
 
     # -- teardown ------------------------------------------------------------------
@@ -338,8 +338,8 @@ class Topology:
             raise NetnsError("this topology is already torn down")
 
     def _new_namespace(self, name: str) -> Namespace:
-        ns = HostedNamespace(name, kill_grace=self.kill_grace)
-        ns._hosts = self._hosts  # processes started with run/popen see the topology's hosts file
+        ns = Namespace(name, kill_grace=self.kill_grace)
+        handle_of(ns).spawner = self._hosts.spawn_via  # run/popen children see the topology's hosts file
         self._owned.append(ns)
         if self._namespace_created is not None:
             self._namespace_created(ns)

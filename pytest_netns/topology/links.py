@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._kernel import rtnl as _rtnl
+from .._kernel.handle import handle_of
 from .._kernel.validate import IPInterface
 from .._net.bridge import Bridge
 from .._net.impair import ALL_ROLES, RATE_ONLY, Impairment, Point, Shaper
@@ -150,7 +151,9 @@ class Link(_Network):
         """Change the MTU of both ends (68..65535; at least 1280 where the link carries IPv6)."""
         self._topology._check_mtu(mtu)
         for att in self._attachments:
-            att.node.ns.execute([_rtnl.set_link(att.index, mtu=mtu, doing=f"setting MTU {mtu} on {_where(att)}")])
+            handle_of(att.node.ns).execute(
+                [_rtnl.set_link(att.index, mtu=mtu, doing=f"setting MTU {mtu} on {_where(att)}")]
+            )
         self._shaper.refresh()  # a rate limit's burst must hold a full frame of the new size
 
     def down(self) -> None:
@@ -165,17 +168,17 @@ class Link(_Network):
             return
         self._saved_routes = [(att, routes.through(att.node.ns, att.index)) for att in self._attachments]
         for att in self._attachments:
-            att.node.ns.execute([_rtnl.set_link(att.index, up=False, doing=f"taking {_where(att)} down")])
+            handle_of(att.node.ns).execute([_rtnl.set_link(att.index, up=False, doing=f"taking {_where(att)} down")])
         self._is_up = False
 
     def up(self) -> None:
         """Plug the cable back: both ends up, ready for their first packet, routes restored."""
         self._topology._check_open()
         for att in self._attachments:
-            att.node.ns.execute([_rtnl.set_link(att.index, up=True, doing=f"bringing {_where(att)} up")])
+            handle_of(att.node.ns).execute([_rtnl.set_link(att.index, up=True, doing=f"bringing {_where(att)} up")])
         wait_ready([(att.node.ns, att.index, att.addresses) for att in self._attachments], self._what)
         for att, saved in self._saved_routes:
-            att.node.ns.execute([routes.restore(route, att.index, _where(att)) for route in saved])
+            handle_of(att.node.ns).execute([routes.restore(route, att.index, _where(att)) for route in saved])
         self._saved_routes = []
         self._is_up = True
 
@@ -231,7 +234,9 @@ class Segment(_Network):
         self._topology._check_mtu(mtu)
         self._bridge.set_mtu(mtu, self._what)
         for att in self._attachments:
-            att.node.ns.execute([_rtnl.set_link(att.index, mtu=mtu, doing=f"setting MTU {mtu} on {_where(att)}")])
+            handle_of(att.node.ns).execute(
+                [_rtnl.set_link(att.index, mtu=mtu, doing=f"setting MTU {mtu} on {_where(att)}")]
+            )
         self._shaper.refresh()  # a rate limit's burst must hold a full frame of the new size
 
     def down(self, member: Namespace | str | None = None) -> None:
@@ -242,7 +247,7 @@ class Segment(_Network):
         """
         self._topology._check_open()
         ports = self._ports if member is None else [self._ports[self._attachments.index(self._attachment(member))]]
-        self.namespace.execute(
+        handle_of(self.namespace).execute(
             [_rtnl.set_link(i, up=False, doing=f"unplugging {name} from {self._what}") for name, i in ports]
         )
         if member is None:
@@ -255,7 +260,7 @@ class Segment(_Network):
         if member is not None:
             att = self._attachment(member)
             pairs = [p for p in pairs if p[1] is att]
-        self.namespace.execute(
+        handle_of(self.namespace).execute(
             [_rtnl.set_link(i, up=True, doing=f"plugging {name} into {self._what}") for (name, i), _ in pairs]
         )
         ends: list[tuple[Namespace, int, Sequence[IPInterface]]] = [(self.namespace, i, []) for (_, i), _ in pairs]

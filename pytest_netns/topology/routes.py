@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass
 
 from .._kernel import rtnl as _rtnl
+from .._kernel.handle import handle_of
 from ..namespace import Namespace
 
 RTPROT_KERNEL, RTPROT_RA = 2, 9
@@ -39,7 +40,7 @@ def through(ns: Namespace, index: int) -> list[SavedRoute]:
     """The static unicast routes of ``ns`` whose output interface is ``index`` (what going down removes)."""
     saved = []
     body = _rtnl.RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0, 0)
-    for msg in ns.rtnl.dump(_rtnl.RTM_GETROUTE, body, f"listing routes in {ns.name!r}"):
+    for msg in handle_of(ns).rtnl.dump(_rtnl.RTM_GETROUTE, body, f"listing routes in {ns.name!r}"):
         if msg.get_attr("RTA_OIF") != index or msg["proto"] in (RTPROT_KERNEL, RTPROT_RA):
             continue
         if msg["type"] != _rtnl.RTN_UNICAST or msg.get_attr("RTA_MULTIPATH") or msg.get_attr("RTA_NH_ID"):
