@@ -168,3 +168,30 @@ def test_presets_work_in_a_script_without_pytest() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "True", "True", "False", "False"]
+
+
+def test_every_type_a_fixture_yields_is_exported() -> None:
+    """Users annotate fixtures with these: each yield type resolves, and it is the one ``pytest_netns`` exports."""
+    import collections.abc
+    import importlib
+    import pkgutil
+    import typing
+
+    import pytest_netns
+    from pytest_netns import _plugin
+
+    exported = {name: getattr(pytest_netns, name) for name in pytest_netns.__all__}
+    fixtures = {}
+    for info in pkgutil.iter_modules(_plugin.__path__):
+        module = importlib.import_module(f"pytest_netns._plugin.{info.name}")
+        for name, value in vars(module).items():
+            if name.startswith("netns") and hasattr(value, "_fixture_function_marker"):
+                fixtures[name] = value.__wrapped__
+    assert {"netns", "netns_factory", "netns_pair", "netns_bridge", "netns_nat", "netns_topology"} <= set(fixtures)
+    assert {"netns_cluster", "netns_docker"} <= set(fixtures)
+    for name, function in fixtures.items():
+        # Names imported only for type checking resolve through the exports, or not at all.
+        hint = typing.get_type_hints(function, {**function.__globals__, **exported})["return"]
+        if typing.get_origin(hint) in (collections.abc.Iterator, collections.abc.Generator):
+            hint = typing.get_args(hint)[0]
+        assert exported.get(hint.__name__) is hint, f"{name} yields {hint!r}, which pytest_netns does not export"
