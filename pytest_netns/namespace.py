@@ -92,11 +92,6 @@ class Namespace:
         return self._handle.fd
 
     @property
-    def _nsfd(self) -> int:
-        """The namespace's fd for the plugin's own kernel calls (no process can enter through them)."""
-        return self._handle.fd
-
-    @property
     def path(self) -> str:
         """A path that opens this namespace while the process lives: ``nsenter --net=<path>``.
 
@@ -464,21 +459,6 @@ class Namespace:
         from . import packets
 
         return packets.capture(self, iface, lfilter=lfilter, filter=filter)
-
-    # -- internals used by links and topologies (to be replaced by handle_of(ns)) ----------
-
-    def allocate_index(self) -> int:
-        return self._handle.allocate_index()
-
-    @property
-    def rtnl(self) -> _rtnl.RtnlSocket:
-        return self._handle.rtnl
-
-    def execute(self, requests: list[_rtnl.Request]) -> None:
-        self._handle.execute(requests)
-
-    def add_cleanup(self, fn: Callable[[], object], doing: str) -> None:
-        self._handle.add_cleanup(fn, doing)
 
     def _loopback_indexes(self) -> set[int]:
         msgs = self._handle.rtnl.dump(_rtnl.RTM_GETLINK, _rtnl.ifinfo(), f"listing interfaces in {self._name!r}")

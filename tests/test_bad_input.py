@@ -18,6 +18,7 @@ from scapy.layers.l2 import Ether
 
 from pytest_netns import Namespace
 from pytest_netns._kernel import nft as _nft
+from pytest_netns._kernel.handle import handle_of
 from pytest_netns.topology import Topology
 
 RTM_GETQDISC = 38
@@ -65,7 +66,7 @@ def namespace_state(ns: Namespace) -> tuple[object, ...]:
         return socket.if_nameindex(), v4, v6, _nft.list_tables()
 
     qdiscs = sorted((m["index"], m["handle"], m["parent"], m.get_attr("TCA_KIND"))
-                    for m in ns.rtnl.dump(RTM_GETQDISC, bytes(20), "listing qdiscs"))
+                    for m in handle_of(ns).rtnl.dump(RTM_GETQDISC, bytes(20), "listing qdiscs"))
     mtus = [(name, ns.mtu(name)) for name in ns.interfaces()]
     addresses = sorted(str(a) for a in ns.addresses() if not a.ip.is_link_local)
     return ns.call(inside), qdiscs, mtus, addresses

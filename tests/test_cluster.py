@@ -33,6 +33,7 @@ import pytest
 
 from pytest_netns import Namespace, NetnsError
 from pytest_netns._kernel import rtnl as _rtnl
+from pytest_netns._kernel.handle import handle_of
 from pytest_netns.presets.cluster import BRIDGE_NF_CALL_IPTABLES, Cluster, Node, Pod
 
 CHI_SQUARE_LIMIT = 27.6  # df = 2, P(X > 27.6) = 1e-6
@@ -143,7 +144,7 @@ def routes(ns: Namespace) -> set[tuple[str, str | None]]:
     """(destination, gateway) of the IPv4 main-table routes of ``ns``."""
     body = _rtnl.RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
     found = set()
-    for msg in ns.rtnl.dump(_rtnl.RTM_GETROUTE, body, "listing routes"):
+    for msg in handle_of(ns).rtnl.dump(_rtnl.RTM_GETROUTE, body, "listing routes"):
         if msg.get_attr("RTA_TABLE") != _rtnl.RT_TABLE_MAIN:
             continue
         dst = f"{msg.get_attr('RTA_DST') or '0.0.0.0'}/{msg['dst_len']}"
@@ -377,7 +378,7 @@ def test_same_node_backend_needs_bridged_traffic_to_pass_netfilter(two_nodes, se
     data = _rtnl.attr(_rtnl.IFLA_BR_NF_CALL_IPTABLES, b"\0")
     info = _rtnl.attr(_rtnl.IFLA_INFO_KIND, b"bridge\0") + _rtnl.attr(_rtnl.IFLA_INFO_DATA, data)
     body = _rtnl.ifinfo(n1._bridge_index) + _rtnl.attr(_rtnl.IFLA_LINKINFO, info)
-    n1.execute([_rtnl.Request(_rtnl.RTM_NEWLINK, 0, body, "cni0: bridged traffic skips netfilter")])
+    handle_of(n1).execute([_rtnl.Request(_rtnl.RTM_NEWLINK, 0, body, "cni0: bridged traffic skips netfilter")])
     with pytest.raises((TimeoutError, ConnectionRefusedError, ConnectionResetError)):
         ask(client, svc.address, timeout=1.0)
     assert ask(client, (str(web.ip), 8080))[0] == "web-0"  # direct pod-to-pod traffic never needed it

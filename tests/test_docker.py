@@ -18,6 +18,7 @@ import pytest
 
 from pytest_netns import Namespace, NetnsError
 from pytest_netns._kernel import rtnl as _rtnl
+from pytest_netns._kernel.handle import handle_of
 from pytest_netns.presets.docker import Container, DockerHost
 
 
@@ -88,7 +89,7 @@ def servers() -> Iterator[list[Responder]]:
 
 def default_route(ns: Namespace) -> str | None:
     body = _rtnl.RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
-    for msg in ns.rtnl.dump(_rtnl.RTM_GETROUTE, body, "listing routes"):
+    for msg in handle_of(ns).rtnl.dump(_rtnl.RTM_GETROUTE, body, "listing routes"):
         if msg["dst_len"] == 0 and msg.get_attr("RTA_TABLE") == _rtnl.RT_TABLE_MAIN:
             return msg.get_attr("RTA_GATEWAY")  # type: ignore[no-any-return]
     return None

@@ -31,6 +31,7 @@ from pytest_netns import KernelError, Namespace, NetnsError
 from pytest_netns._kernel import nft as _nft
 from pytest_netns._kernel import rtnl as _rtnl
 from pytest_netns._kernel import tc as _tc
+from pytest_netns._kernel.handle import handle_of
 from pytest_netns._kernel.nft import batch as _nft_batch
 from pytest_netns._net import rules as _rules
 from pytest_netns.presets.cluster import Cluster
@@ -285,12 +286,12 @@ def test_rtnetlink_answers_lost_is_a_kernel_error_naming_the_request(
     netns_pair: tuple[Namespace, Namespace], call: Callable[[Namespace], object], answers: int, doing: str
 ) -> None:
     a, _ = netns_pair
-    real = a.rtnl.sock
-    a.rtnl.sock = Falters(real, answers, OSError(errno.ENOBUFS, "No buffer space available"))  # type: ignore[assignment]
+    real = handle_of(a).rtnl.sock
+    handle_of(a).rtnl.sock = Falters(real, answers, OSError(errno.ENOBUFS, "No buffer space available"))  # type: ignore[assignment]
     try:
         error = fails_with(lambda: call(a), doing, "No buffer space available")
     finally:
-        a.rtnl.sock = real
+        handle_of(a).rtnl.sock = real
     assert isinstance(error, KernelError) and error.errno == errno.ENOBUFS
     assert a.mtu("eth0") in (1400, 1500)  # the socket still works (a late answer is skipped by its sequence number)
 
@@ -323,7 +324,7 @@ def test_tc_on_an_interface_deleted_after_its_lookup(
     """The kernel answers ENODEV (through pyroute2's IPRoute for tbf, a raw socket for netem)."""
     a, _ = netns_pair
     gone = a._index("eth0")
-    a.execute([_rtnl.del_link(gone)])
+    handle_of(a).execute([_rtnl.del_link(gone)])
     monkeypatch.setattr(_tc, "_ifindex", lambda ifname, doing: gone)
     error = fails_with(lambda: a.call(call, "eth0"), doing.format("eth0"))
     assert isinstance(error, KernelError) and error.errno == errno.ENODEV
@@ -401,7 +402,7 @@ def test_impair_on_a_link_deleted_under_it(netns_topology: Topology, values: dic
     link = netns_topology.link(a, b)
     if "delay" in values and _tc.netem_unavailable_reason() is not None:
         pytest.skip(f"netem: {_tc.netem_unavailable_reason()}")
-    a.execute([_rtnl.del_link(a._index("eth0"))])  # both ends go
+    handle_of(a).execute([_rtnl.del_link(a._index("eth0"))])  # both ends go
     error = fails_with(lambda: link.impair(**values), "impair(", "no interface 'eth0' in namespace 'a'")
     assert isinstance(error, KernelError) and error.errno == errno.ENODEV
 
@@ -409,7 +410,7 @@ def test_impair_on_a_link_deleted_under_it(netns_topology: Topology, values: dic
 def test_revert_on_a_link_deleted_under_it(netns_topology: Topology) -> None:
     a, b = netns_topology.add("a"), netns_topology.add("b")
     impairment = netns_topology.link(a, b).impair(rate="1mbit")
-    a.execute([_rtnl.del_link(a._index("eth0"))])
+    handle_of(a).execute([_rtnl.del_link(a._index("eth0"))])
     fails_with(impairment.revert, "clearing the impairment of a:eth0", "no interface 'eth0' in namespace 'a'")
 
 
@@ -418,7 +419,7 @@ def test_impair_on_a_segment_whose_port_was_deleted(netns_topology: Topology) ->
     segment = netns_topology.segment([a, b])
     port = segment.port(b)
     bridge = segment.namespace
-    bridge.execute([_rtnl.del_link(bridge._index(port))])
+    handle_of(bridge).execute([_rtnl.del_link(bridge._index(port))])
     error = fails_with(lambda: segment.impair(rate="1mbit"), f"no interface {port!r} in namespace {bridge.name!r}")
     assert isinstance(error, KernelError) and error.errno == errno.ENODEV
 
@@ -556,14 +557,11 @@ def test_sweep_the_kernel_refuses_every_change(netns_topology: Topology) -> None
     # name: (call, what the error must name; None: the call needs no change, so it succeeds)
     sweep: dict[str, tuple[Callable[[], object], str | None]] = {
         "Namespace.add_address": (lambda: a.add_address("eth0", "10.9.0.1/24"), "adding 10.9.0.1/24 to eth0 in 'a'"),
-        "Namespace.add_cleanup": (lambda: a.add_cleanup(lambda: None, "nothing"), None),
         "Namespace.add_route": (lambda: a.add_route("10.9.0.0/24", dev="eth0"), "adding route to 10.9.0.0/24"),
         "Namespace.addresses": (lambda: a.addresses("eth0"), None),
-        "Namespace.allocate_index": (a.allocate_index, None),
         "Namespace.call": (lambda: a.call(lambda: None), None),
         "Namespace.capture": (lambda: _capture(a, "eth0"), None),
         "Namespace.down": (lambda: a.down("eth0"), "taking eth0 down in 'a'"),
-        "Namespace.execute": (lambda: a.execute([_rtnl.set_link(1, mtu=1400, doing="changing lo")]), "changing lo"),
         "Namespace.interfaces": (a.interfaces, None),
         "Namespace.mac": (lambda: a.mac("eth0"), None),
         "Namespace.mtu": (lambda: a.mtu("eth0"), None),

@@ -24,6 +24,7 @@ from pytest_netns import (
     NetnsProcessWarning,
     TeardownError,
 )
+from pytest_netns._kernel.handle import handle_of
 from pytest_netns._kernel.netns import open_thread_netns, setns, thread_netns_inode
 from pytest_netns.namespace import close_all
 
@@ -235,7 +236,7 @@ def test_teardown_error_outranks_the_warning_turned_error() -> None:
     ns = Namespace("both", kill_grace=0.1)
     proc = ns.popen(["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"], stdout=subprocess.PIPE)
     assert proc.stdout.readline() == b"ready\n"
-    ns.add_cleanup(lambda: 1 / 0, "dividing on purpose")
+    handle_of(ns).add_cleanup(lambda: 1 / 0, "dividing on purpose")
     with warnings.catch_warnings():
         warnings.simplefilter("error", NetnsProcessWarning)
         with pytest.raises(TeardownError, match="dividing on purpose") as info:

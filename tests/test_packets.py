@@ -27,6 +27,7 @@ from scapy.all import (
 from pytest_netns import FeatureUnavailable, KernelError, Namespace, NetnsLeakWarning
 from pytest_netns._kernel import afpacket as _afpacket
 from pytest_netns._kernel import netns as _kernel
+from pytest_netns._kernel.handle import handle_of
 from pytest_netns.packets import lookup, sockets
 
 
@@ -425,7 +426,7 @@ def test_link_local_destination_goes_out_of_the_routed_interface(netns_factory) 
 
         deadline = time.monotonic() + 5
         while True:
-            for msg in ns.rtnl.dump(_rtnl.RTM_GETADDR, bytes(8), "listing addresses"):
+            for msg in handle_of(ns).rtnl.dump(_rtnl.RTM_GETADDR, bytes(8), "listing addresses"):
                 address = ipaddress.ip_address(msg.get_attr("IFA_ADDRESS"))
                 if address.is_link_local and not (msg.get_attr("IFA_FLAGS") or msg["flags"]) & 0x40:  # TENTATIVE
                     return address

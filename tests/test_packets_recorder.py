@@ -9,6 +9,7 @@ import pytest
 from scapy.all import ICMP, IP, UDP, Raw, rdpcap
 
 from pytest_netns._kernel import afpacket as _afpacket
+from pytest_netns._kernel.handle import handle_of
 from pytest_netns._plugin import story as _story
 from pytest_netns.namespace import close_all
 from pytest_netns.packets import recorder as _recorder
@@ -21,7 +22,7 @@ def recorded_pair(netns_factory):
     a, b = build_pair(NetworkSettings())
     recorders = [_recorder.Recorder(a, "a"), _recorder.Recorder(b, "b")]
     for ns, rec in zip((a, b), recorders, strict=False):
-        ns.add_cleanup(rec.close, "closing the test's recorder")
+        handle_of(ns).add_cleanup(rec.close, "closing the test's recorder")
     yield a, b, recorders
     close_all([a, b])
 

@@ -456,8 +456,10 @@ def test_process_stopping_within_a_long_grace_is_neither_killed_nor_warned_about
 def test_a_failed_cleanup_step_is_a_teardown_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
+        from pytest_netns._kernel.handle import handle_of
+
         def test_x(netns):
-            netns.add_cleanup(lambda: 1 / 0, "dividing on purpose")
+            handle_of(netns).add_cleanup(lambda: 1 / 0, "dividing on purpose")
         """
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")

@@ -20,6 +20,7 @@ import pytest
 from pytest_netns import KernelError, Namespace, NetnsError
 from pytest_netns._kernel import netns as _kernel
 from pytest_netns._kernel import rtnl as _rtnl
+from pytest_netns._kernel.handle import handle_of
 from pytest_netns._kernel.watchdog import pids_in_netns
 from pytest_netns._net.hosts import HostsFile
 from pytest_netns.topology import Link, Segment, Topology
@@ -44,7 +45,7 @@ def addresses_of(network: Link | Segment, ns: Namespace) -> tuple[str, str | Non
 def routes(ns: Namespace, family: int) -> set[str]:
     body = _rtnl.RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
     found = set()
-    for msg in ns.rtnl.dump(_rtnl.RTM_GETROUTE, body, "listing routes"):
+    for msg in handle_of(ns).rtnl.dump(_rtnl.RTM_GETROUTE, body, "listing routes"):
         if msg["table"] != 254 or msg["proto"] == 2:  # main table, not the kernel's connected ones
             continue
         found.add(f"{msg.get_attr('RTA_DST') or 'default'}/{msg['dst_len']} via {msg.get_attr('RTA_GATEWAY')}")
@@ -92,7 +93,7 @@ def test_bridge_fixture_follows_the_marker(netns_bridge) -> None:
 
 def test_bridge_has_stp_off_no_delay_and_explicit_bridge_netfilter(netns_bridge) -> None:
     segment = netns_bridge.segment
-    [bridge] = [m for m in segment.namespace.rtnl.dump(_rtnl.RTM_GETLINK, _rtnl.ifinfo(), "links")
+    [bridge] = [m for m in handle_of(segment.namespace).rtnl.dump(_rtnl.RTM_GETLINK, _rtnl.ifinfo(), "links")
                 if m.get_attr("IFLA_IFNAME") == "br0"]
     data = bridge.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
     assert data.get_attr("IFLA_BR_STP_STATE") == 0
@@ -280,7 +281,7 @@ def test_segment_down_unplugs_members_who_keep_their_routes(netns_bridge) -> Non
     segment.down()
     assert not segment.is_up
     assert not h1.ping(str(h2.ip), timeout=0.3)
-    link = h1.rtnl.link_by_name("eth0")
+    link = handle_of(h1).rtnl.link_by_name("eth0")
     assert link["flags"] & 1 and not link["carrier"]  # administratively up, no carrier: a pulled cable
     assert "198.51.100.0/24 via 10.0.0.2" in routes(h1, socket.AF_INET)
     segment.up()
@@ -562,7 +563,8 @@ def test_describe_and_repr(netns_topology: Topology) -> None:
 def test_kernel_errors_name_what_was_being_done(netns_topology: Topology) -> None:
     a, b = netns_topology.add("a"), netns_topology.add("b")
     link = netns_topology.link(a, b)
-    a.execute([_rtnl.del_link(a.rtnl.link_by_name("eth0")["index"])])  # the veth is gone under our feet
+    handle = handle_of(a)
+    handle.execute([_rtnl.del_link(handle.rtnl.link_by_name("eth0")["index"])])  # the veth is gone under our feet
     with pytest.raises(KernelError, match="a:eth0"):
         link.set_mtu(1400)
 

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from pytest_netns import FeatureUnavailable, Namespace
+from pytest_netns._kernel.handle import handle_of
 from pytest_netns._net import impair as _impair
 from pytest_netns.topology import Link, Topology
 
@@ -133,8 +134,8 @@ def within_6_sigma(lost: int, trials: int, p: float) -> bool:
 
 def root_qdisc(ns: Namespace, ifname: str) -> str | None:
     """The kind of the root queue discipline (None for the veth default, noqueue)."""
-    index = ns.rtnl.link_by_name(ifname)["index"]
-    for msg in ns.rtnl.dump(RTM_GETQDISC, bytes(20), "listing qdiscs"):
+    index = handle_of(ns).rtnl.link_by_name(ifname)["index"]
+    for msg in handle_of(ns).rtnl.dump(RTM_GETQDISC, bytes(20), "listing qdiscs"):
         if msg["index"] == index and msg["parent"] == 0xFFFFFFFF:
             kind = msg.get_attr("TCA_KIND")
             return None if kind == "noqueue" else kind
