@@ -39,6 +39,27 @@ LAYERS: list[tuple[str, ...]] = [
 # when its use goes, and do not add one.
 KNOWN_REACH_INS: set[tuple[str, str, str]] = set()
 
+_HANDLE = "pytest_netns._kernel.handle"
+# Private *attributes* that hold a namespace's kernel side (``Namespace``, its ``NetnsHandle``) or a builder's
+# plumbing, reached into from other modules before issue 12.  Other modules reach a namespace through the one
+# accessor, ``_kernel.handle.handle_of(ns)``.  ``<object>._name`` with one of these names (the object not
+# ``self``/``cls``) is allowed only in the modules listed.
+GUARDED_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "_nsfd": (),  # was Namespace's fd for the plugin's own calls: handle_of(ns).fd
+    "_fd": (),
+    "_rtnl": (),
+    "_hosts": (),  # a namespace's hosts file: handle_of(ns).spawner
+    "_namespace_created": (),  # a builder's hook: a constructor argument
+    "_owned": (),
+    "_handle": (_HANDLE, "pytest_netns.namespace"),  # read by handle_of
+    "_cleanups": (_HANDLE,),
+    "_setup_requests": (_HANDLE,),
+    "_hosting": (_HANDLE,),
+    "_foreign": (_HANDLE,),
+    "_walkable": (_HANDLE,),
+    "_watched": (_HANDLE,),
+}
+
 
 def _module_name(path: Path) -> str:
     parts = ["pytest_netns", *path.relative_to(PACKAGE).with_suffix("").parts]
@@ -132,6 +153,20 @@ def private_uses(module: str) -> set[tuple[str, str, str]]:
     return {(user, owner, name) for user, owner, name in uses if owner in MODULES and _top(owner) != _top(user)}
 
 
+def guarded_attribute_uses(module: str, tree: ast.AST | None = None) -> list[tuple[int, str]]:
+    """(line, expression) for each ``<object>._name`` of ``GUARDED_ATTRIBUTES`` that ``module`` may not use."""
+    if tree is None:
+        tree = ast.parse(MODULES[module].read_text())
+    return [
+        (node.lineno, ast.unparse(node))
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr in GUARDED_ATTRIBUTES
+        and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        and module not in GUARDED_ATTRIBUTES[node.attr]
+    ]
+
+
 def _where(module: str, line: int) -> str:
     return f"{MODULES[module].relative_to(PACKAGE.parent)}:{line}"
 
@@ -165,6 +200,11 @@ def test_no_new_private_reach_ins() -> None:
     assert not gone, "no longer used, remove from KNOWN_REACH_INS:\n" + "\n".join(map(str, gone))
 
 
+def test_no_reach_into_a_namespace() -> None:
+    found = [f"{_where(m, line)}: {text}" for m in MODULES for line, text in guarded_attribute_uses(m)]
+    assert not found, "reach a namespace with _kernel.handle.handle_of(ns) instead of:\n" + "\n".join(found)
+
+
 def test_the_checks_see_what_they_claim() -> None:
     """Imports in functions, under TYPE_CHECKING and in pytest_plugins count, and an upward one is flagged."""
     source = (
@@ -178,6 +218,13 @@ def test_the_checks_see_what_they_claim() -> None:
     assert {name for name in found if layer(name) > layer("pytest_netns._net.veth")} == upward
     assert layer("pytest_netns.packets.send") < layer("pytest_netns.namespace")
     assert layer("pytest_netns.cluster") == layer("pytest_netns.presets.cluster")
+    # A namespace's private attributes are seen on any object but self, wherever the module does not own them.
+    reach = ast.parse("def f(self, ns):\n    return ns._nsfd, self._fd, handle_of(ns).fd, ns.node._handle\n")
+    assert [text for _, text in guarded_attribute_uses("pytest_netns._net.veth", reach)] == [
+        "ns._nsfd",
+        "ns.node._handle",
+    ]
+    assert [text for _, text in guarded_attribute_uses(_HANDLE, reach)] == ["ns._nsfd"]
 
 
 @pytest.mark.parametrize("name", ["cluster", "docker"])
