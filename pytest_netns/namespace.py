@@ -166,7 +166,7 @@ class Namespace:
         input: str | bytes | None = None,
         env: Mapping[str, str] | None = None,
         text: bool = True,
-    ) -> subprocess.CompletedProcess:
+    ) -> subprocess.CompletedProcess[Any]:
         """Run a command inside and wait for it; output is captured.
 
         A list is executed directly, a string through ``/bin/sh -c``.  Proxy
@@ -201,7 +201,7 @@ class Namespace:
             raise CommandError(proc.returncode, command, stdout, stderr, namespace=self._name)
         return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
-    def popen(self, cmd: str | list[str], **popen_kwargs: Any) -> subprocess.Popen:
+    def popen(self, cmd: str | list[str], **popen_kwargs: Any) -> subprocess.Popen[Any]:
         """Start a command inside and return its ``Popen``; it is stopped at teardown.
 
         Accepts ``subprocess.Popen`` keyword arguments (``env`` adds to the
@@ -213,14 +213,14 @@ class Namespace:
         env = popen_kwargs.pop("env", None)
         return self._spawn(command, **_process.popen_arguments(command, env, popen_kwargs))
 
-    def _spawn(self, command: _process.Command, **kwargs: Any) -> subprocess.Popen:
+    def _spawn(self, command: _process.Command, **kwargs: Any) -> subprocess.Popen[Any]:
         self._check_open()
         spawner = self._handle.spawner
         if spawner is not None:
             return spawner(lambda popen_kwargs: self._spawn_here(command, popen_kwargs), kwargs)  # type: ignore[no-any-return]
         return self._spawn_here(command, kwargs)
 
-    def _spawn_here(self, command: _process.Command, kwargs: dict[str, Any]) -> subprocess.Popen:
+    def _spawn_here(self, command: _process.Command, kwargs: dict[str, Any]) -> subprocess.Popen[Any]:
         """Start the process from the calling thread, moved inside for the ``fork``."""
         self._handle.host_processes()
         with self._lock, _kernel.entered(self._handle.fd):
@@ -228,7 +228,7 @@ class Namespace:
             self._processes.append(proc)
         return proc
 
-    def _forget(self, proc: subprocess.Popen) -> None:
+    def _forget(self, proc: subprocess.Popen[Any]) -> None:
         with self._lock:
             if proc in self._processes:
                 self._processes.remove(proc)
@@ -301,14 +301,16 @@ class Namespace:
     @property
     def ip(self) -> ipaddress.IPv4Address | None:
         """The first IPv4 address on a non-loopback interface, or None."""
-        return self._first(4)
+        first = self._first(4)
+        return first if isinstance(first, ipaddress.IPv4Address) else None
 
     @property
     def ip6(self) -> ipaddress.IPv6Address | None:
         """The first IPv6 address of global scope (fd00::/8 counts), or None."""
-        return self._first(6)  # type: ignore[return-value]
+        first = self._first(6)
+        return first if isinstance(first, ipaddress.IPv6Address) else None
 
-    def _first(self, version: int) -> Any:
+    def _first(self, version: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         loopback = self._loopback_indexes()
         for msg in self._handle.rtnl.dump(_rtnl.RTM_GETADDR, bytes(8), f"listing addresses in {self._name!r}"):
             if msg["index"] in loopback or msg["family"] != (socket.AF_INET if version == 4 else socket.AF_INET6):

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 PROXY_VARIABLES = frozenset(
     name for base in ("http_proxy", "https_proxy", "all_proxy", "no_proxy") for name in (base, base.upper())
@@ -41,7 +42,7 @@ def validate_command(cmd: object) -> Command:
     raise ValueError(f"command must be a string or a non-empty list of strings, got {cmd!r}")
 
 
-def popen_arguments(cmd: Command, env: Mapping[str, str] | None, kwargs: dict) -> dict:
+def popen_arguments(cmd: Command, env: Mapping[str, str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments for ``subprocess.Popen``: a string runs through ``/bin/sh -c``."""
     kwargs = dict(kwargs)
     kwargs.setdefault("shell", isinstance(cmd, str))
@@ -49,7 +50,7 @@ def popen_arguments(cmd: Command, env: Mapping[str, str] | None, kwargs: dict) -
     return kwargs
 
 
-def terminate(processes: Iterable[subprocess.Popen], grace: float) -> list[subprocess.Popen]:
+def terminate(processes: Iterable[subprocess.Popen[Any]], grace: float) -> list[subprocess.Popen[Any]]:
     """SIGTERM every live process, SIGKILL whatever is left after ``grace`` seconds, reap all.
 
     Returns the processes that had to be killed.
@@ -69,7 +70,7 @@ def terminate(processes: Iterable[subprocess.Popen], grace: float) -> list[subpr
     return killed
 
 
-def killed_after_grace(proc: subprocess.Popen, grace: float, namespace: str) -> str:
+def killed_after_grace(proc: subprocess.Popen[Any], grace: float, namespace: str) -> str:
     """What to tell about a process ``terminate`` had to kill."""
     return (
         f"pid {proc.pid} ({describe(proc.args)}) in namespace {namespace!r} was still running {grace:g}s "
@@ -77,7 +78,7 @@ def killed_after_grace(proc: subprocess.Popen, grace: float, namespace: str) -> 
     )
 
 
-def _signal(proc: subprocess.Popen, sig: int) -> None:
+def _signal(proc: subprocess.Popen[Any], sig: int) -> None:
     try:
         proc.send_signal(sig)
     except ProcessLookupError:  # pragma: no cover - exited between poll and kill
