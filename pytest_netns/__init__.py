@@ -21,6 +21,7 @@ from .namespace import Namespace
 
 if TYPE_CHECKING:
     from ._net.impair import Impairment
+    from ._net.partition import Partition, block, partition
     from ._plugin.fixtures import NamespaceFactory
     from .packets import Capture
     from .presets import BridgeMembers, NamespacePair, NatNetwork
@@ -43,11 +44,14 @@ _LAZY = {
     "NamespacePair": "presets",
     "NatNetwork": "presets",
     "Node": "presets.cluster",
+    "Partition": "_net.partition",
     "Pod": "presets.cluster",
     "PublishedPort": "presets.docker",
     "Segment": "topology",
     "Service": "presets.cluster",
     "Topology": "topology",
+    "block": "_net.partition",
+    "partition": "_net.partition",
 }
 
 
@@ -91,6 +95,7 @@ __all__ = [
     "NetnsLeakWarning",
     "NetnsProcessWarning",
     "Node",
+    "Partition",
     "Pod",
     "PublishedPort",
     "Segment",
@@ -98,4 +103,6 @@ __all__ = [
     "TeardownError",
     "Topology",
     "__version__",
+    "block",
+    "partition",
 ]

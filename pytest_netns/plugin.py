@@ -21,6 +21,7 @@ pytest_plugins: list[str] = [
     "pytest_netns._plugin.keep",
     "pytest_netns._plugin.pcap",
     "pytest_netns._plugin.cluster",
+    "pytest_netns._plugin.partition",
 ]
 
 __all__ = ["NamespacePair", "netns", "netns_factory", "netns_pair"]

@@ -22,7 +22,8 @@ from pytest_netns._net import kept as _kept
 UNPRIVILEGED = ["setpriv", "--bounding-set=-net_admin,-sys_admin", "--"]
 CHECKS = [
     "privileges", "network namespaces", "kernel", "user namespaces", "veth", "bridge", "tbf (rate limits)",
-    "netem (delay, jitter)", "nftables NAT (masquerade)", "nftables netdev ingress", "br_netfilter",
+    "netem (delay, jitter)", "nftables NAT (masquerade)", "nftables netdev ingress", "nftables reject (partitions)",
+    "nftables dup", "br_netfilter",
     "private mount namespaces", "libpcap", "scapy", "kept namespaces (/run/netns)",
 ]
 

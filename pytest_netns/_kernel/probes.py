@@ -107,6 +107,8 @@ _FEATURES: dict[str, tuple[str, str]] = {
     "netem (delay, jitter)": ("netem", "impair(delay=..., jitter=...)"),
     "nftables NAT (masquerade)": ("nft-nat", "netns_nat, Topology.nat and masquerading routers"),
     "nftables netdev ingress": ("nft-ingress", "impair(loss=...)"),
+    "nftables reject (partitions)": ("nft-filter", "partition(), block() and the models' partition()"),
+    "nftables dup": ("nft-dup", "impair(duplicate=...)"),
     "br_netfilter": (
         "br_netfilter",
         "netns_cluster (a reply bridged between two pods of one node needs it); the plugin never loads modules",
@@ -172,6 +174,8 @@ def _probe_features(results: dict[str, tuple[bool, str]]) -> None:
         rtnl.close()
     results["nftables NAT (masquerade)"] = _nft_transaction(_nat_table())
     results["nftables netdev ingress"] = _nft_transaction(_ingress_table("lo"))
+    results["nftables reject (partitions)"] = _nft_transaction(_partition_table())
+    results["nftables dup"] = _nft_transaction(_dup_table())
     results["br_netfilter"] = _br_netfilter()
 
 
@@ -225,6 +229,18 @@ def _ingress_table(device: str) -> nft.Table:
     """netdev table, ingress chain on ``device``, a random-number rule: what impair(loss=) needs."""
     ingress = nft.Chain("in", [[nft.expr.Numgen(100)]], hook=nft.HOOK_INGRESS, device=device)
     return nft.Table("netdev", "probe", [ingress])
+
+
+def _partition_table() -> nft.Table:
+    """inet table, filter chain on prerouting, the refusing rules: what partition(), block() need."""
+    pre = nft.Chain("pre", nft.statements.reject_refused(), hook=nft.HOOK_PREROUTING, priority=nft.PRIO_RAW)
+    return nft.Table("inet", "probe", [pre])
+
+
+def _dup_table() -> nft.Table:
+    """ip table, filter chain on postrouting, a copy to the next hop: what impair(duplicate=) needs."""
+    post = nft.Chain("post", [nft.statements.dup_to_nexthop(4)], hook=nft.HOOK_POSTROUTING)
+    return nft.Table("ip", "probe", [post])
 
 
 def _nft_transaction(table: nft.Table) -> tuple[bool, str]:

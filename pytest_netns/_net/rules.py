@@ -32,8 +32,11 @@ __all__ = [
     "Backend",
     "dnat_service",
     "drop_ingress",
+    "duplicate_egress",
+    "egress_duplicate_tables",
     "ingress_drop_table",
     "masquerade",
+    "partition_table",
     "port_forward",
 ]
 
@@ -288,13 +291,7 @@ def drop_ingress(ifname: str, probability: float) -> NftTable:
     exist in the calling thread's namespace.
     """
     _validate.ifname(ifname)
-    if (
-        isinstance(probability, bool)
-        or not isinstance(probability, (int, float))
-        or not math.isfinite(probability)
-        or not 0.0 <= probability <= 1.0
-    ):
-        raise ValueError(f"probability {probability!r} is not between 0 and 1")
+    _check_probability(probability)
     doing = f"making {ifname!r} drop arriving packets with probability {probability:g}"
     try:
         socket.if_nametoindex(ifname)  # resolved in the calling thread's netns
@@ -305,7 +302,96 @@ def drop_ingress(ifname: str, probability: float) -> NftTable:
     return nft.replace(Table("netdev", ingress_drop_table(ifname).name, [ingress]), doing)
 
 
+def egress_duplicate_tables(ifname: str) -> list[NftTable]:
+    """The handles of :func:`duplicate_egress`'s tables for ``ifname`` (whether or not they exist)."""
+    return [NftTable(family, f"{nft.TABLE_PREFIX}_dup_{ifname}") for family in ("ip", "ip6")]
+
+
+def duplicate_egress(ifname: str, probability: float) -> list[NftTable]:
+    """Send a second copy of each unicast IP packet leaving through ``ifname`` with ``probability``.
+
+    An ``ip`` and an ``ip6`` table ``pytest_netns_dup_<ifname>`` (the
+    kernel's ``dup`` exists for those families only, not ``inet``) with a
+    filter chain on postrouting: ``oifname <ifname> fib daddr type unicast
+    numgen random mod 4294967295 < p * 4294967295 dup to rt ip nexthop
+    device meta oif``.  The copy goes to the packet's own next hop out of
+    the same device, so it crosses the link as the original does, shaped
+    and lost like it; it is never copied again.  Forwarded packets are
+    copied too; ARP and neighbour discovery's multicast are not.
+
+    Calling it again replaces the probability; the handles' ``remove()``
+    stops it.  The interface must exist in the calling thread's namespace.
+    """
+    _validate.ifname(ifname)
+    _check_probability(probability)
+    doing = f"making {ifname!r} send copies of leaving packets with probability {probability:g}"
+    try:
+        socket.if_nametoindex(ifname)  # resolved in the calling thread's netns
+    except OSError:
+        raise KernelError(errno.ENODEV, doing, f"no interface {ifname!r} in this network namespace") from None
+    handles = []
+    for version, handle in zip((4, 6), egress_duplicate_tables(ifname), strict=True):
+        rule = [
+            *_words.oifname(ifname),
+            *_words.daddr_is_unicast(),
+            *_words.random_below(loss_threshold(probability)),
+            *_words.dup_to_nexthop(version),
+        ]
+        post = Chain("postrouting", [rule], hook=nft.HOOK_POSTROUTING, priority=nft.PRIO_FILTER)
+        handles.append(nft.replace(Table(handle.family, handle.name, [post]), doing))
+    return handles
+
+
+# -- partitions: silent (or refusing) cuts between namespaces ---------------------------------------
+
+
+def partition_table(name: str, blocked: Sequence[IPAddress], *, reject: bool) -> Table:
+    """What one namespace of a partition installs: nothing from ``blocked`` addresses gets in.
+
+    An ``inet`` table with a filter chain on prerouting at raw priority
+    (before conntrack, NAT and routing), so it acts on the receiving side
+    only: the sender's ``sendto`` succeeds, as over a cut cable, and
+    routed packets are dropped by the namespace they are routed to.
+
+        iif "lo" accept
+        icmpv6 type nd-router-solicit-nd-redirect accept
+        [reject:] tcp flags rst accept; icmp(v6) type destination-unreachable accept
+        ip[6] saddr <each blocked address> goto cut
+
+    Neighbour discovery passes as ARP does (ARP is not IP), so IPv6 behaves
+    as IPv4 and the heal is instant.  Chain ``cut`` drops, or with
+    ``reject`` answers a TCP reset or an ICMP port unreachable (a connect
+    is refused at once); those answers are let in here, so that a reject
+    reaches its sender even when the sender blocks the rejecting side too.
+    """
+    prerouting: list[Rule] = [
+        [*_words.iif_is_loopback(), _expr.Verdict(_expr.NF_ACCEPT)],
+        [*_words.icmpv6_neighbour_discovery(), _expr.Verdict(_expr.NF_ACCEPT)],
+    ]
+    if reject:
+        prerouting += [
+            [*_words.tcp_reset(), _expr.Verdict(_expr.NF_ACCEPT)],
+            [*_words.destination_unreachable(4), _expr.Verdict(_expr.NF_ACCEPT)],
+            [*_words.destination_unreachable(6), _expr.Verdict(_expr.NF_ACCEPT)],
+        ]
+    prerouting += [[*_words.saddr_is(address), _expr.Verdict(_expr.NFT_GOTO, "cut")] for address in blocked]
+    cut: list[Rule] = [*_words.reject_refused()] if reject else [[_expr.Verdict(_expr.NF_DROP)]]
+    chains = [Chain("prerouting", prerouting, hook=nft.HOOK_PREROUTING, priority=nft.PRIO_RAW), Chain("cut", cut)]
+    return Table("inet", name, chains)
+
+
 # -- argument checks: everything is checked before the kernel is touched --------------------------------
+
+
+def _check_probability(probability: object) -> float:
+    if (
+        isinstance(probability, bool)
+        or not isinstance(probability, (int, float))
+        or not math.isfinite(probability)
+        or not 0.0 <= probability <= 1.0
+    ):
+        raise ValueError(f"probability {probability!r} is not between 0 and 1")
+    return float(probability)
 
 
 def _check_proto(proto: object) -> Proto:

@@ -29,7 +29,8 @@ from __future__ import annotations
 import errno
 import ipaddress
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from .._kernel import rtnl as _rtnl
 from .._kernel import validate as _validate
@@ -43,6 +44,9 @@ from ..errors import NetnsError
 from ..namespace import Namespace
 from .links import Link, Segment, _Attachment, _Network, _Node
 from .routing import Network, Route, route_table, span
+
+if TYPE_CHECKING:
+    from .._net.partition import Partition
 
 __all__ = ["Topology"]
 
@@ -311,6 +315,27 @@ class Topology:
 
         with handle_of(node.ns).entered():
             _rules.masquerade(oifname=ifname)
+
+    def partition(self, *groups: Namespace | str | Iterable[Namespace | str]) -> Partition:
+        """Cut the groups off from each other: ``pytest_netns.partition`` with names or namespaces.
+
+        Each group is a namespace of the topology or its name, or an
+        iterable of them.  Packets between groups vanish silently, routed
+        ones too; the returned ``Partition`` is a context manager, or call
+        ``heal()``.  Names not in the topology raise ``ValueError``.
+        """
+        self._check_open()
+        from .._net.partition import partition
+
+        members: list[list[Namespace]] = []
+        for number, group in enumerate(groups, 1):
+            if isinstance(group, (str, Namespace)):
+                members.append([self._node(group).ns])
+            elif isinstance(group, Iterable):
+                members.append([self._node(member).ns for member in group])
+            else:
+                raise ValueError(f"group {number} must be a namespace, a name or an iterable of them, got {group!r}")
+        return partition(*members)
 
     # -- teardown ------------------------------------------------------------------
 

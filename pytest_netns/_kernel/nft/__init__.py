@@ -26,9 +26,11 @@ from .objects import HOOK_INPUT as HOOK_INPUT
 from .objects import HOOK_OUTPUT as HOOK_OUTPUT
 from .objects import HOOK_POSTROUTING as HOOK_POSTROUTING
 from .objects import HOOK_PREROUTING as HOOK_PREROUTING
+from .objects import NFT_TABLE_F_DORMANT as NFT_TABLE_F_DORMANT
 from .objects import NFT_TABLE_F_OWNER as NFT_TABLE_F_OWNER
 from .objects import PRIO_DSTNAT as PRIO_DSTNAT
 from .objects import PRIO_FILTER as PRIO_FILTER
+from .objects import PRIO_RAW as PRIO_RAW
 from .objects import PRIO_SRCNAT as PRIO_SRCNAT
 from .objects import TABLE_PREFIX as TABLE_PREFIX
 from .objects import Chain as Chain

@@ -25,6 +25,8 @@ REG_1 = 1
 REG_2 = 2
 
 # meta keys (enum nft_meta_keys)
+META_IIF = 4
+META_OIF = 5
 META_OIFNAME = 7
 META_NFPROTO = 15
 META_L4PROTO = 16
@@ -63,6 +65,10 @@ FIB_F_SADDR = 1 << 0
 FIB_F_DADDR = 1 << 1
 FIB_RESULT_OIF = 1
 FIB_RESULT_ADDRTYPE = 3
+
+# rt keys (enum nft_rt_keys): the next hop of the packet's route, IPv4 or IPv6
+RT_NEXTHOP4 = 1
+RT_NEXTHOP6 = 2
 
 # reject types; ICMPX codes work for IPv4 and IPv6 alike
 REJECT_ICMP_UNREACH = 0
@@ -240,6 +246,21 @@ class Fib(Expr):
 
     def data(self) -> bytes:
         return attr_be32(1, self.dreg) + attr_be32(2, self.result) + attr_be32(3, self.flags)
+
+
+@dataclass(frozen=True)
+class Rt(Expr):
+    """``rt ip|ip6 nexthop``: the next hop of the route the packet took (``RT_*``) into ``dreg``.
+
+    Only where the packet has a route: forward, output and postrouting.
+    """
+
+    name: ClassVar[str] = "rt"
+    key: int
+    dreg: int = REG_1
+
+    def data(self) -> bytes:
+        return attr_be32(1, self.dreg) + attr_be32(2, self.key)
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,13 @@ HOOK_FORWARD = 2
 HOOK_OUTPUT = 3
 HOOK_POSTROUTING = 4
 HOOK_INGRESS = 0
+PRIO_RAW = -300
 PRIO_DSTNAT = -100
 PRIO_FILTER = 0
 PRIO_SRCNAT = 100
 
+#: NFTA_TABLE_FLAGS: the table's chains are unhooked (it stays, inert), set or cleared on an existing table.
+NFT_TABLE_F_DORMANT = 1
 #: NFTA_TABLE_FLAGS: only the socket that made the table may change it (Linux 5.12).
 NFT_TABLE_F_OWNER = 2
 

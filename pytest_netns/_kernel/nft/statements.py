@@ -15,14 +15,18 @@ from typing import Literal
 from .expr import (
     BYTEORDER_HTON,
     CMP_EQ,
+    CMP_GTE,
     CMP_LT,
+    CMP_LTE,
     CMP_NEQ,
     CT_STATE,
     CT_STATE_NEW,
     FIB_F_DADDR,
     FIB_RESULT_ADDRTYPE,
+    META_IIF,
     META_L4PROTO,
     META_NFPROTO,
+    META_OIF,
     META_OIFNAME,
     NAT_DNAT,
     NG_RANDOM,
@@ -33,10 +37,13 @@ from .expr import (
     REJECT_ICMPX_UNREACH,
     REJECT_TCP_RST,
     REJECTX_PORT_UNREACH,
+    RT_NEXTHOP4,
+    RT_NEXTHOP6,
     Bitwise,
     Byteorder,
     Cmp,
     Ct,
+    Dup,
     Expr,
     Fib,
     Immediate,
@@ -45,6 +52,7 @@ from .expr import (
     Numgen,
     Payload,
     Reject,
+    Rt,
 )
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -52,9 +60,16 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 NFPROTO_IPV4 = 2
 NFPROTO_IPV6 = 10
+RTN_UNICAST = 1
 RTN_LOCAL = 2
+LOOPBACK_IFINDEX = 1  # lo is interface 1 in every namespace
 IFNAMSIZ = 16
 IPPROTO = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
+ICMP_DEST_UNREACH = 3
+ICMPV6_DEST_UNREACH = 1
+#: Neighbour discovery: router solicitation (133) to redirect (137).
+ICMPV6_ND_FIRST, ICMPV6_ND_LAST = 133, 137
+TCP_FLAG_RST = 0x04
 #: numgen's modulus is a u32, so "mod 2**32" cannot be expressed: the largest
 #: modulus is this, and draws are uniform over [0, NG_MAX_MOD - 1].
 NG_MAX_MOD = 2**32 - 1
@@ -144,3 +159,73 @@ def reject_new(proto: Literal["tcp", "udp"]) -> list[Expr]:
     if proto == "tcp":
         return [*ct_state_new(), Reject(REJECT_TCP_RST)]
     return [*ct_state_new(), Reject(REJECT_ICMPX_UNREACH, REJECTX_PORT_UNREACH)]
+
+
+def iif_is_loopback() -> list[Expr]:
+    """``iif "lo"``: the packet came in on loopback (the namespace talking to itself)."""
+    return [Meta(META_IIF), Cmp(CMP_EQ, struct.pack("=I", LOOPBACK_IFINDEX))]
+
+
+def l4proto(number: int) -> list[Expr]:
+    """``meta l4proto <number>``."""
+    return [Meta(META_L4PROTO), Cmp(CMP_EQ, bytes([number]))]
+
+
+def icmpv6_neighbour_discovery() -> list[Expr]:
+    """``icmpv6 type nd-router-solicit-nd-redirect``: router and neighbour solicitations, adverts, redirects."""
+    return [
+        *nfproto(6),
+        *l4proto(socket.IPPROTO_ICMPV6),
+        Payload(PAYLOAD_TRANSPORT, 0, 1),
+        Cmp(CMP_GTE, bytes([ICMPV6_ND_FIRST])),
+        Cmp(CMP_LTE, bytes([ICMPV6_ND_LAST])),
+    ]
+
+
+def tcp_reset() -> list[Expr]:
+    """``tcp flags & rst == rst``: a TCP reset."""
+    return [
+        *l4proto(socket.IPPROTO_TCP),
+        Payload(PAYLOAD_TRANSPORT, 13, 1),
+        Bitwise(bytes([TCP_FLAG_RST])),
+        Cmp(CMP_NEQ, b"\0"),
+    ]
+
+
+def destination_unreachable(version: int) -> list[Expr]:
+    """``icmp type destination-unreachable`` (IPv4) or ``icmpv6 type destination-unreachable`` (IPv6)."""
+    proto, kind = (
+        (socket.IPPROTO_ICMP, ICMP_DEST_UNREACH) if version == 4 else (socket.IPPROTO_ICMPV6, ICMPV6_DEST_UNREACH)
+    )
+    return [*nfproto(version), *l4proto(proto), Payload(PAYLOAD_TRANSPORT, 0, 1), Cmp(CMP_EQ, bytes([kind]))]
+
+
+def saddr_is(address: IPAddress) -> list[Expr]:
+    """``ip[6] saddr <address>`` (with its ``nfproto``)."""
+    return [*nfproto(address.version), *addr(ipaddress.ip_network(address), "saddr")]
+
+
+def reject_refused() -> list[list[Expr]]:
+    """``meta l4proto tcp reject with tcp reset`` then ``reject with icmpx port-unreachable``: two rules.
+
+    What a host whose ports are all closed answers: a connect is refused at once.
+    """
+    return [
+        [*l4proto(socket.IPPROTO_TCP), Reject(REJECT_TCP_RST)],
+        [Reject(REJECT_ICMPX_UNREACH, REJECTX_PORT_UNREACH)],
+    ]
+
+
+def daddr_is_unicast() -> list[Expr]:
+    """``fib daddr type unicast``: not to a broadcast, multicast or local address."""
+    return [Fib(FIB_RESULT_ADDRTYPE, FIB_F_DADDR), Cmp(CMP_EQ, struct.pack("=I", RTN_UNICAST))]
+
+
+def dup_to_nexthop(version: int) -> list[Expr]:
+    """``dup to rt ip[6] nexthop device meta oif``: a copy to the packet's own next hop, out of its own device.
+
+    In an ``ip``/``ip6`` table only (the kernel has no ``dup`` for ``inet``),
+    on a hook where the packet has a route (postrouting).
+    """
+    key = RT_NEXTHOP4 if version == 4 else RT_NEXTHOP6
+    return [Rt(key, REG_1), Meta(META_OIF, REG_2), Dup(REG_1, REG_2)]

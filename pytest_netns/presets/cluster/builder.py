@@ -11,8 +11,8 @@ rules of ``proxy``.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Sequence
-from typing import Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Literal
 
 from ..._kernel import rtnl as _rtnl
 from ..._kernel import validate as _validate
@@ -42,6 +42,9 @@ from .network import (
     pod_cidr,
 )
 from .objects import External, Node, Pod, Service, _Member
+
+if TYPE_CHECKING:
+    from ..._net.partition import Partition
 
 __all__ = ["Cluster"]
 
@@ -344,6 +347,35 @@ class Cluster:
             handle_of(ns).execute([_rtnl.set_link(ns._uplink_index, mtu=value, doing=f"{doing} in {ns.name!r}")])
         self._mtu = value
 
+    def partition(self, *groups: Node | External | str | Iterable[Node | External | str]) -> Partition:
+        """Cut groups of nodes off from each other; each node's pods follow it (``pytest_netns.partition``).
+
+        A group is a node or an external host (or its name), or an iterable
+        of them; a node brings the pods it runs when the partition is made.
+        Packets between groups vanish silently, pod to pod across nodes
+        too; the returned ``Partition`` is a context manager, or call
+        ``heal()``.  A pod named in a group raises ``ValueError``: pods
+        follow their node.
+        """
+        self._check_open()
+        from ..._net.partition import partition
+
+        members: list[list[Namespace]] = []
+        for number, group in enumerate(groups, 1):
+            if isinstance(group, (str, Namespace)):
+                items: list[object] = [group]
+            elif isinstance(group, Iterable):
+                items = list(group)
+            else:
+                raise ValueError(
+                    f"group {number} must be a node, an external host, a name or an iterable of them, got {group!r}"
+                )
+            side: list[Namespace] = []
+            for item in items:
+                side += self._partition_member(item)
+            members.append(side)
+        return partition(*members)
+
     # -- teardown ----------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -403,6 +435,18 @@ class Cluster:
             f"node {getattr(node, 'name', node)!r} is not a node of this cluster "
             f"(it has {', '.join(self._nodes) or 'none'})"
         )
+
+    def _partition_member(self, item: object) -> list[Namespace]:
+        """A node with its pods, or an external host, for a partition's group."""
+        if isinstance(item, External) and self._externals.get(item.name) is item:
+            return [item]
+        if isinstance(item, str) and item in self._externals:
+            return [self._externals[item]]
+        pod = item if isinstance(item, Pod) else self._pods.get(item) if isinstance(item, str) else None
+        if pod is not None:
+            raise ValueError(f"pod {pod.name!r} cannot be in a group of a partition: pods follow their node")
+        node = self._node(item)
+        return [node, *node.pods]
 
     def _pod(self, pod: object) -> Pod:
         if isinstance(pod, Pod) and self._pods.get(pod.name) is pod:
