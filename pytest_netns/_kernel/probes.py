@@ -104,7 +104,7 @@ _FEATURES: dict[str, tuple[str, str]] = {
     "veth": ("veth", "netns_pair and every link between namespaces"),
     "bridge": ("bridge", "netns_bridge and topologies with shared segments"),
     "tbf (rate limits)": ("tbf", "impair(rate=...)"),
-    "netem (delay, jitter)": ("netem", "impair(delay=..., jitter=...)"),
+    "netem (delay, jitter)": ("netem", "impair(delay=..., jitter=..., corrupt=..., reorder=...)"),
     "nftables NAT (masquerade)": ("nft-nat", "netns_nat, Topology.nat and masquerading routers"),
     "nftables netdev ingress": ("nft-ingress", "impair(loss=...)"),
     "nftables reject (partitions)": ("nft-filter", "partition(), block() and the models' partition()"),

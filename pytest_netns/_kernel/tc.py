@@ -328,12 +328,14 @@ def _netem_options(
     loss: float | None,
     rate: str | int | None,
     limit: int,
+    corrupt: float | None = None,
+    reorder: float | None = None,
 ) -> dict[str, Any]:
     """Validate netem parameters and spell them as pyroute2's netem wants.
 
     pyroute2's ``sched_netem`` takes delay and jitter in microseconds
-    (converted to psched ticks, a u32), loss as a percentage, rate in
-    bytes per second and limit in packets.
+    (converted to psched ticks, a u32), loss, corruption and reordering as
+    percentages, rate in bytes per second and limit in packets.
     """
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit {limit!r} is not a packet count >= 1")
@@ -350,10 +352,18 @@ def _netem_options(
             raise ValueError(f"{name} {value!r} is too long for netem (u32 ticks)")
         if seconds:
             options[name] = round(seconds * 1e6)
-    if loss is not None:
-        if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not 0.0 <= loss <= 1.0:
-            raise ValueError(f"loss {loss!r} is not a probability between 0 and 1")
-        options["loss"] = loss * 100
+    for name, key, value in (
+        ("loss", "loss", loss),
+        ("corrupt", "prob_corrupt", corrupt),
+        ("reorder", "prob_reorder", reorder),
+    ):
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} {value!r} is not a probability between 0 and 1")
+            if value:
+                options[key] = value * 100
+    if reorder and not delay_s:
+        raise ValueError(f"reorder {reorder!r} needs a delay (netem sends reordered packets at once, the rest late)")
     if rate is not None:
         bits = parse_rate(rate)
         if bits > _MAX_RATE_BITS:
@@ -370,21 +380,30 @@ def netem(
     loss: float | None = None,
     rate: str | int | None = None,
     limit: int = 1000,
+    corrupt: float | None = None,
+    reorder: float | None = None,
 ) -> None:
-    """Make ``ifname``'s root qdisc a netem: delay ± jitter, loss, rate.
+    """Make ``ifname``'s root qdisc a netem: delay ± jitter, loss, rate, corruption, reordering.
 
     ``delay`` and ``jitter`` are durations ("40ms"); ``loss`` a
     probability between 0 and 1 for each packet; ``rate`` a tc rate (netem
     then shapes as well, since netem replaces any tbf from
-    :func:`rate_limit`); ``limit`` the queue length in packets.  Check
-    :func:`netem_available` first: without ``sch_netem`` the kernel
+    :func:`rate_limit`); ``limit`` the queue length in packets;
+    ``corrupt`` the probability that a packet gets one random bit flipped;
+    ``reorder`` the probability that a packet is sent at once instead of
+    after the delay, overtaking the ones before it (it needs a delay).
+    Check :func:`netem_available` first: without ``sch_netem`` the kernel
     refuses with ENOENT.  :func:`clear_qdisc` removes it.
     """
-    options = _netem_options(delay, jitter, loss, rate, limit)
-    asked = ", ".join(
-        f"{key}={value!r}"
-        for key, value in (("delay", delay), ("jitter", jitter), ("loss", loss), ("rate", rate))
-        if value is not None
+    options = _netem_options(delay, jitter, loss, rate, limit, corrupt, reorder)
+    given = (
+        ("delay", delay),
+        ("jitter", jitter),
+        ("loss", loss),
+        ("rate", rate),
+        ("corrupt", corrupt),
+        ("reorder", reorder),
     )
+    asked = ", ".join(f"{key}={value!r}" for key, value in given if value is not None)
     doing = f"making netem ({asked or 'no impairment'}) the root qdisc of {ifname!r}"
     _replace_root_netem(_ifindex(ifname, doing), options, doing)

@@ -1,4 +1,4 @@
-"""tc's units: rates ("8mbit", "100kbps") and durations ("40ms"), parsed as tc parses them."""
+"""tc's units: rates in bits per second ("8mbit") and durations ("40ms"), parsed as tc parses them."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ __all__ = ["Duration", "parse_duration", "parse_rate"]
 
 Duration = str | int | float
 
-#: tc's rate units (iproute2 tc/tc_util.c), matched case-insensitively as
-#: tc does.  Beware: in tc "bps" means *bytes* per second, "kbps" kilobytes.
+#: The rate units taken, case-insensitively: bits per second only.
 _RATE_UNITS: dict[str, float] = {
     "bit": 1,
     "kibit": 1024,
@@ -19,17 +18,18 @@ _RATE_UNITS: dict[str, float] = {
     "mbit": 1000**2,
     "gibit": 1024**3,
     "gbit": 1000**3,
-    "tibit": 1024**4,
-    "tbit": 1000**4,
-    "bps": 8,
-    "kibps": 8 * 1024,
-    "kbps": 8 * 1000,
-    "mibps": 8 * 1024**2,
-    "mbps": 8 * 1000**2,
-    "gibps": 8 * 1024**3,
-    "gbps": 8 * 1000**3,
-    "tibps": 8 * 1024**4,
-    "tbps": 8 * 1000**4,
+}
+
+#: tc's *byte* rate units (iproute2 tc/tc_util.c), refused: tc reads "mbps" as
+#: megabytes per second, while "8 Mbps" written by a person means megabits.
+_BYTE_UNITS: dict[str, str] = {
+    "bps": "bit",
+    "kibps": "kibit",
+    "kbps": "kbit",
+    "mibps": "mibit",
+    "mbps": "mbit",
+    "gibps": "gibit",
+    "gbps": "gbit",
 }
 
 #: tc's time units (tc/tc_util.c get_time), in seconds.
@@ -52,13 +52,14 @@ _NUMBER_UNIT = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*")
 
 
 def parse_rate(rate: str | int) -> int:
-    """A tc rate ("8mbit", "512kbit", "1gbit", "100kbps") in bits per second.
+    """A rate ("8mbit", "512kbit", "1gbit", "2mibit") in bits per second.
 
-    Units as in tc, case-insensitive: bit, kbit, mbit, gbit, tbit (powers
-    of 1000), kibit, mibit, ... (powers of 1024), and bps, kbps, mbps, ...
-    which in tc mean *bytes* per second.  A bare number or an ``int`` is
-    bits per second.  Raises ``ValueError`` naming the value if it is not a
-    positive rate.
+    Bit units only, case-insensitive: bit, kbit, mbit, gbit (powers of
+    1000), kibit, mibit, gibit (powers of 1024).  A bare number or an
+    ``int`` is bits per second.  tc's byte units (bps, kbps, mbps, ...) are
+    refused: tc reads "mbps" as megabytes per second, so "8 Mbps" would be
+    64 Mbit/s where the writer almost always meant 8.  Raises
+    ``ValueError`` naming the value if it is not a positive rate.
     """
     if isinstance(rate, bool):
         raise ValueError(f"rate {rate!r} is not a rate")
@@ -67,9 +68,16 @@ def parse_rate(rate: str | int) -> int:
     elif isinstance(rate, str):
         match = _NUMBER_UNIT.fullmatch(rate)
         unit = match.group(2).lower() if match else None
+        if match is not None and unit in _BYTE_UNITS:
+            number, bit_unit = match.group(1), _BYTE_UNITS[unit]
+            raise ValueError(
+                f"rate {rate!r}: {match.group(2)!r} is ambiguous, tc reads it as bytes per second "
+                f"({rate.strip()!r} would be {float(number) * 8:g}{bit_unit}); write bits per second, "
+                f"e.g. '{number}{bit_unit}'"
+            )
         if match is None or (unit and unit not in _RATE_UNITS):
             raise ValueError(
-                f"rate {rate!r} is not a number with a tc unit (bit, kbit, mbit, gbit, bps, kbps, mbps, ...)"
+                f"rate {rate!r} is not a number with a bit unit (bit, kbit, mbit, gbit, kibit, mibit, gibit)"
             )
         bits = float(match.group(1)) * _RATE_UNITS.get(unit or "bit", 1)
     else:

@@ -1,9 +1,10 @@
-"""``impair()``: rate, delay, jitter and loss on a link or segment, for real.
+"""``impair()``: rate, delay, jitter, loss, duplication, corruption and reordering on a link or segment, for real.
 
 Each impairment acts at a set of *points*, ``(namespace, interface, roles)``:
 the two ends of a veth (every role), or for a segment the bridge ports
-(every role) and the members' interfaces (rate only).  A packet crosses the
-loss and delay points of a link exactly once per direction.  At each point:
+(rate, delay, loss) and the members' interfaces (rate, duplicate).  A packet
+crosses the loss, delay and duplicate points of a link exactly once per
+direction.  At each point:
 
 * ``rate``: a token bucket (``tbf``) as the egress queue discipline, so each
   direction is shaped to the rate (tbf counts whole frames, as tc does).  On
@@ -21,7 +22,15 @@ loss and delay points of a link exactly once per direction.  At each point:
 * ``loss``: an nftables ``netdev`` ingress rule that drops each arriving
   frame with the probability, after the sender's device accepted it, so the
   sender never sees an error (ARP and neighbour discovery are lost too, as
-  on a real lossy wire).
+  on a real lossy wire);
+* ``duplicate``: nftables ``dup`` on the sender's postrouting hook (``ip``
+  and ``ip6`` tables: the kernel has no ``dup`` for ``inet``), a copy of
+  each unicast IP packet to its own next hop out of the same device, so the
+  copy crosses the link as the original does.  No netem: on Linux 5.15 the
+  netdev egress hook does not exist (5.16+), and a netdev ingress ``dup``
+  can only send the copy back where it came from;
+* ``corrupt``/``reorder``: netem, as delay is (``reorder`` needs a
+  ``delay``: netem sends the reordered packets at once and delays the rest).
 
 Impairments stack: a new one replaces what the link does until it is
 reverted, and reverting it restores the one before (or a clean link).
@@ -45,9 +54,12 @@ if TYPE_CHECKING:
     from ..namespace import Namespace
 
 Point = tuple["Namespace", str, frozenset[str]]
-#: What a point does: shape the rate, delay (netem), drop for loss.
-ALL_ROLES = frozenset({"rate", "delay", "loss"})
-RATE_ONLY = frozenset({"rate"})
+#: What a point does: shape the rate, delay (netem: also corrupt, reorder), drop for loss, copy for duplicate.
+ALL_ROLES = frozenset({"rate", "delay", "loss", "duplicate"})
+#: A bridge port: no IP stack of its own to copy packets with.
+PORT_ROLES = frozenset({"rate", "delay", "loss"})
+#: A member's interface on a segment: what it sends is shaped and copied there.
+MEMBER_ROLES = frozenset({"rate", "duplicate"})
 
 #: tbf's rate is a u32 of bytes per second.
 MAX_RATE_BITS = (2**32 - 1) * 8
@@ -68,26 +80,48 @@ def netem_unavailable_reason() -> str | None:
 
 @dataclass(frozen=True)
 class Settings:
-    """A validated impairment: rate in bit/s, delay and jitter in seconds, loss a probability."""
+    """A validated impairment: rate in bit/s, delay and jitter in seconds, the others probabilities."""
 
     rate: int | None = None
     delay: float | None = None
     jitter: float | None = None
     loss: float | None = None
+    duplicate: float | None = None
+    corrupt: float | None = None
+    reorder: float | None = None
     #: The values as the caller wrote them, for messages and ``repr``.
     asked: str = ""
 
     @property
     def needs_netem(self) -> bool:
-        return bool(self.delay or self.jitter)
+        return bool(self.delay or self.jitter or self.corrupt or self.reorder)
 
 
-def validate(*, rate: object = None, delay: object = None, jitter: object = None, loss: object = None) -> Settings:
+#: Probabilities, with what each one means in the error message.
+_FRACTIONS = {
+    "loss": "of packets are lost",
+    "duplicate": "of packets arrive twice",
+    "corrupt": "of packets get a flipped bit",
+    "reorder": "of packets skip the delay and overtake",
+}
+
+
+def validate(
+    *,
+    rate: object = None,
+    delay: object = None,
+    jitter: object = None,
+    loss: object = None,
+    duplicate: object = None,
+    corrupt: object = None,
+    reorder: object = None,
+) -> Settings:
     """Check every value (ValueError naming the bad one) before the kernel is touched."""
     from .._kernel import tc as _tc
 
-    if rate is None and delay is None and jitter is None and loss is None:
-        raise ValueError("impair() needs at least one of rate=, delay=, jitter=, loss=")
+    fractions = {"loss": loss, "duplicate": duplicate, "corrupt": corrupt, "reorder": reorder}
+    if rate is None and delay is None and jitter is None and all(v is None for v in fractions.values()):
+        raise ValueError("impair() needs at least one of rate=, delay=, jitter=, loss=, duplicate=, corrupt=, reorder=")
     bits = None
     if rate is not None:
         bits = _tc.parse_rate(rate)  # type: ignore[arg-type]
@@ -105,14 +139,33 @@ def validate(*, rate: object = None, delay: object = None, jitter: object = None
     for name, value, seconds in (("delay", delay, delay_s), ("jitter", jitter, jitter_s)):
         if seconds is not None and seconds > 60:
             raise ValueError(f"{name} {value!r} is longer than a minute; netem cannot express it")
-    if loss is not None and (
-        isinstance(loss, bool) or not isinstance(loss, (int, float)) or not math.isfinite(loss) or not 0 <= loss <= 1
-    ):
-        raise ValueError(f"loss {loss!r} is not a fraction between 0 and 1 (0.1 means 10 % of packets are lost)")
-    asked = ", ".join(
-        f"{k}={v!r}" for k, v in (("rate", rate), ("delay", delay), ("jitter", jitter), ("loss", loss)) if v is not None
+    checked: dict[str, float | None] = {}
+    for name, value in fractions.items():
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or not 0 <= value <= 1
+        ):
+            raise ValueError(f"{name} {value!r} is not a fraction between 0 and 1 (0.1 means 10 % {_FRACTIONS[name]})")
+        checked[name] = None if value is None else float(value)
+    if reorder and not delay_s:
+        raise ValueError(
+            f"reorder {reorder!r} needs a delay: netem sends the reordered packets at once and delays the others"
+        )
+    given = (("rate", rate), ("delay", delay), ("jitter", jitter), *fractions.items())
+    asked = ", ".join(f"{k}={v!r}" for k, v in given if v is not None)
+    fraction = checked.get
+    return Settings(
+        bits,
+        delay_s,
+        jitter_s,
+        fraction("loss"),
+        fraction("duplicate"),
+        fraction("corrupt"),
+        fraction("reorder"),
+        asked,
     )
-    return Settings(bits, delay_s, jitter_s, float(loss) if loss is not None else None, asked)
 
 
 def check_available(settings: Settings) -> None:
@@ -121,8 +174,8 @@ def check_available(settings: Settings) -> None:
         reason = netem_unavailable_reason()
         if reason is not None:
             raise FeatureUnavailable(
-                f"impair({settings.asked}): delay and jitter need the kernel's netem queue discipline "
-                f"(sch_netem), and {reason}; rate (tbf) and loss (nftables) work without it",
+                f"impair({settings.asked}): delay, jitter, corrupt and reorder need the kernel's netem queue "
+                f"discipline (sch_netem), and {reason}; rate (tbf), loss and duplicate (nftables) work without it",
                 feature="netem",
             )
 
@@ -140,7 +193,14 @@ def _apply_point(ns: Namespace, ifname: str, roles: frozenset[str], settings: Se
         try:
             if netem:
                 assert settings is not None
-                _tc.netem(ifname, delay=settings.delay, jitter=settings.jitter, rate=rate)
+                _tc.netem(
+                    ifname,
+                    delay=settings.delay,
+                    jitter=settings.jitter,
+                    rate=rate,
+                    corrupt=settings.corrupt,
+                    reorder=settings.reorder,
+                )
             elif rate is not None:
                 _tc.rate_limit(ifname, rate)
             else:
@@ -154,23 +214,39 @@ def _apply_point(ns: Namespace, ifname: str, roles: frozenset[str], settings: Se
                     f"impair({settings.asked}) on {what}: the running kernel has no sch_{kind} ({exc})", feature=kind
                 ) from None
             raise KernelError(exc.errno or errno.EIO, f"{doing}: {exc.doing}", exc.detail) from None
-        if "loss" not in roles:
-            return
-        try:
-            if settings is not None and settings.loss:
-                _rules.drop_ingress(ifname, settings.loss)
-            else:
-                _rules.ingress_drop_table(ifname).remove()
-        except KernelError as exc:
-            if exc.errno == errno.ENODEV:
-                raise _missing_interface(ns, ifname, doing, exc) from None
-            if exc.errno == errno.EOPNOTSUPP and settings is not None:
-                raise FeatureUnavailable(
-                    f"impair({settings.asked}) on {what}: loss needs nftables netdev ingress chains "
-                    f"(nf_tables with CONFIG_NF_TABLES_NETDEV), which the running kernel refused: {exc}",
-                    feature="nft-ingress",
-                ) from None
-            raise KernelError(exc.errno or errno.EIO, f"{doing}: {exc.doing}", exc.detail) from None
+        if "loss" in roles:
+            try:
+                if settings is not None and settings.loss:
+                    _rules.drop_ingress(ifname, settings.loss)
+                else:
+                    _rules.ingress_drop_table(ifname).remove()
+            except KernelError as exc:
+                if exc.errno == errno.ENODEV:
+                    raise _missing_interface(ns, ifname, doing, exc) from None
+                if exc.errno == errno.EOPNOTSUPP and settings is not None:
+                    raise FeatureUnavailable(
+                        f"impair({settings.asked}) on {what}: loss needs nftables netdev ingress chains "
+                        f"(nf_tables with CONFIG_NF_TABLES_NETDEV), which the running kernel refused: {exc}",
+                        feature="nft-ingress",
+                    ) from None
+                raise KernelError(exc.errno or errno.EIO, f"{doing}: {exc.doing}", exc.detail) from None
+        if "duplicate" in roles:
+            try:
+                if settings is not None and settings.duplicate:
+                    _rules.duplicate_egress(ifname, settings.duplicate)
+                else:
+                    for table in _rules.egress_duplicate_tables(ifname):
+                        table.remove()
+            except KernelError as exc:
+                if exc.errno == errno.ENODEV:
+                    raise _missing_interface(ns, ifname, doing, exc) from None
+                if exc.errno in (errno.EOPNOTSUPP, errno.ENOENT) and settings is not None:
+                    raise FeatureUnavailable(
+                        f"impair({settings.asked}) on {what}: duplicate needs nftables dup for IPv4 and IPv6 "
+                        f"(nft_dup_ipv4, nft_dup_ipv6) and rt, which the running kernel refused: {exc}",
+                        feature="nft-dup",
+                    ) from None
+                raise KernelError(exc.errno or errno.EIO, f"{doing}: {exc.doing}", exc.detail) from None
 
 
 def _missing_interface(ns: Namespace, ifname: str, doing: str, error: KernelError) -> KernelError:
@@ -212,6 +288,18 @@ class Impairment:
     @property
     def loss(self) -> float | None:
         return self.settings.loss
+
+    @property
+    def duplicate(self) -> float | None:
+        return self.settings.duplicate
+
+    @property
+    def corrupt(self) -> float | None:
+        return self.settings.corrupt
+
+    @property
+    def reorder(self) -> float | None:
+        return self.settings.reorder
 
     def revert(self) -> None:
         """End this impairment (the one before it, if any, applies again). Idempotent."""

@@ -17,7 +17,7 @@ from .._kernel import rtnl as _rtnl
 from .._kernel.handle import handle_of
 from .._kernel.validate import IPInterface
 from .._net.bridge import Bridge
-from .._net.impair import ALL_ROLES, RATE_ONLY, Impairment, Point, Shaper
+from .._net.impair import ALL_ROLES, MEMBER_ROLES, PORT_ROLES, Impairment, Point, Shaper
 from .._net.veth import wait_ready
 from ..namespace import Namespace
 from . import routes
@@ -95,19 +95,28 @@ class _Network:
         delay: str | float | None = None,
         jitter: str | float | None = None,
         loss: float | None = None,
+        duplicate: float | None = None,
+        corrupt: float | None = None,
+        reorder: float | None = None,
     ) -> Impairment:
         """Shape the traffic in both directions; a context manager, or reverted at teardown.
 
-        ``rate`` like "8mbit" or "512kbit" (tc units; frames counted whole),
-        ``delay``/``jitter`` like "40ms" (one way, per direction), ``loss`` a
-        fraction 0..1 of packets dropped silently.  Rate uses tbf, loss an
-        nftables ingress rule, delay and jitter netem: on a kernel without
-        ``sch_netem`` they raise ``FeatureUnavailable`` (a skip under pytest).
-        Invalid values raise ``ValueError`` before anything changes.  A new
-        impairment replaces the current one until it is reverted.
+        ``rate`` like "8mbit" or "512kbit" (bit units or bits per second;
+        frames counted whole), ``delay``/``jitter`` like "40ms" (one way, per
+        direction), and fractions 0..1 of packets: ``loss`` dropped
+        silently, ``duplicate`` delivered twice, ``corrupt`` with one bit
+        flipped, ``reorder`` sent without the delay (so they overtake; it
+        needs ``delay``).  Rate uses tbf, loss and duplicate nftables rules,
+        delay, jitter, corrupt and reorder netem: on a kernel without
+        ``sch_netem`` those raise ``FeatureUnavailable`` (a skip under
+        pytest).  Invalid values raise ``ValueError`` before anything
+        changes.  A new impairment replaces the current one until it is
+        reverted.
         """
         self._topology._check_open()
-        return self._shaper.impair(rate=rate, delay=delay, jitter=jitter, loss=loss)
+        return self._shaper.impair(
+            rate=rate, delay=delay, jitter=jitter, loss=loss, duplicate=duplicate, corrupt=corrupt, reorder=reorder
+        )
 
     def _attachment(self, member: Namespace | str) -> _Attachment:
         node = self._topology._node(member)
@@ -284,9 +293,10 @@ class Segment(_Network):
         # Every frame enters the bridge through one port and leaves through another:
         # loss on port ingress and delay on port egress act once per direction.  The
         # rate also shapes what each member sends, on its own interface, where TCP
-        # gets the back-pressure of a real NIC instead of drops at the bridge.
-        ports: list[Point] = [(self.namespace, name, ALL_ROLES) for name, _ in self._ports]
-        return ports + [(att.node.ns, att.ifname, RATE_ONLY) for att in self._attachments]
+        # gets the back-pressure of a real NIC instead of drops at the bridge; and
+        # copies are made there, by the sender's IP stack (a port has none).
+        ports: list[Point] = [(self.namespace, name, PORT_ROLES) for name, _ in self._ports]
+        return ports + [(att.node.ns, att.ifname, MEMBER_ROLES) for att in self._attachments]
 
 
 def _where(att: _Attachment) -> str:
