@@ -176,11 +176,12 @@ class NetnsHandle:
         no process can be inside, so a namespace only the plugin used pays
         nothing for this.
         """
-        if not self._hosting:
-            # Before anything runs inside: an orphan must find the subreaper flag set.
-            self._walkable = _process.keep_descendants()
-            self._hosting = True
-        self._foreign = self._foreign or foreign
+        with self._lock:
+            if not self._hosting:
+                # Before anything runs inside: an orphan must find the subreaper flag set.
+                self._walkable = _process.keep_descendants()
+                self._hosting = True
+            self._foreign = self._foreign or foreign
         if not self._watched:
             _watchdog.register(self.inode)
             self._watched = True
@@ -238,15 +239,19 @@ def release_all(steps: list[Step]) -> None:
     started = [(handle, problems) for handle, stop, problems in steps if handle._begin_release(stop, problems)]
     hosting = [handle for handle, _ in started if handle._hosting]
     if hosting:
+        first = next(problems for handle, problems in started if handle is hosting[0])
         everywhere = any(handle._foreign or not handle._walkable for handle in hosting)
-        left = _process.kill_in_netns({handle.inode for handle in hosting}, everywhere=everywhere)
-        if left:
-            names = ", ".join(repr(handle.name) for handle in hosting)
-            problem = NetnsError(f"processes {left} in namespace {names} survived SIGKILL for 5 s")
-            next(problems for handle, problems in started if handle is hosting[0]).append(problem)
-        for handle in hosting:
-            if handle._walkable:
-                _process.release_descendants()
+        try:
+            left = _process.kill_in_netns({handle.inode for handle in hosting}, everywhere=everywhere)
+            if left:
+                names = ", ".join(repr(handle.name) for handle in hosting)
+                first.append(NetnsError(f"processes {left} in namespace {names} survived SIGKILL for 5 s"))
+        except Exception as exc:  # pragma: no cover - defensive: the namespaces must still be released
+            first.append(NetnsError(f"killing what was left in the namespaces: {type(exc).__name__}: {exc}"))
+        finally:
+            for handle in hosting:
+                if handle._walkable:
+                    _process.release_descendants()
     for handle, problems in started:
         handle._finish_release(problems)
 
