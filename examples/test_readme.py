@@ -59,3 +59,14 @@ def test_service_spreads_over_pods(netns_cluster):
     assert client.run([sys.executable, "-c", lookup]).stdout.strip() == str(svc.ip)
     assert c.resolve("web") == svc.ip
     assert str(n1.pod_cidr) == "10.244.1.0/24" and str(n2.pod_cidr) == "10.244.2.0/24"
+
+
+def test_leader_isolated(netns_bridge):
+    from pytest_netns import partition
+
+    leader, *followers = netns_bridge
+    with partition([leader], followers) as cut:  # the groups stop hearing each other
+        assert not leader.ping(str(followers[0].ip), timeout=0.3)
+        assert followers[0].ping(str(followers[1].ip))
+    assert not cut.active  # healed: traffic flows again
+    assert leader.ping(str(followers[0].ip))
