@@ -135,6 +135,10 @@ def servers() -> Iterator[list[Responder]]:
         responder.close()
 
 
+#: A test run in both CNI modes (``cni`` is the mode; bridge mode skips where br_netfilter is missing).
+BOTH_CNI = pytest.mark.parametrize("cni", ["ptp", pytest.param("bridge", marks=pytest.mark.netns(cni="bridge"))])
+
+
 @pytest.fixture
 def two_nodes(netns_cluster: Cluster) -> tuple[Cluster, Node, Node]:
     return netns_cluster, netns_cluster.node("node1"), netns_cluster.node("node2")
@@ -155,6 +159,7 @@ def routes(ns: Namespace) -> set[tuple[str, str | None]]:
 # -- layout --------------------------------------------------------------------------------
 
 
+@pytest.mark.netns(cni="bridge")
 def test_nodes_have_node_ips_pod_cidrs_bridges_and_routes_to_each_other(two_nodes) -> None:
     cluster, n1, n2 = two_nodes
     n3 = cluster.node("node3")
@@ -172,6 +177,7 @@ def test_nodes_have_node_ips_pod_cidrs_bridges_and_routes_to_each_other(two_node
     assert ("10.244.3.0/24", "172.18.0.4") in routes(n1)
 
 
+@pytest.mark.netns(cni="bridge")
 def test_pods_have_eth0_on_cni0_an_ip_of_the_node_and_a_default_route(two_nodes) -> None:
     cluster, n1, n2 = two_nodes
     a, b, c = cluster.pod("a", node=n1), cluster.pod("b", node="node1"), cluster.pod("c", node=n2)
@@ -194,7 +200,8 @@ def test_pods_have_eth0_on_cni0_an_ip_of_the_node_and_a_default_route(two_nodes)
 # -- the flat pod network ------------------------------------------------------------------
 
 
-def test_every_pod_reaches_every_pod_by_its_own_ip_without_nat(two_nodes, servers) -> None:
+@BOTH_CNI
+def test_every_pod_reaches_every_pod_by_its_own_ip_without_nat(two_nodes, servers, cni: str) -> None:
     cluster, n1, n2 = two_nodes
     pods = [cluster.pod("a", node=n1), cluster.pod("b", node=n1), cluster.pod("c", node=n2), cluster.pod("d", node=n2)]
     servers += [Responder(p, 7000) for p in pods]
@@ -274,7 +281,8 @@ def assert_fair(counts: Counter[str], pods: list[Pod], total: int = 60) -> None:
     assert chi_square < CHI_SQUARE_LIMIT, counts
 
 
-def test_service_spreads_connections_over_pods_on_the_clients_node_and_others(two_nodes, servers) -> None:
+@BOTH_CNI
+def test_service_spreads_connections_over_pods_on_the_clients_node_and_others(two_nodes, servers, cni: str) -> None:
     cluster, n1, n2 = two_nodes
     pods = [cluster.pod("web-0", node=n1), cluster.pod("web-1", node=n2), cluster.pod("web-2", node=n2)]
     client = cluster.pod("client", node=n1)
@@ -354,7 +362,8 @@ def test_service_without_pods_refuses_and_udp_services_work(two_nodes, servers) 
         assert sock.recv(100).decode().split() == ["dns-0", str(client.ip)]
 
 
-def test_a_pod_reaches_itself_through_its_own_service(two_nodes, servers) -> None:
+@BOTH_CNI
+def test_a_pod_reaches_itself_through_its_own_service(two_nodes, servers, cni: str) -> None:
     cluster, n1, _ = two_nodes
     web = cluster.pod("web-0", node=n1)
     svc = cluster.service("web", port=80, target_port=8080, pods=[web])
@@ -364,6 +373,7 @@ def test_a_pod_reaches_itself_through_its_own_service(two_nodes, servers) -> Non
     assert ask(web, svc.address) == ("web-0", str(n1.gateway))
 
 
+@pytest.mark.netns(cni="bridge")
 def test_same_node_backend_needs_bridged_traffic_to_pass_netfilter(two_nodes, servers) -> None:
     """The reason the nodes set bridge-nf-call-iptables: without it the reply is not un-DNAT-ed."""
     cluster, n1, _ = two_nodes
@@ -387,7 +397,8 @@ def test_same_node_backend_needs_bridged_traffic_to_pass_netfilter(two_nodes, se
 # -- outside the cluster -------------------------------------------------------------------
 
 
-def test_pods_reach_an_external_host_that_sees_the_node_ip(two_nodes, servers) -> None:
+@BOTH_CNI
+def test_pods_reach_an_external_host_that_sees_the_node_ip(two_nodes, servers, cni: str) -> None:
     cluster, n1, n2 = two_nodes
     a, b = cluster.pod("a", node=n1), cluster.pod("b", node=n2)
     ext = cluster.external("ext")
@@ -404,12 +415,15 @@ def test_pods_reach_an_external_host_that_sees_the_node_ip(two_nodes, servers) -
 # -- MTU, input checking, teardown ---------------------------------------------------------
 
 
-def test_set_mtu_changes_every_link_and_large_transfers_cross_nodes(two_nodes, servers) -> None:
+@BOTH_CNI
+def test_set_mtu_changes_every_link_and_large_transfers_cross_nodes(two_nodes, servers, cni: str) -> None:
     cluster, n1, n2 = two_nodes
     a, b = cluster.pod("a", node=n1), cluster.pod("b", node=n2)
     cluster.set_mtu(9000)
     assert cluster.mtu == 9000
-    assert {a.mtu("eth0"), b.mtu("eth0"), n1.mtu("eth0"), n1.mtu("cni0"), n2.mtu(b.node_port),
+    assert two_nodes[0].cni == cni
+    pod_side = n1.mtu("cni0" if cni == "bridge" else a.node_port)
+    assert {a.mtu("eth0"), b.mtu("eth0"), n1.mtu("eth0"), pod_side, n2.mtu(b.node_port),
             cluster.fabric.mtu("br0")} == {9000}
     with b:
         listener = socket.create_server(("0.0.0.0", 9100))

@@ -71,6 +71,8 @@ IFA_ADDRESS = 1
 IFA_LOCAL = 2
 IFA_FLAGS = 8
 IFA_F_NODAD = 0x02
+#: No prefix route for the address's network (IFA_FLAGS only: it does not fit ifa_flags' byte).
+IFA_F_NOPREFIXROUTE = 0x200
 
 RTA_DST = 1
 RTA_OIF = 4
@@ -201,12 +203,23 @@ def del_link(index: int, doing: str = "") -> Request:
     return Request(RTM_DELLINK, 0, ifinfo(index), doing or f"deleting link {index}")
 
 
-def new_address(index: int, address: ipaddress.IPv4Interface | ipaddress.IPv6Interface, doing: str = "") -> Request:
-    """Add an address; IPv6 ones skip duplicate address detection (usable at once)."""
+def new_address(
+    index: int,
+    address: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
+    doing: str = "",
+    *,
+    noprefixroute: bool = False,
+) -> Request:
+    """Add an address; IPv6 ones skip duplicate address detection (usable at once).
+
+    ``noprefixroute``: the kernel adds no route to the address's network (``ip addr add ... noprefixroute``).
+    """
     family = socket.AF_INET if address.version == 4 else socket.AF_INET6
     flags = IFA_F_NODAD if address.version == 6 else 0
+    if noprefixroute:
+        flags |= IFA_F_NOPREFIXROUTE
     packed = address.ip.packed
-    body = IFADDR.pack(family, address.network.prefixlen, flags, RT_SCOPE_UNIVERSE, index)
+    body = IFADDR.pack(family, address.network.prefixlen, flags & 0xFF, RT_SCOPE_UNIVERSE, index)
     body += attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed) + attr_u32(IFA_FLAGS, flags)
     return Request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, doing or f"adding address {address}")
 

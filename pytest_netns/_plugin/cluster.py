@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from .fixtures import require_namespaces, run_settings, teardown, track
+from .settings import cluster_cni, network_settings
 
 if TYPE_CHECKING:
     from ..presets.cluster import Cluster
@@ -23,15 +24,19 @@ def netns_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     Pods are flat across nodes (10.244.<k>.0/24 per node), services get a
     ClusterIP from 10.96.0.0/12 that every node DNATs to a pod, names resolve
     for processes started with ``run``/``popen`` (in-process code uses
-    ``cluster.resolve(name)``).  Everything is torn down after the test
-    (processes stopped, namespaces released).  Outside a test, use
-    ``pytest_netns.cluster.Cluster()`` as a context manager.
+    ``cluster.resolve(name)``).  ``@pytest.mark.netns(cni="ptp"|"bridge")``
+    picks the CNI mode (default ptp; bridge needs br_netfilter).  Everything
+    is torn down after the test (processes stopped, namespaces released).
+    Outside a test, use ``pytest_netns.cluster.Cluster()`` as a context manager.
     """
     require_namespaces(request)
     from ..presets.cluster import Cluster
 
+    network_settings(request.node)  # the whole marker checked: a bad argument is a UsageError naming it
     cluster = Cluster(
-        kill_grace=run_settings(request.config).kill_grace, _namespace_created=lambda ns: track(request, [ns])
+        kill_grace=run_settings(request.config).kill_grace,
+        cni=cluster_cni(request.node),
+        _namespace_created=lambda ns: track(request, [ns]),
     )
     yield cluster
     teardown(request, cluster.close)

@@ -10,21 +10,25 @@ from __future__ import annotations
 import inspect
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 import pytest
 
 from ..presets.simple import NetworkSettings
 
-MARKER_SIGNATURE = 'netns(mtu=1500, subnet="10.0.0.0/24", ipv6=True, size=3)'
+MARKER_SIGNATURE = 'netns(mtu=1500, subnet="10.0.0.0/24", ipv6=True, size=3, cni="ptp")'
 MARKER_HELP = (
     f"{MARKER_SIGNATURE}: configure the network of netns_pair and netns_bridge: "
     "interface MTU, IPv4 subnet (hosts get its first addresses in order), whether IPv6 "
-    "addresses (fd00::/64) are added, and the number of bridge members."
+    "addresses (fd00::/64) are added, and the number of bridge members; "
+    "cni: how netns_cluster connects pods to their node (ptp or bridge)."
 )
 PCAP_CHOICES = ("never", "failed", "always")
 
 
-def _marker_arguments(*, mtu: int = 1500, subnet: str = "10.0.0.0/24", ipv6: bool = True, size: int = 3) -> None:
+def _marker_arguments(
+    *, mtu: int = 1500, subnet: str = "10.0.0.0/24", ipv6: bool = True, size: int = 3, cni: str = "ptp"
+) -> None:
     """The marker's signature; binding to it reports unknown arguments."""
 
 
@@ -44,10 +48,21 @@ def network_settings(item: pytest.Item, members: int | None = None) -> NetworkSe
     unknown = sorted(set(marker.kwargs) - set(inspect.signature(_marker_arguments).parameters))
     if unknown:
         raise pytest.UsageError(f"{where}: unknown argument {', '.join(map(repr, unknown))} (valid: {valid})")
+    network = {key: value for key, value in marker.kwargs.items() if key != "cni"}
     try:
-        return NetworkSettings.checked(**marker.kwargs, members=members)
+        cluster_cni(item)
+        return NetworkSettings.checked(**network, members=members)
     except ValueError as exc:
         raise pytest.UsageError(f"{where}: {exc}") from None
+
+
+def cluster_cni(item: pytest.Item) -> Literal["ptp", "bridge"]:
+    """The ``cni`` argument of the closest ``netns`` marker (default ``"ptp"``); a bad value is a ``ValueError``."""
+    from ..presets.cluster.network import DEFAULT_CNI, check_cni
+
+    marker = item.get_closest_marker("netns")
+    cni = check_cni(marker.kwargs.get("cni", DEFAULT_CNI) if marker is not None else DEFAULT_CNI)
+    return "bridge" if cni == "bridge" else "ptp"
 
 
 def addoption(parser: pytest.Parser) -> None:

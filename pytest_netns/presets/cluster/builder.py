@@ -20,6 +20,7 @@ from ..._kernel.handle import handle_of
 from ..._net import sysctl
 from ..._net.bridge import Plug, plug, router_bridge, switch
 from ..._net.hosts import HostsFile, release
+from ..._net.veth import veth
 from ...errors import NetnsError, TeardownError
 from ...namespace import Namespace
 from . import proxy
@@ -33,9 +34,11 @@ from .network import (
     POD_BRIDGE,
     POD_IFNAME,
     PORT_PREFIX,
+    PTP_NODE_SYSCTLS,
     SERVICE_CIDR,
     WITHOUT_BR_NETFILTER,
     IPv4,
+    check_cni,
     check_member_name,
     check_service_name,
     interface,
@@ -54,17 +57,26 @@ DEFAULT_ROUTE = ipaddress.IPv4Network("0.0.0.0/0")
 class Cluster:
     """Nodes, pods, services and external hosts on one machine, torn down together.
 
-    ``Cluster(kill_grace=1.0, mtu=1500)``; use it as a context manager or
-    call ``close()``.  Build with ``node``, ``pod``, ``service`` and
-    ``external``; ``cluster["name"]`` is the node, pod or external host of
-    that name.  See the module docstring for the network it makes.
+    ``Cluster(kill_grace=1.0, mtu=1500, cni="ptp")``; use it as a context
+    manager or call ``close()``.  Build with ``node``, ``pod``, ``service``
+    and ``external``; ``cluster["name"]`` is the node, pod or external host
+    of that name.  ``cni="ptp"`` (kind's kindnet) routes a veth per pod on
+    its node; ``cni="bridge"`` plugs the pods into a bridge ``cni0`` and
+    needs br_netfilter (``FeatureUnavailable`` where it is missing).  See the module docstring for the network it makes.
     """
 
     def __init__(
-        self, *, kill_grace: float = 1.0, mtu: int = 1500, _namespace_created: Callable[[Namespace], None] | None = None
+        self,
+        *,
+        kill_grace: float = 1.0,
+        mtu: int = 1500,
+        cni: Literal["ptp", "bridge"] = "ptp",
+        _namespace_created: Callable[[Namespace], None] | None = None,
     ) -> None:
         self.kill_grace = _validate.duration(kill_grace, "kill_grace")
         self._mtu = _validate.mtu(mtu, "mtu")
+        #: How pods are connected to their node: ``"ptp"`` (a routed veth each) or ``"bridge"`` (``cni0``).
+        self.cni: Literal["ptp", "bridge"] = "bridge" if check_cni(cni) == "bridge" else "ptp"
         self._namespace_created = _namespace_created
         self._owned: list[Namespace] = []
         self._nodes: dict[str, Node] = {}
@@ -176,7 +188,7 @@ class Cluster:
     # -- building --------------------------------------------------------------------------
 
     def node(self, name: str) -> Node:
-        """A new node: ``eth0`` on the node network, ``cni0`` with the next pod CIDR, routes both ways.
+        """A new node: ``eth0`` on the node network, the next pod CIDR (on ``cni0`` in bridge mode), routes both ways.
 
         Services that exist already get their rules on it too.
         """
@@ -193,17 +205,21 @@ class Cluster:
             kill_grace=self.kill_grace,
         )
         self._adopt(node)
-        sysctl.settle(node, NODE_SYSCTLS, required={BRIDGE_NF_CALL_IPTABLES}, needed_for=WITHOUT_BR_NETFILTER)
+        if self.cni == "bridge":
+            sysctl.settle(node, NODE_SYSCTLS, required={BRIDGE_NF_CALL_IPTABLES}, needed_for=WITHOUT_BR_NETFILTER)
+        else:
+            sysctl.settle(node, PTP_NODE_SYSCTLS)
         self._attach_to_fabric(node)
-        node._bridge = router_bridge(
-            node,
-            POD_BRIDGE,
-            interface(node.gateway, node.pod_cidr),
-            mtu=self._mtu,
-            nf_call_iptables=True,
-            port_prefix=PORT_PREFIX,
-            reserved=(NODE_UPLINK,),
-        )
+        if self.cni == "bridge":
+            node._bridge = router_bridge(
+                node,
+                POD_BRIDGE,
+                interface(node.gateway, node.pod_cidr),
+                mtu=self._mtu,
+                nf_call_iptables=True,
+                port_prefix=PORT_PREFIX,
+                reserved=(NODE_UPLINK,),
+            )
         handle_of(node).execute(
             [
                 # The node's own connections to a ClusterIP need a route before the nat
@@ -233,7 +249,10 @@ class Cluster:
         return node
 
     def pod(self, name: str, *, node: Node | str) -> Pod:
-        """A new pod on ``node``: ``eth0`` on its ``cni0``, the next address of its pod CIDR, default route via cni0."""
+        """A new pod on ``node``: ``eth0`` with the next address of its pod CIDR, default route via the node's gateway.
+
+        ptp: a veth routed by the node (a /32 route to the pod), bridge: a port of ``cni0``.
+        """
         self._check_open()
         self._check_new_name(name, "pod")
         host = self._node(node)
@@ -248,18 +267,21 @@ class Cluster:
             kill_grace=self.kill_grace,
         )
         self._adopt(pod)
-        (plugged,) = plug(
-            host._bridge, [Plug(pod, POD_IFNAME, [interface(pod.ip, host.pod_cidr)])], mtu=self._mtu, hairpin=True
+        if self.cni == "bridge":
+            (plugged,) = plug(
+                host._bridge, [Plug(pod, POD_IFNAME, [interface(pod.ip, host.pod_cidr)])], mtu=self._mtu, hairpin=True
+            )
+            pod.node_port = plugged.port
+            pod._uplink_index = plugged.member_index
+            routes: list[_rtnl.Request] = []
+        else:
+            routes = self._ptp_plug(host, pod)
+        routes.append(
+            _rtnl.new_route(
+                DEFAULT_ROUTE, via=host.gateway, doing=f"adding the default route via {host.gateway} in {name!r}"
+            )
         )
-        pod.node_port = plugged.port
-        pod._uplink_index = plugged.member_index
-        handle_of(pod).execute(
-            [
-                _rtnl.new_route(
-                    DEFAULT_ROUTE, via=host.gateway, doing=f"adding the default route via {host.gateway} in {name!r}"
-                )
-            ]
-        )
+        handle_of(pod).execute(routes)
         proxy.masquerade_hairpin(host, pod.ip)
         host._next_host += 1
         host.pods.append(pod)
@@ -339,10 +361,14 @@ class Cluster:
         doing = f"setting MTU {value}"
         self._fabric.set_mtu(value, "the node network")
         for node in self._nodes.values():
-            handle_of(node).execute(
-                [_rtnl.set_link(node._uplink_index, mtu=value, doing=f"{doing} in node {node.name!r}")]
-            )
-            node._bridge.set_mtu(value, f"{node.name}:{POD_BRIDGE}")
+            requests = [_rtnl.set_link(node._uplink_index, mtu=value, doing=f"{doing} in node {node.name!r}")]
+            requests += [
+                _rtnl.set_link(index, mtu=value, doing=f"{doing} on {node.name}:{port}")
+                for port, index in node._veths.items()
+            ]
+            handle_of(node).execute(requests)
+            if self.cni == "bridge":
+                node._bridge.set_mtu(value, f"{node.name}:{POD_BRIDGE}")
         for ns in [*self._pods.values(), *self._externals.values()]:
             handle_of(ns).execute([_rtnl.set_link(ns._uplink_index, mtu=value, doing=f"{doing} in {ns.name!r}")])
         self._mtu = value
@@ -484,8 +510,52 @@ class Cluster:
     def _publish_names(self) -> None:
         self._hosts.update({name: [ip] for name, ip in self.hosts().items()})
 
+    def _ptp_plug(self, host: Node, pod: Pod) -> list[_rtnl.Request]:
+        """The ptp CNI plugin's veth (as kind's kindnet configures it); returns the pod's routes still to add.
+
+        The node's end holds the gateway as a /32 (the same address on every
+        pod's veth) and a /32 route to the pod; the pod keeps its /24 address
+        without the prefix route, reaches the gateway through a link-scope
+        /32 route and everything else via the gateway, so traffic between two
+        pods of one node is routed by the node as well: no bridge, no
+        br_netfilter.
+        """
+        taken = {"lo", NODE_UPLINK, *host._veths}
+        port = pod.name if _is_ifname(pod.name) and pod.name not in taken else ""
+        number = len(host._veths)
+        while not port or port in taken:
+            port, number = f"{PORT_PREFIX}{number}", number + 1
+        gateway = ipaddress.IPv4Interface((host.gateway, 32))
+        port_index, pod_index = veth(host, pod, name_a=port, name_b=POD_IFNAME, mtu=self._mtu, ipv6=False)
+        host._veths[port] = port_index
+        pod.node_port = port
+        pod._uplink_index = pod_index
+        where, there = f"{host.name}:{port}", f"{pod.name}:{POD_IFNAME}"
+        address = interface(pod.ip, host.pod_cidr)
+        handle_of(host).execute(
+            [
+                _rtnl.new_address(port_index, gateway, f"adding {gateway} to {where}"),
+                _rtnl.new_route(ipaddress.IPv4Network(pod.ip), oif=port_index, doing=f"routing {pod.ip}/32 to {where}"),
+            ]
+        )
+        return [
+            _rtnl.new_address(pod_index, address, f"adding {address} to {there}", noprefixroute=True),
+            _rtnl.new_route(gateway.network, oif=pod_index, doing=f"routing {gateway} to {there} in {pod.name!r}"),
+            _rtnl.new_route(
+                host.pod_cidr, via=host.gateway, doing=f"routing {host.pod_cidr} via {host.gateway} in {pod.name!r}"
+            ),
+        ]
+
     def _attach_to_fabric(self, member: _Member) -> None:
         (plugged,) = plug(
             self._fabric, [Plug(member, NODE_UPLINK, [interface(member.ip, NODE_NETWORK)])], mtu=self._mtu
         )
         member._uplink_index = plugged.member_index
+
+
+def _is_ifname(name: str) -> bool:
+    try:
+        _validate.ifname(name)
+    except ValueError:
+        return False
+    return True

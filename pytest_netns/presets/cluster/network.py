@@ -34,7 +34,21 @@ NAT_TABLE = f"{_nft.TABLE_PREFIX}_cluster"
 #: is missing and building a node raises FeatureUnavailable).
 BRIDGE_NF_CALL_IPTABLES = sysctl.BRIDGE_NF_CALL_IPTABLES
 NODE_SYSCTLS = sysctl.BRIDGE_ROUTER
+#: A ptp node routes each pod's veth: forwarding and no reverse-path filter, nothing bridged.
+PTP_NODE_SYSCTLS = sysctl.IPV4_FORWARDING + sysctl.NO_RP_FILTER
 WITHOUT_BR_NETFILTER = "a reply bridged between two pods of one node to be translated back from a ClusterIP"
+
+#: The CNI modes: ``ptp`` routes a veth per pod (kind's kindnet), ``bridge`` plugs pods into ``cni0``.
+CNI_MODES = ("ptp", "bridge")
+DEFAULT_CNI = "ptp"
+
+
+def check_cni(cni: object) -> str:
+    """A CNI mode of ``CNI_MODES``; anything else is a ``ValueError`` naming it."""
+    if not isinstance(cni, str) or cni not in CNI_MODES:
+        raise ValueError(f"cni {cni!r} is not one of {', '.join(map(repr, CNI_MODES))}")
+    return cni
+
 
 #: A pod, node or external host name: a DNS-1123 subdomain (as Kubernetes requires of pod and
 #: node names) of at most 63 characters, a host name in the cluster's hosts file.

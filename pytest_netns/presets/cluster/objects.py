@@ -49,10 +49,13 @@ class Node(_Member):
         super().__init__(name, ip=ip, hosts=hosts, kill_grace=kill_grace)
         #: The network its pods get addresses from (10.244.k.0/24).
         self.pod_cidr = pod_cidr
-        #: ``cni0``'s address: the first host of ``pod_cidr``.
+        #: The pods' gateway, the first host of ``pod_cidr``: ``cni0``'s address (bridge CNI), or the
+        #: /32 on every pod's veth end on the node (ptp CNI).
         self.gateway: IPv4 = pod_cidr[1]
         self.pods: list[Pod] = []
         self._next_host = 2
+        #: ptp CNI: the node's end of each pod's veth (name -> ifindex).
+        self._veths: dict[str, int] = {}
 
     @property
     def _bridge_index(self) -> int:
