@@ -508,7 +508,7 @@ def test_fixtures_are_listed_and_announce_their_namespaces(pytester: pytest.Pyte
         def test_cluster(netns_cluster):
             node = netns_cluster.node("n1")
             netns_cluster.pod("p1", node=node)
-            assert conftest.seen == ["fabric", "n1", "p1"]
+            assert conftest.seen == ["fabric", "n1", "coredns", "p1"]  # the kube-dns pod comes with the first node
         def test_docker(netns_docker):
             netns_docker.container("c1")
             assert conftest.seen[-3:] == ["host", "external", "c1"]

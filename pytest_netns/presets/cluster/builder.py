@@ -23,6 +23,7 @@ from ..._net.hosts import HostsFile, release
 from ..._net.veth import veth
 from ...errors import NetnsError, TeardownError
 from ...namespace import Namespace
+from . import dns as _dns
 from . import proxy
 from .network import (
     BRIDGE_NF_CALL_IPTABLES,
@@ -84,6 +85,10 @@ class Cluster:
         self._externals: dict[str, External] = {}
         self._services: dict[str, Service] = {}
         self._next_service_host = 1
+        #: The kube-dns pod, its two services (UDP and TCP port 53) and server, made with the first node.
+        self._dns_pod: Pod | None = None
+        self._dns_services: list[Service] = []
+        self._dns: _dns.KubeDns | None = None
         self._closed = False
         self._hosts = HostsFile()
         try:
@@ -243,8 +248,10 @@ class Cluster:
                     )
                 ]
             )
-        proxy.set_up_node(node, self._services.values())
+        proxy.set_up_node(node, [*self._dns_services, *self._services.values()])
         self._nodes[name] = node
+        if self._dns is None:
+            self._start_dns(node)
         self._publish_names()
         return node
 
@@ -256,7 +263,8 @@ class Cluster:
         self._check_open()
         self._check_new_name(name, "pod")
         host = self._node(node)
-        if host._next_host >= host.pod_cidr.num_addresses - 1:
+        last = host.pod_cidr.num_addresses - (2 if self._dns_pod is not None and self._dns_pod.node is host else 1)
+        if host._next_host >= last:
             raise ValueError(f"node {host.name!r} has no free address left in {host.pod_cidr}")
         pod = Pod(
             name,
@@ -412,6 +420,8 @@ class Cluster:
         if self._closed:
             return
         self._closed = True
+        if self._dns is not None:
+            self._dns.close()  # its sockets pin the kube-dns pod's namespace
         release(self._owned, self._hosts, "cluster")
 
     def __enter__(self) -> Cluster:
@@ -472,7 +482,8 @@ class Cluster:
         if pod is not None:
             raise ValueError(f"pod {pod.name!r} cannot be in a group of a partition: pods follow their node")
         node = self._node(item)
-        return [node, *node.pods]
+        dns_pod = [self._dns_pod] if self._dns_pod is not None and self._dns_pod.node is node else []
+        return [node, *node.pods, *dns_pod]
 
     def _pod(self, pod: object) -> Pod:
         if isinstance(pod, Pod) and self._pods.get(pod.name) is pod:
@@ -484,7 +495,7 @@ class Cluster:
         )
 
     def _cluster_ip(self, wanted: object) -> IPv4:
-        used = {svc.ip for svc in self._services.values()}
+        used = {svc.ip for svc in self._services.values()} | {_dns.DNS_IP}
         if wanted is not None:
             try:
                 ip = ipaddress.IPv4Address(wanted)
@@ -506,9 +517,80 @@ class Cluster:
         """Write (or atomically replace) the service's rules on every node."""
         for node in self._nodes.values():
             proxy.install_service(node, service)
+        self._refresh_dns()
 
     def _publish_names(self) -> None:
         self._hosts.update({name: [ip] for name, ip in self.hosts().items()})
+        self._refresh_dns()
+
+    # -- cluster DNS ------------------------------------------------------------------------------
+
+    @property
+    def dns_ip(self) -> IPv4:
+        """The kube-dns service's ClusterIP, 10.96.0.10: pods' ``nameserver``."""
+        return _dns.DNS_IP
+
+    @property
+    def dns_pod(self) -> Pod | None:
+        """The kube-dns pod (``k8s-app=kube-dns`` in ``kube-system``, on the first node; None before it).
+
+        It is not in ``pods``, which lists the test's own pods.
+        """
+        return self._dns_pod
+
+    def _start_dns(self, node: Node) -> None:
+        """The kube-dns pod on ``node`` (the last address of its pod CIDR), its services and server."""
+        saved = node._next_host
+        node._next_host = node.pod_cidr.num_addresses - 2
+        try:
+            pod = self.pod(_dns.DNS_POD, node=node)
+        finally:
+            node._next_host = saved
+        del self._pods[pod.name]
+        node.pods.remove(pod)
+        self._dns_pod = pod
+        self._dns = _dns.KubeDns(pod)
+        protos: tuple[tuple[Literal["tcp", "udp"], str], ...] = (("udp", ""), ("tcp", "-tcp"))
+        for proto, suffix in protos:
+            service = Service(
+                self,
+                f"{_dns.DNS_NAMESPACE}.{_dns.DNS_SERVICE}{suffix}",
+                _dns.DNS_IP,
+                _dns.DNS_PORT,
+                _dns.DNS_PORT,
+                proto,
+                "random",
+                [pod],
+            )
+            self._dns_services.append(service)
+            self._install(service)
+
+    def _refresh_dns(self) -> None:
+        """A new snapshot for the server: the next answer sees the change."""
+        if self._dns is None or self._dns_pod is None:
+            return
+        services = [
+            _dns.ServiceRecord(
+                svc.name,
+                "default",
+                svc.ip,
+                [_dns.ServicePort(None, svc.proto, svc.port, svc.target_port)],
+                [ip for ip, _ in svc.endpoints],
+            )
+            for svc in self._services.values()
+        ]
+        services.append(
+            _dns.ServiceRecord(
+                _dns.DNS_SERVICE,
+                _dns.DNS_NAMESPACE,
+                _dns.DNS_IP,
+                [_dns.ServicePort("dns", "udp", 53, 53), _dns.ServicePort("dns-tcp", "tcp", 53, 53)],
+                [self._dns_pod.ip],
+            )
+        )
+        pods = [("default", pod.ip) for pod in self._pods.values()] + [(_dns.DNS_NAMESPACE, self._dns_pod.ip)]
+        hosts = {name: member.ip for table in self._tables() for name, member in table.items()}
+        self._dns.zone = _dns.Zone.build(services, pods, hosts)
 
     def _ptp_plug(self, host: Node, pod: Pod) -> list[_rtnl.Request]:
         """The ptp CNI plugin's veth (as kind's kindnet configures it); returns the pod's routes still to add.

@@ -1,0 +1,226 @@
+"""The cluster's DNS: what CoreDNS's ``kubernetes`` plugin answers, served at 10.96.0.10:53.
+
+``Zone`` is a snapshot of the cluster's names, rebuilt by the builder after
+every change (so the next answer sees it) and read by the server thread
+(``_net.dns_server``) without locks: a rebuild replaces the reference.
+
+Records (``cluster.local``, TTL 5):
+
+* ``<svc>.<ns>.svc.cluster.local`` A: the ClusterIP, or every endpoint for a headless service;
+* ``_<port>._<proto>.<svc>.<ns>.svc.cluster.local`` SRV for named ports: the service port and
+  the service's name, or for a headless service one per endpoint with the target port and
+  ``<a-b-c-d>.<svc>.<ns>.svc.cluster.local.`` (which has an A record);
+* ``<a-b-c-d>.<ns>.pod.cluster.local`` A for the pods of that namespace;
+* PTR for ClusterIPs and endpoint addresses;
+* beyond Kubernetes: single-label names of pods, nodes and external hosts (what a search
+  path ends with once its suffixes are exhausted).
+
+Everything else is NXDOMAIN at once (there is no upstream), with the zone's SOA;
+a name that exists without records of the type asked is NODATA.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from ..._kernel.handle import handle_of
+from ..._net import dns_server
+from ...errors import NetnsError
+from ...namespace import Namespace
+from .network import CLUSTER_DOMAIN, IPv4
+
+DNS_PORT = 53
+#: The kube-dns service's ClusterIP (kubeadm's and kind's: the 10th address of the service CIDR).
+DNS_IP = ipaddress.IPv4Address("10.96.0.10")
+DNS_NAMESPACE = "kube-system"
+DNS_SERVICE = "kube-dns"
+DNS_POD = "coredns"
+DNS_LABELS = {"k8s-app": "kube-dns"}
+
+TTL = 5
+#: CoreDNS's SOA for the cluster zone (negative answers carry it: resolvers cache misses by its minimum).
+_SOA = f"ns.dns.{CLUSTER_DOMAIN}. hostmaster.{CLUSTER_DOMAIN}. 1 7200 1800 86400 {TTL}"
+_ZONE = dns.name.from_text(CLUSTER_DOMAIN)
+_REVERSE = dns.name.from_text("in-addr.arpa")
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    name: str | None
+    proto: str
+    port: int
+    target_port: int
+
+
+@dataclass(frozen=True)
+class ServiceRecord:
+    """What DNS knows of a service: ``ip`` None for a headless one."""
+
+    name: str
+    namespace: str
+    ip: IPv4 | None
+    ports: Sequence[ServicePort]
+    endpoints: Sequence[IPv4]
+
+
+def dashed(ip: IPv4) -> str:
+    return str(ip).replace(".", "-")
+
+
+@dataclass
+class Zone:
+    """Names to records, built once per change of the cluster."""
+
+    a: dict[dns.name.Name, list[IPv4]] = field(default_factory=dict)
+    srv: dict[dns.name.Name, list[tuple[int, dns.name.Name]]] = field(default_factory=dict)
+    ptr: dict[dns.name.Name, list[dns.name.Name]] = field(default_factory=dict)
+    #: Every name with records and all its ancestors down to the zone (NODATA rather than NXDOMAIN).
+    exists: set[dns.name.Name] = field(default_factory=set)
+
+    @classmethod
+    def build(cls, services: Iterable[ServiceRecord], pods: Iterable[tuple[str, IPv4]], hosts: dict[str, IPv4]) -> Zone:
+        """``pods``: (namespace, ip); ``hosts``: single-label names (pods, nodes, external hosts)."""
+        zone = cls()
+        for svc in services:
+            fqdn = dns.name.from_text(f"{svc.name}.{svc.namespace}.svc.{CLUSTER_DOMAIN}")
+            if svc.ip is not None:
+                zone._add_a(fqdn, svc.ip)
+                zone._add_ptr(svc.ip, fqdn)
+                for port in svc.ports:
+                    if port.name:
+                        zone._add_srv(fqdn, port, port.port, fqdn)
+                for ip in svc.endpoints:
+                    zone._add_ptr(ip, dns.name.from_text(dashed(ip), fqdn))
+            else:
+                zone.exists.add(fqdn)
+                for ip in svc.endpoints:
+                    host = dns.name.from_text(dashed(ip), fqdn)
+                    zone._add_a(fqdn, ip)
+                    zone._add_a(host, ip)
+                    zone._add_ptr(ip, host)
+                    for port in svc.ports:
+                        if port.name:
+                            zone._add_srv(fqdn, port, port.target_port, host)
+        for namespace, ip in pods:
+            zone._add_a(dns.name.from_text(f"{dashed(ip)}.{namespace}.pod.{CLUSTER_DOMAIN}"), ip)
+        for name, ip in hosts.items():
+            zone._add_a(dns.name.from_text(name), ip)
+        for owner in [*zone.a, *zone.srv, *zone.ptr]:
+            while owner.is_subdomain(_ZONE) and owner != _ZONE:
+                zone.exists.add(owner)
+                owner = owner.parent()
+            zone.exists.add(owner)
+        zone.exists.add(_ZONE)
+        return zone
+
+    def _add_a(self, name: dns.name.Name, ip: IPv4) -> None:
+        addresses = self.a.setdefault(name, [])
+        if ip not in addresses:
+            addresses.append(ip)
+
+    def _add_ptr(self, ip: IPv4, target: dns.name.Name) -> None:
+        targets = self.ptr.setdefault(dns.name.from_text(ip.reverse_pointer), [])
+        if target not in targets:
+            targets.append(target)
+
+    def _add_srv(self, fqdn: dns.name.Name, port: ServicePort, number: int, target: dns.name.Name) -> None:
+        name = dns.name.from_text(f"_{port.name}._{port.proto}", fqdn)
+        self.srv.setdefault(name, []).append((number, target))
+
+    def answer(self, query: dns.message.Message) -> dns.message.Message:
+        """The response to ``query`` (one question, opcode QUERY: ``_net.dns_server.respond`` checked)."""
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.RA
+        question = query.question[0]
+        name = question.name.canonicalize()
+        rdtype = question.rdtype
+        in_zone = name.is_subdomain(_ZONE) or name.is_subdomain(_REVERSE)
+        if in_zone:
+            response.flags |= dns.flags.AA
+        if question.rdclass != dns.rdataclass.IN:
+            response.set_rcode(dns.rcode.NXDOMAIN if name not in self.exists else dns.rcode.NOERROR)
+            return response
+        records: list[str] = []
+        found = False
+        if name in self.a:
+            found = True
+            if rdtype in (dns.rdatatype.A, dns.rdatatype.ANY):
+                records += [str(ip) for ip in self.a[name]]
+                self._put(response, question.name, dns.rdatatype.A, records)
+        if name in self.srv:
+            found = True
+            if rdtype in (dns.rdatatype.SRV, dns.rdatatype.ANY):
+                srv = self.srv[name]
+                weight = 100 // len(srv)
+                self._put(
+                    response,
+                    question.name,
+                    dns.rdatatype.SRV,
+                    [f"0 {weight} {port} {target.to_text()}" for port, target in srv],
+                )
+                for _, target in srv:
+                    self._put(
+                        response, target, dns.rdatatype.A, [str(ip) for ip in self.a.get(target, [])], "additional"
+                    )
+        if name in self.ptr:
+            found = True
+            if rdtype in (dns.rdatatype.PTR, dns.rdatatype.ANY):
+                self._put(response, question.name, dns.rdatatype.PTR, [t.to_text() for t in self.ptr[name]])
+        if not found and name not in self.exists:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        if not response.answer and (in_zone or found):
+            response.authority.append(dns.rrset.from_text(_ZONE, TTL, dns.rdataclass.IN, dns.rdatatype.SOA, _SOA))
+        return response
+
+    @staticmethod
+    def _put(
+        response: dns.message.Message,
+        name: dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
+        texts: list[str],
+        section: str = "answer",
+    ) -> None:
+        if texts:
+            rrset = dns.rrset.from_text_list(name, TTL, dns.rdataclass.IN, rdtype, texts)
+            getattr(response, section).append(rrset)
+
+
+class KubeDns:
+    """The kube-dns pod's server: UDP and TCP sockets on port 53 made inside ``pod``, served by the one thread."""
+
+    def __init__(self, pod: Namespace) -> None:
+        self.zone = Zone()
+        sockets: list[socket.socket] = []
+        try:
+            with handle_of(pod).entered():
+                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                    sock = socket.socket(socket.AF_INET, kind | socket.SOCK_CLOEXEC)
+                    sockets.append(sock)
+                    if kind == socket.SOCK_STREAM:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind(("0.0.0.0", DNS_PORT))
+                    if kind == socket.SOCK_STREAM:
+                        sock.listen(64)
+        except OSError as exc:
+            for sock in sockets:
+                sock.close()
+            raise NetnsError(f"starting the cluster DNS in pod {pod.name!r} (port {DNS_PORT}): {exc}") from exc
+        self._served = dns_server.serve(sockets, self.answer)
+
+    def answer(self, query: dns.message.Message) -> dns.message.Message:
+        return self.zone.answer(query)
+
+    def close(self) -> None:
+        """Stop serving and close the sockets (they pin the pod's namespace)."""
+        self._served.close()

@@ -1,0 +1,126 @@
+"""The cluster DNS (issue 13): a real server at 10.96.0.10:53 answering as CoreDNS's kubernetes plugin."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+from collections.abc import Iterator
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from pytest_netns._net import dns_server
+from pytest_netns.cluster import Cluster, Pod
+
+DNS = "10.96.0.10"
+needs_dig = pytest.mark.skipif(shutil.which("dig") is None, reason="dig (dnsutils) is not installed")
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    with Cluster() as made:
+        yield made
+
+
+def ask(pod: Pod, name: str, rdtype: str = "A", *, tcp: bool = False) -> dns.message.Message:
+    """One query from inside ``pod`` (the socket is made in its namespace), 2 s at most."""
+    query = dns.message.make_query(name, rdtype)
+    with pod:
+        if tcp:
+            return dns.query.tcp(query, DNS, timeout=2)
+        return dns.query.udp(query, DNS, timeout=2)
+
+
+def addresses(response: dns.message.Message) -> list[str]:
+    return sorted(rr.to_text() for rrset in response.answer if rrset.rdtype == dns.rdatatype.A for rr in rrset)
+
+
+def test_the_server_answers_services_pods_and_misses_over_udp_and_tcp(cluster: Cluster) -> None:
+    n1, n2 = cluster.node("n1"), cluster.node("n2")
+    a, b = cluster.pod("a", node=n1), cluster.pod("b", node=n2)
+    svc = cluster.service("web", port=80, pods=[a])
+    assert cluster.dns_ip == ipaddress.IPv4Address(DNS)
+    assert cluster.dns_pod is not None and cluster.dns_pod.node is n1 and cluster.dns_pod not in cluster.pods
+    for tcp in (False, True):
+        response = ask(b, "web.default.svc.cluster.local", tcp=tcp)  # b is on the other node: through the ClusterIP
+        assert response.rcode() == dns.rcode.NOERROR and addresses(response) == [str(svc.ip)]
+        assert response.answer[0].ttl == 5 and response.flags & dns.flags.AA
+    assert addresses(ask(a, "kube-dns.kube-system.svc.cluster.local")) == [DNS]
+    assert addresses(ask(a, "10-244-2-2.default.pod.cluster.local")) == [str(b.ip)]
+    assert addresses(ask(a, "b")) == [str(b.ip)]  # a bare pod name, beyond Kubernetes
+    assert addresses(ask(a, "n2")) == [str(n2.ip)]
+    ptr = ask(a, svc.ip.reverse_pointer, "PTR")
+    assert [rr.to_text() for rr in ptr.answer[0]] == ["web.default.svc.cluster.local."]
+    srv = ask(a, "_dns._udp.kube-dns.kube-system.svc.cluster.local", "SRV")
+    assert [rr.to_text() for rr in srv.answer[0]] == ["0 100 53 kube-dns.kube-system.svc.cluster.local."]
+    for missing in ("nope.default.svc.cluster.local", "web.other.svc.cluster.local", "example.com", "nope"):
+        response = ask(a, missing)
+        assert response.rcode() == dns.rcode.NXDOMAIN, missing  # at once: there is no upstream
+    nodata = ask(a, "web.default.svc.cluster.local", "AAAA")
+    assert nodata.rcode() == dns.rcode.NOERROR and not nodata.answer and nodata.authority  # with the SOA
+    # A name with children but no records of its own exists: NODATA, not NXDOMAIN.
+    assert ask(a, "default.svc.cluster.local").rcode() == dns.rcode.NOERROR
+
+
+def test_changes_are_in_the_next_answer(cluster: Cluster) -> None:
+    n1 = cluster.node("n1")
+    a = cluster.pod("a", node=n1)
+    assert ask(a, "db.default.svc.cluster.local").rcode() == dns.rcode.NXDOMAIN
+    assert ask(a, "c").rcode() == dns.rcode.NXDOMAIN
+    c = cluster.pod("c", node=n1)
+    db = cluster.service("db", port=5432, pods=[c])
+    assert addresses(ask(a, "db.default.svc.cluster.local")) == [str(db.ip)]
+    assert addresses(ask(a, "c")) == [str(c.ip)]
+    endpoint = ask(a, c.ip.reverse_pointer, "PTR")
+    assert [rr.to_text() for rr in endpoint.answer[0]] == ["10-244-1-3.db.default.svc.cluster.local."]
+    db.remove(c)
+    assert ask(a, c.ip.reverse_pointer, "PTR").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_allocated_cluster_ips_skip_the_dns_address(cluster: Cluster) -> None:
+    n1 = cluster.node("n1")
+    a = cluster.pod("a", node=n1)
+    ips = [cluster.service(f"s{i}", port=80, pods=[a]).ip for i in range(11)]
+    assert ipaddress.IPv4Address(DNS) not in ips and len(set(ips)) == 11
+    with pytest.raises(ValueError, match=r"10\.96\.0\.10"):
+        cluster.service("taken", port=80, pods=[a], cluster_ip=DNS)
+
+
+def test_teardown_closes_the_sockets_and_stops_the_thread() -> None:
+    with Cluster() as one:
+        one.node("n1")
+        with Cluster() as two:
+            two.node("n1")
+            assert dns_server.running()
+        assert dns_server.running()  # still serving the first cluster
+        pod = one.pod("a", node="n1")
+        assert ask(pod, "kube-dns.kube-system.svc.cluster.local").rcode() == dns.rcode.NOERROR
+    assert not dns_server.running()
+    assert one.dns_pod is not None and one.dns_pod.closed
+
+
+def test_a_partition_cutting_the_first_node_off_cuts_dns(cluster: Cluster) -> None:
+    n1, n2 = cluster.node("n1"), cluster.node("n2")
+    b = cluster.pod("b", node=n2)
+    with cluster.partition([n1], [n2]):
+        with pytest.raises(dns.exception.Timeout):
+            with b:
+                dns.query.udp(dns.message.make_query("b", "A"), DNS, timeout=0.3)
+    assert addresses(ask(b, "b")) == [str(b.ip)]
+
+
+@needs_dig
+def test_dig_gets_the_answers(cluster: Cluster) -> None:
+    n1 = cluster.node("n1")
+    a = cluster.pod("a", node=n1)
+    svc = cluster.service("web", port=80, pods=[a])
+    for transport in ("+notcp", "+tcp"):
+        out = a.run(["dig", "+short", "+tries=1", "+time=2", transport, f"@{DNS}", "web.default.svc.cluster.local"])
+        assert out.stdout.split() == [str(svc.ip)]
+    out = a.run(["dig", "+tries=1", "+time=2", f"@{DNS}", "nothing.example"])
+    assert "status: NXDOMAIN" in out.stdout
