@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
+import sys
 from collections.abc import Iterator
 
 import dns.exception
@@ -124,3 +125,64 @@ def test_dig_gets_the_answers(cluster: Cluster) -> None:
         assert out.stdout.split() == [str(svc.ip)]
     out = a.run(["dig", "+tries=1", "+time=2", f"@{DNS}", "nothing.example"])
     assert "status: NXDOMAIN" in out.stdout
+
+
+def getent(pod: Pod, name: str) -> list[str]:
+    """The IPv4 addresses libc's resolver gives ``name`` in a process of ``pod`` ([] for a miss)."""
+    out = pod.run(["getent", "ahostsv4", name], check=False)
+    return sorted({line.split()[0] for line in out.stdout.splitlines()})
+
+
+def test_pods_get_kubelets_resolv_conf_and_hosts_file(cluster: Cluster) -> None:
+    n1 = cluster.node("n1")
+    a = cluster.pod("a", node=n1)
+    b = cluster.pod("b", node=n1, namespace="prod")
+    assert a.run(["cat", "/etc/resolv.conf"]).stdout.splitlines() == [
+        "search default.svc.cluster.local svc.cluster.local cluster.local",
+        "nameserver 10.96.0.10",
+        "options ndots:5",
+    ]
+    assert "search prod.svc.cluster.local svc.cluster.local cluster.local" in b.run(["cat", "/etc/resolv.conf"]).stdout
+    entries = [line.split() for line in a.run(["cat", "/etc/hosts"]).stdout.splitlines() if not line.startswith("#")]
+    assert [names for _, *names in entries] == [["localhost"], ["localhost", "ip6-localhost", "ip6-loopback"], ["a"]]
+    assert entries[-1][0] == str(a.ip)
+
+
+def test_libc_follows_the_search_path_across_namespaces(cluster: Cluster) -> None:
+    n1, n2 = cluster.node("n1"), cluster.node("n2")
+    web = cluster.pod("web-1", node=n1)
+    db = cluster.pod("db-1", node=n2, namespace="prod")
+    svc = cluster.service("api", port=80, pods=[web])
+    assert getent(web, "api") == [str(svc.ip)]  # api.default.svc.cluster.local, the first suffix
+    assert getent(web, "api.default") == [str(svc.ip)]  # api.default.svc.cluster.local, the second
+    assert getent(web, "api.default.svc.cluster.local") == [str(svc.ip)]
+    assert getent(db, "api") == []  # prod has no service api: the other suffixes miss too
+    assert getent(db, "api.default") == [str(svc.ip)]
+    assert getent(db, "web-1") == [str(web.ip)]  # a bare pod name, once the search path is exhausted
+    assert getent(web, "kube-dns.kube-system") == [str(cluster.dns_ip)]
+    assert getent(web, f"{str(db.ip).replace('.', '-')}.prod.pod.cluster.local") == [str(db.ip)]
+    assert getent(web, "nothing.example.com") == []
+
+
+def test_dnspython_in_a_pod_process_reads_the_same_resolv_conf(cluster: Cluster) -> None:
+    n1 = cluster.node("n1")
+    a = cluster.pod("a", node=n1, namespace="prod")
+    svc = cluster.service("db", port=5432, pods=[a])
+    script = "import dns.resolver; print(dns.resolver.resolve('db.default', 'A', search=True).rrset[0])"
+    assert a.run([sys.executable, "-c", script]).stdout.split() == [str(svc.ip)]
+
+
+@needs_dig
+def test_dig_uses_the_search_path_with_plus_search(cluster: Cluster) -> None:
+    n1 = cluster.node("n1")
+    a = cluster.pod("a", node=n1)
+    svc = cluster.service("web", port=80, pods=[a])
+    assert a.run(["dig", "+short", "+search", "web"]).stdout.split() == [str(svc.ip)]
+
+
+@pytest.mark.parametrize("bad", ["Prod", "-prod", "prod.x", "", "a" * 64, 7, None])
+def test_namespace_names_are_dns_1123_labels(cluster: Cluster, bad: object) -> None:
+    n1 = cluster.node("n1")
+    with pytest.raises(ValueError, match="namespace name") as raised:
+        cluster.pod("a", node=n1, namespace=bad)  # type: ignore[arg-type]
+    assert repr(bad) in str(raised.value)

@@ -13,6 +13,10 @@ which private files are bind-mounted over the host's:
   so nothing waits for a server that cannot be reached);
 * ``/etc/nsswitch.conf``: the host's, with ``hosts: files``.
 
+A model with a DNS server gives its own resolv.conf instead (a cluster's pods:
+kubelet's, naming the cluster DNS, one ``HostsFile`` per pod since the search
+path depends on the pod's namespace), and nsswitch asks ``files dns``.
+
 How: one long-lived thread per ``HostsFile`` calls ``unshare(CLONE_NEWNS)``
 for itself (the kernel gives it a private copy of the mount table and of its
 working directory), marks every mount as a slave (``mount --make-rslave /``:
@@ -82,12 +86,20 @@ def _bind(source: str, target: str) -> None:
     _check(_libc.mount(source.encode(), target.encode(), None, MS_BIND, None), f"bind-mounting {source} on {target}")
 
 
-def nsswitch_text(host_text: str | None) -> str:
-    """The host's nsswitch.conf with the ``hosts:`` database resolved from files only."""
+def nsswitch_text(host_text: str | None, *, dns: bool = False) -> str:
+    """The host's nsswitch.conf with the ``hosts:`` database resolved from files only (``dns``: then DNS)."""
     lines = [] if host_text is None else host_text.splitlines()
     out = [line for line in lines if not line.lstrip().startswith("hosts:")]
-    out.append("hosts: files  # pytest-netns: names of the topology come from /etc/hosts")
+    if dns:
+        out.append("hosts: files dns  # pytest-netns: the model's DNS server, as in resolv.conf")
+    else:
+        out.append("hosts: files  # pytest-netns: names of the topology come from /etc/hosts")
     return "\n".join(out) + "\n"
+
+
+def kubelet_resolv_conf(nameserver: Address, namespace: str, domain: str) -> str:
+    """A pod's resolv.conf as kubelet writes it (dnsPolicy ClusterFirst)."""
+    return f"search {namespace}.svc.{domain} svc.{domain} {domain}\nnameserver {nameserver}\noptions ndots:5\n"
 
 
 def hosts_text(entries: Mapping[str, Sequence[Address]]) -> str:
@@ -106,7 +118,8 @@ class HostsFile:
     ``close()`` stops the thread and removes the files.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, resolv_conf: str | None = None) -> None:
+        """``resolv_conf``: the text of a resolv.conf naming a DNS server (then nsswitch asks DNS after files)."""
         self._dir = tempfile.mkdtemp(prefix="pytest-netns-hosts-")
         self.hosts_path = os.path.join(self._dir, "hosts")
         self._resolv_path = os.path.join(self._dir, "resolv.conf")
@@ -114,13 +127,13 @@ class HostsFile:
         self._text = ""
         self._write_new(self.hosts_path, _HOSTS_HEADER)
         self._text = _HOSTS_HEADER
-        self._write_new(self._resolv_path, _RESOLV_CONF)
+        self._write_new(self._resolv_path, _RESOLV_CONF if resolv_conf is None else resolv_conf)
         try:
             with open(NSSWITCH_CONF) as handle:
                 host_nsswitch: str | None = handle.read()
         except FileNotFoundError:
             host_nsswitch = None
-        self._write_new(self._nsswitch_path, nsswitch_text(host_nsswitch))
+        self._write_new(self._nsswitch_path, nsswitch_text(host_nsswitch, dns=resolv_conf is not None))
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None

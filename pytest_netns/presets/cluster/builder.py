@@ -19,7 +19,7 @@ from ..._kernel import validate as _validate
 from ..._kernel.handle import handle_of
 from ..._net import sysctl
 from ..._net.bridge import Plug, plug, router_bridge, switch
-from ..._net.hosts import HostsFile, release
+from ..._net.hosts import HostsFile, kubelet_resolv_conf, release
 from ..._net.veth import veth
 from ...errors import NetnsError, TeardownError
 from ...namespace import Namespace
@@ -27,8 +27,10 @@ from . import dns as _dns
 from . import proxy
 from .network import (
     BRIDGE_NF_CALL_IPTABLES,
+    CLUSTER_DOMAIN,
     FIRST_EXTERNAL_HOST,
     FIRST_NODE_HOST,
+    K8S_NAMESPACE,
     NODE_NETWORK,
     NODE_SYSCTLS,
     NODE_UPLINK,
@@ -41,6 +43,7 @@ from .network import (
     IPv4,
     check_cni,
     check_member_name,
+    check_namespace_name,
     check_service_name,
     interface,
     pod_cidr,
@@ -89,6 +92,8 @@ class Cluster:
         self._dns_pod: Pod | None = None
         self._dns_services: list[Service] = []
         self._dns: _dns.KubeDns | None = None
+        #: Each pod's private /etc/hosts and resolv.conf (kubelet's), closed after the namespaces.
+        self._pods_files: list[HostsFile] = []
         self._closed = False
         self._hosts = HostsFile()
         try:
@@ -255,13 +260,16 @@ class Cluster:
         self._publish_names()
         return node
 
-    def pod(self, name: str, *, node: Node | str) -> Pod:
+    def pod(self, name: str, *, node: Node | str, namespace: str = K8S_NAMESPACE) -> Pod:
         """A new pod on ``node``: ``eth0`` with the next address of its pod CIDR, default route via the node's gateway.
 
         ptp: a veth routed by the node (a /32 route to the pod), bridge: a port of ``cni0``.
+        ``namespace`` is its Kubernetes namespace (a DNS-1123 label): processes
+        started in it get kubelet's resolv.conf, searching ``<namespace>.svc.cluster.local`` first.
         """
         self._check_open()
         self._check_new_name(name, "pod")
+        namespace = check_namespace_name(namespace)
         host = self._node(node)
         last = host.pod_cidr.num_addresses - (2 if self._dns_pod is not None and self._dns_pod.node is host else 1)
         if host._next_host >= last:
@@ -271,8 +279,9 @@ class Cluster:
             ip=host.pod_cidr[host._next_host],
             node=host,
             cluster=self,
-            hosts=self._hosts,
+            hosts=self._pod_files(name, host.pod_cidr[host._next_host], namespace),
             kill_grace=self.kill_grace,
+            namespace=namespace,
         )
         self._adopt(pod)
         if self.cni == "bridge":
@@ -422,7 +431,11 @@ class Cluster:
         self._closed = True
         if self._dns is not None:
             self._dns.close()  # its sockets pin the kube-dns pod's namespace
-        release(self._owned, self._hosts, "cluster")
+        try:
+            release(self._owned, self._hosts, "cluster")
+        finally:
+            for files in self._pods_files:
+                files.close()
 
     def __enter__(self) -> Cluster:
         return self
@@ -543,7 +556,7 @@ class Cluster:
         saved = node._next_host
         node._next_host = node.pod_cidr.num_addresses - 2
         try:
-            pod = self.pod(_dns.DNS_POD, node=node)
+            pod = self.pod(_dns.DNS_POD, node=node, namespace=_dns.DNS_NAMESPACE)
         finally:
             node._next_host = saved
         del self._pods[pod.name]
@@ -564,6 +577,13 @@ class Cluster:
             )
             self._dns_services.append(service)
             self._install(service)
+
+    def _pod_files(self, name: str, ip: IPv4, namespace: str) -> HostsFile:
+        """A pod's files as kubelet writes them: /etc/hosts with localhost and its own name, resolv.conf."""
+        files = HostsFile(resolv_conf=kubelet_resolv_conf(_dns.DNS_IP, namespace, CLUSTER_DOMAIN))
+        self._pods_files.append(files)
+        files.update({name: [ip]})
+        return files
 
     def _refresh_dns(self) -> None:
         """A new snapshot for the server: the next answer sees the change."""
@@ -588,7 +608,7 @@ class Cluster:
                 [self._dns_pod.ip],
             )
         )
-        pods = [("default", pod.ip) for pod in self._pods.values()] + [(_dns.DNS_NAMESPACE, self._dns_pod.ip)]
+        pods = [(pod.namespace, pod.ip) for pod in [*self._pods.values(), self._dns_pod]]
         hosts = {name: member.ip for table in self._tables() for name, member in table.items()}
         self._dns.zone = _dns.Zone.build(services, pods, hosts)
 

@@ -73,6 +73,11 @@ def check_member_name(name: object, what: str) -> str:
     return _validate.check_name(name, what=f"{what} name", rule=MEMBER_NAME, hosts_file=True)
 
 
+def check_namespace_name(name: object) -> str:
+    """A Kubernetes namespace name: a DNS-1123 label (it is a label of the DNS names in it)."""
+    return _validate.check_name(name, what="namespace name", rule=_validate.DNS1123_LABEL)
+
+
 def check_service_name(name: object) -> str:
     """A service name: a DNS-1035 label (it is also the first label of the service's DNS names)."""
     return _validate.check_name(name, what="service name", rule=_validate.DNS1035_LABEL)

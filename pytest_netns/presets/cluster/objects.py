@@ -75,10 +75,20 @@ class Pod(_Member):
     """
 
     def __init__(
-        self, name: str, *, ip: IPv4, node: Node, cluster: Cluster, hosts: HostsFile, kill_grace: float
+        self,
+        name: str,
+        *,
+        ip: IPv4,
+        node: Node,
+        cluster: Cluster,
+        hosts: HostsFile,
+        kill_grace: float,
+        namespace: str = K8S_NAMESPACE,
     ) -> None:
         super().__init__(name, ip=ip, hosts=hosts, kill_grace=kill_grace)
         self.node = node
+        #: Its Kubernetes namespace (``default`` unless given).
+        self.namespace = namespace
         #: The name of its veth's other end, a port of the node's ``cni0`` (set once plugged).
         self.node_port = ""
         self._cluster = cluster
