@@ -15,6 +15,7 @@ from .batch import NftError as NftError
 from .batch import NftSocket as NftSocket
 from .batch import NftTable as NftTable
 from .batch import append as append
+from .batch import chain_names as chain_names
 from .batch import delete_table as delete_table
 from .batch import exists as exists
 from .batch import list_tables as list_tables
@@ -34,5 +35,7 @@ from .objects import PRIO_RAW as PRIO_RAW
 from .objects import PRIO_SRCNAT as PRIO_SRCNAT
 from .objects import TABLE_PREFIX as TABLE_PREFIX
 from .objects import Chain as Chain
+from .objects import Element as Element
 from .objects import Rule as Rule
+from .objects import Set as Set
 from .objects import Table as Table

@@ -17,13 +17,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ...errors import KernelError
 from ..netlink import NETLINK_NETFILTER, NetlinkSocket, Request, parse_attrs
 from . import objects
-from .objects import Chain, Rule, Table
+from .objects import Chain, Element, Rule, Set, Table
 
 #: Seconds to wait for an answer from nf_tables.
 RECV_TIMEOUT = 5.0
@@ -94,6 +94,12 @@ class Batch:
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
+        self._set_ids = 0
+
+    def set_id(self) -> int:
+        """A fresh id naming a set within this batch (for ``Lookup``/``Dynset`` of a set made in it)."""
+        self._set_ids += 1
+        return self._set_ids
 
     def add_table(self, family: str, name: str, *, flags: int = 0) -> None:
         """Create ``name`` if missing (an existing table is kept)."""
@@ -133,6 +139,34 @@ class Batch:
     def add_rule(self, family: str, table: str, chain: str, rule: Rule) -> None:
         """Append a rule made of ``rule``'s expressions to ``chain``."""
         self.requests.append(objects.new_rule(family, table, chain, rule))
+
+    def flush_chain(self, family: str, table: str, name: str) -> None:
+        """Delete every rule of the chain (``nft flush chain``)."""
+        self.requests.append(objects.flush_chain(family, table, name))
+
+    def delete_chain(self, family: str, table: str, name: str) -> None:
+        """Delete an empty chain that no rule references once the batch is applied."""
+        self.requests.append(objects.del_chain(family, table, name))
+
+    def add_set(self, family: str, table: str, value: Set) -> None:
+        """Create a set or map (an existing one of that name is kept)."""
+        self.requests.append(objects.new_set(family, table, value))
+
+    def delete_set(self, family: str, table: str, name: str) -> None:
+        """Delete a set that no rule references once the batch is applied."""
+        self.requests.append(objects.del_set(family, table, name))
+
+    def add_elements(
+        self, family: str, table: str, name: str, elements: Sequence[Element], *, set_id: int | None = None
+    ) -> None:
+        """Add elements (key, verdict or None) to a set or map."""
+        if elements:
+            self.requests.append(objects.new_elements(family, table, name, elements, set_id=set_id))
+
+    def delete_elements(self, family: str, table: str, name: str, keys: list[bytes]) -> None:
+        """Delete the elements of ``keys`` (each must be there)."""
+        if keys:
+            self.requests.append(objects.del_elements(family, table, name, keys))
 
     def add_contents(self, table: Table, chains: list[Chain] | None = None) -> None:
         """Create ``chains`` (default: all of the table's), then append every rule of the table."""
@@ -215,6 +249,16 @@ def delete_table(family: str, name: str, *, missing_ok: bool = True) -> None:
         batch = Batch()
         batch.delete_table(family, name)
         batch.commit(sock)
+
+
+def chain_names(sock: NetlinkSocket, family: str, table: str) -> set[str]:
+    """The names of the chains of ``table`` (one dump; an empty set if the table is missing)."""
+    names = set()
+    for message in sock.dump_raw(objects.list_chains(family, table)):
+        attrs = parse_attrs(message, 20, len(message))
+        if attrs.get(objects.NFTA_CHAIN_TABLE, b"").rstrip(b"\0").decode() == table:
+            names.add(attrs.get(objects.NFTA_CHAIN_NAME, b"").rstrip(b"\0").decode())
+    return names
 
 
 def list_tables() -> list[tuple[str, str]]:

@@ -25,6 +25,7 @@ from .expr import (
     FIB_RESULT_ADDRTYPE,
     META_IIF,
     META_L4PROTO,
+    META_MARK,
     META_NFPROTO,
     META_OIF,
     META_OIFNAME,
@@ -32,8 +33,10 @@ from .expr import (
     NG_RANDOM,
     PAYLOAD_NETWORK,
     PAYLOAD_TRANSPORT,
+    REG32_00,
     REG_1,
     REG_2,
+    REG_VERDICT,
     REJECT_ICMPX_UNREACH,
     REJECT_TCP_RST,
     REJECTX_PORT_UNREACH,
@@ -44,10 +47,13 @@ from .expr import (
     Cmp,
     Ct,
     Dup,
+    Dynset,
     Expr,
     Fib,
     Immediate,
+    Lookup,
     Meta,
+    MetaSet,
     Nat,
     Numgen,
     Payload,
@@ -229,3 +235,59 @@ def dup_to_nexthop(version: int) -> list[Expr]:
     """
     key = RT_NEXTHOP4 if version == 4 else RT_NEXTHOP6
     return [Rt(key, REG_1), Meta(META_OIF, REG_2), Dup(REG_1, REG_2)]
+
+
+# -- sets and maps --------------------------------------------------------------------------
+
+
+def daddr_proto_dport_vmap(name: str) -> list[Expr]:
+    """``ip daddr . meta l4proto . th dport vmap @<name>``: each field in the next 4-byte register."""
+    return [
+        Payload(PAYLOAD_NETWORK, 16, 4, dreg=REG32_00),
+        Meta(META_L4PROTO, dreg=REG32_00 + 1),
+        Payload(PAYLOAD_TRANSPORT, 2, 2, dreg=REG32_00 + 2),
+        Lookup(name, sreg=REG32_00, dreg=REG_VERDICT),
+    ]
+
+
+def daddr_proto_dport_key(address: ipaddress.IPv4Address, proto: Literal["tcp", "udp"], port: int) -> bytes:
+    """The key of ``daddr_proto_dport_vmap``'s map: ``<address> . <proto> . <port>``, each field padded to 4 bytes."""
+    return address.packed + bytes([IPPROTO[proto], 0, 0, 0]) + struct.pack("!H", port) + bytes(2)
+
+
+def numgen_vmap(modulus: int, kind: int, name: str, set_id: int) -> list[Expr]:
+    """``numgen random|inc mod <modulus> vmap <anonymous map>`` (keys: host-endian u32, ``numgen_key``)."""
+    return [Numgen(modulus, kind), Lookup(name, sreg=REG_1, dreg=REG_VERDICT, set_id=set_id)]
+
+
+def numgen_key(value: int) -> bytes:
+    return struct.pack("=I", value)
+
+
+def saddr_in(name: str, set_id: int | None = None) -> list[Expr]:
+    """``ip saddr @<name>``."""
+    return [Payload(PAYLOAD_NETWORK, 12, 4), Lookup(name, set_id=set_id)]
+
+
+def update_saddr(name: str, set_id: int | None = None) -> list[Expr]:
+    """``update @<name> { ip saddr }``: add the source address, or restart its timeout."""
+    return [Payload(PAYLOAD_NETWORK, 12, 4), Dynset(name, set_id=set_id)]
+
+
+def mark_or(bits: int) -> list[Expr]:
+    """``meta mark set meta mark or <bits>``."""
+    return [
+        Meta(META_MARK),
+        Bitwise(struct.pack("=I", ~bits & 0xFFFFFFFF), struct.pack("=I", bits)),
+        MetaSet(META_MARK),
+    ]
+
+
+def mark_xor(bits: int) -> list[Expr]:
+    """``meta mark set meta mark xor <bits>``."""
+    return [Meta(META_MARK), Bitwise(struct.pack("=I", 0xFFFFFFFF), struct.pack("=I", bits)), MetaSet(META_MARK)]
+
+
+def mark_and_is(bits: int, value: int) -> list[Expr]:
+    """``meta mark & <bits> == <value>``."""
+    return [Meta(META_MARK), Bitwise(struct.pack("=I", bits)), Cmp(CMP_EQ, struct.pack("=I", value))]

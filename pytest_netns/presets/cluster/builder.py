@@ -299,7 +299,6 @@ class Cluster:
             )
         )
         handle_of(pod).execute(routes)
-        proxy.masquerade_hairpin(host, pod.ip)
         host._next_host += 1
         host.pods.append(pod)
         self._pods[name] = pod

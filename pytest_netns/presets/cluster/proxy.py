@@ -1,58 +1,199 @@
-"""A node's nftables rules: kube-proxy's ClusterIP DNAT and the CNI plugin's masquerades.
+"""A node's nftables rules: kube-proxy in nftables mode, and the CNI plugin's egress masquerade.
 
-Each function acts on the node through its namespace fd, in the calling
-thread only (the node is not entered with ``with node:``, which would mark it
-as hosting processes).
+kube-proxy's nftables mode (``pkg/proxy/nftables``), in one ``ip`` table per node:
+
+* ``nat-prerouting`` and ``nat-output`` (nat, dstnat) ``jump services``;
+  ``services`` holds one rule, ``ip daddr . meta l4proto . th dport vmap
+  @service-ips``, a verdict map from ClusterIP . protocol . port to
+  ``goto service-<ns>/<name>/<proto>/<port>``;
+* a service's chain picks an endpoint with one ``numgen random mod N vmap
+  { 0 : goto endpoint-..., 1 : ... }`` (every endpoint 1/N; ``numgen inc``
+  for ``spread="round_robin"``), or refuses new connections when it has no
+  endpoint; with ``session_affinity="ClientIP"`` it first sends a client
+  seen recently to the same endpoint (``ip saddr @affinity-... goto
+  endpoint-...``);
+* an endpoint's chain marks a pod's connection to itself for masquerade
+  (``ip saddr <pod> jump mark-for-masquerade``), remembers the client for
+  affinity (``update @affinity-... { ip saddr }``, a set with
+  ``flags dynamic,timeout``) and DNATs to the pod;
+* ``nat-postrouting`` (srcnat) ``jump masquerading``: marked connections are
+  masqueraded (so a hairpin reply goes back through the node's conntrack).
+
+A change to a service's endpoints is one transaction per node: its chain is
+flushed and refilled, new endpoint chains added, gone ones flushed and
+deleted.  Each function acts on the node through its namespace fd, in the
+calling thread only (the node is not entered with ``with node:``, which
+would mark it as hosting processes).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from typing import Literal
 
+from ..._kernel import nft as _nft
 from ..._kernel.handle import handle_of
+from ..._kernel.nft import Batch, Chain, Set
+from ..._kernel.nft import expr as _expr
+from ..._kernel.nft import objects as _objects
+from ..._kernel.nft import statements as _words
 from ..._net import rules as _rules
 from ...namespace import Namespace
-from .network import CLUSTER_CIDR, NAT_TABLE, NODE_UPLINK, IPv4
+from .network import CLUSTER_CIDR, K8S_NAMESPACE, NAT_TABLE, NODE_UPLINK
 from .objects import Service
 
+FAMILY = "ip"
+#: kube-proxy's table ``ip kube-proxy``, with this package's prefix.
+TABLE = f"{_nft.TABLE_PREFIX}_kube_proxy"
+SERVICES_MAP = "service-ips"
+#: kube-proxy's masquerade bit (``--masquerade-bit=14``).
+MASQUERADE_MARK = 0x4000
 
-def install_service(node: Namespace, service: Service) -> None:
-    """Write (or atomically replace) the service's table on ``node``."""
-    with handle_of(node).entered():
-        _install(service)
+_SERVICE_MAP = Set(
+    SERVICES_MAP,
+    key_type=_objects.concat_type(_objects.TYPE_IPADDR, _objects.TYPE_INET_PROTOCOL, _objects.TYPE_INET_SERVICE),
+    key_len=12,
+    flags=_objects.SET_MAP,
+    data_type=_objects.DATA_VERDICT,
+)
+_GOTO = _expr.NFT_GOTO
 
 
 def set_up_node(node: Namespace, services: Iterable[Service]) -> None:
-    """A new node's egress masquerade and the tables of the services that exist already."""
+    """A new node's egress masquerade, kube-proxy's table and the services that exist already (one transaction)."""
     with handle_of(node).entered():
         _node_nat_table()
+        batch = Batch()
+        batch.add_table(FAMILY, TABLE)
+        for chain in _base_chains():
+            batch.requests.append(_objects.new_chain(FAMILY, TABLE, chain))
+        batch.add_set(FAMILY, TABLE, _SERVICE_MAP)
+        for chain in _base_chains():
+            for rule in chain.rules:
+                batch.add_rule(FAMILY, TABLE, chain.name, rule)
         for service in services:
-            _install(service)
+            _service(batch, service, existing=set())
+        with _nft.operation(f"setting up kube-proxy's rules on node {node.name!r}") as sock:
+            batch.commit(sock)
 
 
-def masquerade_hairpin(node: Namespace, pod: IPv4) -> None:
-    """``ip saddr <pod> ip daddr <pod> masquerade`` on the pod's node.
-
-    A pod whose service connection was DNAT-ed back to itself would answer
-    itself over ``lo`` with the wrong source; seen from the gateway's
-    address, the reply goes back through the bridge and conntrack.
-    """
-    network = ipaddress.ip_network(pod)
-    with handle_of(node).entered():
-        _rules.masquerade(src=network, dst=network, table=NAT_TABLE)
+def install_service(node: Namespace, service: Service) -> None:
+    """Write the service's chains on ``node``, or replace its endpoints, atomically."""
+    doing = f"installing service {service.name!r} on node {node.name!r}"
+    with handle_of(node).entered(), _nft.operation(doing) as sock:
+        batch = Batch()
+        _service(batch, service, existing=_nft.chain_names(sock, FAMILY, TABLE))
+        batch.commit(sock)
 
 
-def _install(service: Service) -> None:
-    """The service's table in the calling thread's namespace (a node)."""
-    _rules.dnat_service(
-        service.name,
-        service.ip,
-        service.port,
-        service.endpoints,
-        proto=service.proto,
-        spread=service.spread,
-    )
+def service_chain(service: Service) -> str:
+    """``service-<ns>/<name>/<proto>/<port>``: kube-proxy's name for the service's chain (without its hash)."""
+    return f"service-{_key(service)}"
+
+
+def endpoint_chain(service: Service, address: object, port: int) -> str:
+    """``endpoint-<ns>/<name>/<proto>/<port>__<pod ip>/<target port>``."""
+    return f"endpoint-{_key(service)}__{address}/{port}"
+
+
+def affinity_set(service: Service, address: object, port: int) -> str:
+    """``affinity-<ns>/<name>/<proto>/<port>__<pod ip>/<target port>``: the clients that keep this endpoint."""
+    return f"affinity-{_key(service)}__{address}/{port}"
+
+
+def _key(service: Service) -> str:
+    namespace = getattr(service, "namespace", K8S_NAMESPACE)
+    return f"{namespace}/{service.name}/{service.proto}/{service.port}"
+
+
+def _base_chains() -> list[Chain]:
+    jump_services = [_expr.Verdict(_expr.NFT_JUMP, "services")]
+    return [
+        Chain("services", [_words.daddr_proto_dport_vmap(SERVICES_MAP)]),
+        Chain("mark-for-masquerade", [_words.mark_or(MASQUERADE_MARK)]),
+        Chain(
+            "masquerading",
+            [
+                [*_words.mark_and_is(MASQUERADE_MARK, 0), _expr.Verdict(_expr.NFT_RETURN)],
+                _words.mark_xor(MASQUERADE_MARK),
+                [_expr.Masq()],
+            ],
+        ),
+        Chain("nat-prerouting", [jump_services], hook=_nft.HOOK_PREROUTING, priority=_nft.PRIO_DSTNAT, type="nat"),
+        Chain("nat-output", [jump_services], hook=_nft.HOOK_OUTPUT, priority=_nft.PRIO_DSTNAT, type="nat"),
+        Chain(
+            "nat-postrouting",
+            [[_expr.Verdict(_expr.NFT_JUMP, "masquerading")]],
+            hook=_nft.HOOK_POSTROUTING,
+            priority=_nft.PRIO_SRCNAT,
+            type="nat",
+        ),
+    ]
+
+
+def _service(batch: Batch, service: Service, existing: set[str]) -> None:
+    """Add to ``batch`` what makes (or remakes) ``service`` in a table whose chains are ``existing``."""
+    chain = service_chain(service)
+    affinity: Literal["ClientIP"] | None = getattr(service, "session_affinity", None)
+    timeout = int(getattr(service, "session_affinity_timeout", 10800))
+    endpoints = list(service.endpoints)
+    wanted = {endpoint_chain(service, ip, port) for ip, port in endpoints}
+    _fresh_chain(batch, chain, existing)
+    for ip, port in endpoints:
+        name = endpoint_chain(service, ip, port)
+        _fresh_chain(batch, name, existing)
+        rules: list[_nft.Rule] = [
+            [*_words.addr(ipaddress.ip_network(ip), "saddr"), _expr.Verdict(_expr.NFT_JUMP, "mark-for-masquerade")]
+        ]
+        if affinity is not None:
+            members = affinity_set(service, ip, port)
+            flags = _objects.SET_TIMEOUT | _objects.SET_EVAL
+            batch.add_set(FAMILY, TABLE, Set(members, _objects.TYPE_IPADDR, 4, flags, timeout_ms=timeout * 1000))
+            rules.append(_words.update_saddr(members))
+        rules.append([*_words.l4proto(_words.IPPROTO[service.proto]), *_words.dnat_to(ip, port)])
+        for rule in rules:
+            batch.add_rule(FAMILY, TABLE, name, rule)
+    if affinity is not None:
+        for ip, port in endpoints:
+            goto = _expr.Verdict(_GOTO, endpoint_chain(service, ip, port))
+            batch.add_rule(FAMILY, TABLE, chain, [*_words.saddr_in(affinity_set(service, ip, port)), goto])
+    if endpoints:
+        set_id = batch.set_id()
+        kind = _expr.NG_INCREMENTAL if service.spread == "round_robin" else _expr.NG_RANDOM
+        picks = Set(
+            "__map%d",
+            _objects.TYPE_INTEGER,
+            4,
+            _objects.SET_ANONYMOUS | _objects.SET_CONSTANT | _objects.SET_MAP,
+            data_type=_objects.DATA_VERDICT,
+            id=set_id,
+            host_endian_key=True,
+        )
+        batch.add_set(FAMILY, TABLE, picks)
+        elements = [
+            (_words.numgen_key(number), _expr.Verdict(_GOTO, endpoint_chain(service, ip, port)))
+            for number, (ip, port) in enumerate(endpoints)
+        ]
+        batch.add_elements(FAMILY, TABLE, picks.name, elements, set_id=set_id)
+        batch.add_rule(FAMILY, TABLE, chain, _words.numgen_vmap(len(endpoints), kind, picks.name, set_id))
+    else:
+        batch.add_rule(FAMILY, TABLE, chain, _words.reject_new(service.proto))
+    prefix = endpoint_chain(service, "", 0).removesuffix("/0")
+    for stale in sorted(name for name in existing if name.startswith(prefix) and name not in wanted):
+        batch.flush_chain(FAMILY, TABLE, stale)
+        batch.delete_chain(FAMILY, TABLE, stale)
+        if affinity is not None:
+            batch.delete_set(FAMILY, TABLE, "affinity-" + stale.removeprefix("endpoint-"))
+    key = _words.daddr_proto_dport_key(service.ip, service.proto, service.port)
+    batch.add_elements(FAMILY, TABLE, SERVICES_MAP, [(key, _expr.Verdict(_GOTO, chain))])
+
+
+def _fresh_chain(batch: Batch, name: str, existing: set[str]) -> None:
+    if name in existing:
+        batch.flush_chain(FAMILY, TABLE, name)
+    else:
+        batch.add_chain(FAMILY, TABLE, name)
 
 
 def _node_nat_table() -> None:
