@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import shutil
+import socket
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import dns.exception
 import dns.flags
@@ -15,7 +18,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from pytest_netns._net import dns_server
+from pytest_netns import NetnsError
+from pytest_netns._net import dns_server, resolver
 from pytest_netns.cluster import Cluster, Pod
 
 DNS = "10.96.0.10"
@@ -186,3 +190,50 @@ def test_namespace_names_are_dns_1123_labels(cluster: Cluster, bad: object) -> N
     with pytest.raises(ValueError, match="namespace name") as raised:
         cluster.pod("a", node=n1, namespace=bad)  # type: ignore[arg-type]
     assert repr(bad) in str(raised.value)
+
+
+def test_pod_resolve_follows_the_pods_search_path(cluster: Cluster) -> None:
+    n1, n2 = cluster.node("n1"), cluster.node("n2")
+    a = cluster.pod("a", node=n1)
+    p = cluster.pod("p", node=n2, namespace="prod")
+    web = cluster.service("web", port=80, pods=[a])
+    assert a.resolve("web") == web.ip and a.resolve("web.default.svc") == web.ip
+    assert p.resolve("web.default") == web.ip and p.resolve("n2") == n2.ip
+    with pytest.raises(ValueError, match="'web'"):
+        p.resolve("web")  # prod has no service web
+    assert cluster.resolve("kube-dns.kube-system.svc.cluster.local.") == cluster.dns_ip
+    assert cluster.resolve("web") == web.ip  # the names that resolved before the DNS
+    with cluster.partition([n1], [n2]):
+        with pytest.raises(NetnsError, match="no answer from the cluster DNS"):
+            p.resolve("n2")
+
+
+def test_getaddrinfo_inside_a_pod_asks_the_cluster_dns(cluster: Cluster) -> None:
+    n1 = cluster.node("n1")
+    a = cluster.pod("a", node=n1)
+    web = cluster.service("web", port=80, pods=[a])
+    found = a.call(socket.getaddrinfo, "web", 80, type=socket.SOCK_STREAM)
+    assert [info[4] for info in found] == [(str(web.ip), 80)]
+    with a:
+        assert socket.getaddrinfo("a", "http", socket.AF_INET, socket.SOCK_STREAM)[0][4] == (str(a.ip), 80)
+        with pytest.raises(socket.gaierror) as missing:
+            socket.getaddrinfo("nothing.example.com", 80)
+        assert missing.value.errno == socket.EAI_NONAME  # at once, not the host's unreachable nameserver
+        assert socket.getaddrinfo("127.0.0.1", 80, socket.AF_INET, socket.SOCK_STREAM)[0][4] == ("127.0.0.1", 80)
+    # Threads elsewhere are untouched: outside the namespaces the original function answers.
+    assert resolver.lookup_for_thread() is None
+
+
+def test_asyncio_resolves_with_an_executor_whose_threads_are_inside_the_pod(cluster: Cluster) -> None:
+    n1 = cluster.node("n1")
+    a = cluster.pod("a", node=n1)
+    web = cluster.service("web", port=80, pods=[a])
+
+    async def main() -> list[tuple[str, int]]:
+        loop = asyncio.get_running_loop()
+        # The default executor's threads are outside the namespace: give the loop one whose threads enter it.
+        loop.set_default_executor(ThreadPoolExecutor(1, initializer=a.__enter__))
+        infos = await loop.getaddrinfo("web", 80, type=socket.SOCK_STREAM)
+        return [info[4] for info in infos]
+
+    assert asyncio.run(main()) == [(str(web.ip), 80)]

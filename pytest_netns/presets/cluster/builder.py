@@ -10,6 +10,7 @@ rules of ``proxy``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from ..._kernel import rtnl as _rtnl
 from ..._kernel import validate as _validate
 from ..._kernel.handle import handle_of
-from ..._net import sysctl
+from ..._net import resolver, sysctl
 from ..._net.bridge import Plug, plug, router_bridge, switch
 from ..._net.hosts import HostsFile, kubelet_resolv_conf, release
 from ..._net.veth import veth
@@ -94,6 +95,8 @@ class Cluster:
         self._dns: _dns.KubeDns | None = None
         #: Each pod's private /etc/hosts and resolv.conf (kubelet's), closed after the namespaces.
         self._pods_files: list[HostsFile] = []
+        #: The namespaces registered with the in-process resolver (by inode).
+        self._resolving: list[int] = []
         self._closed = False
         self._hosts = HostsFile()
         try:
@@ -161,10 +164,10 @@ class Cluster:
     def resolve(self, name: str) -> IPv4:
         """The address a name of the cluster resolves to, for code that runs in the test process.
 
-        Processes started with ``run``/``popen`` resolve the same names
-        through ``getaddrinfo``; code under ``with pod:`` uses the test
-        process's resolver, which does not know them.  A trailing dot is
-        allowed; an unknown name raises ``ValueError``.
+        The names of ``hosts()`` and every fully qualified name of the
+        cluster DNS (``kube-dns.kube-system.svc.cluster.local``, pod records).
+        A trailing dot is allowed; an unknown name raises ``ValueError``.
+        ``pod.resolve`` follows a pod's search path instead.
         """
         if not isinstance(name, str):
             raise ValueError(f"name must be a string, got {name!r}")
@@ -173,7 +176,11 @@ class Cluster:
         try:
             return entries[key.lower()]
         except KeyError:
-            raise ValueError(f"no name {name!r} in this cluster (known: {', '.join(entries) or 'none'})") from None
+            pass
+        found = self._dns.zone.lookup(key) if self._dns is not None else []
+        if found:
+            return found[0]
+        raise ValueError(f"no name {name!r} in this cluster (known: {', '.join(entries) or 'none'})")
 
     def __repr__(self) -> str:
         if self._closed:
@@ -430,6 +437,8 @@ class Cluster:
         self._closed = True
         if self._dns is not None:
             self._dns.close()  # its sockets pin the kube-dns pod's namespace
+        for inode in self._resolving:
+            resolver.unregister(inode)
         try:
             release(self._owned, self._hosts, "cluster")
         finally:
@@ -471,6 +480,13 @@ class Cluster:
 
     def _adopt(self, ns: Namespace) -> None:
         self._owned.append(ns)
+        # In-process getaddrinfo in this namespace: a pod asks the cluster DNS, the rest the hosts table.
+        inode = handle_of(ns).inode
+        self._resolving.append(inode)
+        if isinstance(ns, Pod):
+            resolver.register(inode, functools.partial(_dns.search, namespace=ns.namespace))
+        else:
+            resolver.register(inode, self._lookup_host)
         if self._namespace_created is not None:
             self._namespace_created(ns)
 
@@ -576,6 +592,11 @@ class Cluster:
             )
             self._dns_services.append(service)
             self._install(service)
+
+    def _lookup_host(self, name: str) -> list[IPv4]:
+        """A node's or external host's in-process lookup: the cluster's hosts table, as its processes see."""
+        found = self.hosts().get(name.rstrip(".").lower())
+        return [] if found is None else [found]
 
     def _pod_files(self, name: str, ip: IPv4, namespace: str) -> HostsFile:
         """A pod's files as kubelet writes them: /etc/hosts with localhost and its own name, resolv.conf."""

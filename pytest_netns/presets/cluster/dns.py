@@ -26,9 +26,11 @@ import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.query
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
@@ -41,6 +43,7 @@ from ...namespace import Namespace
 from .network import CLUSTER_DOMAIN, IPv4
 
 DNS_PORT = 53
+NDOTS = 5
 #: The kube-dns service's ClusterIP (kubeadm's and kind's: the 10th address of the service CIDR).
 DNS_IP = ipaddress.IPv4Address("10.96.0.10")
 DNS_NAMESPACE = "kube-system"
@@ -123,6 +126,14 @@ class Zone:
             zone.exists.add(owner)
         zone.exists.add(_ZONE)
         return zone
+
+    def lookup(self, name: str) -> list[IPv4]:
+        """The A records of an absolute name (a trailing dot or not), for code outside the cluster."""
+        try:
+            key = dns.name.from_text(name)
+        except dns.exception.DNSException:
+            return []
+        return list(self.a.get(key, []))
 
     def _add_a(self, name: dns.name.Name, ip: IPv4) -> None:
         addresses = self.a.setdefault(name, [])
@@ -224,3 +235,36 @@ class KubeDns:
     def close(self) -> None:
         """Stop serving and close the sockets (they pin the pod's namespace)."""
         self._served.close()
+
+
+def search_names(name: str, namespace: str) -> list[str]:
+    """The absolute names a pod's resolver tries for ``name``, in order (kubelet's search path, ndots:5)."""
+    if name.endswith("."):
+        return [name]
+    suffixes = [f"{namespace}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}", CLUSTER_DOMAIN]
+    searched = [f"{name}.{suffix}." for suffix in suffixes]
+    return [f"{name}.", *searched] if name.count(".") >= NDOTS else [*searched, f"{name}."]
+
+
+def search(name: str, namespace: str, *, timeout: float = 2.0) -> list[IPv4]:
+    """The A records of ``name`` through the search path, asking 10.96.0.10 from the calling thread's namespace.
+
+    [] when every candidate misses; ``dns.exception.Timeout`` when the server does not answer.
+    """
+    for candidate in search_names(name, namespace):
+        try:
+            query = dns.message.make_query(candidate, dns.rdatatype.A)
+        except dns.exception.DNSException:
+            return []  # not a valid DNS name: nothing resolves it
+        response = dns.query.udp(query, str(DNS_IP), port=DNS_PORT, timeout=timeout)
+        if response.flags & dns.flags.TC:
+            response = dns.query.tcp(query, str(DNS_IP), port=DNS_PORT, timeout=timeout)
+        found = [
+            ipaddress.IPv4Address(rr.address)
+            for rrset in response.answer
+            if rrset.rdtype == dns.rdatatype.A
+            for rr in rrset
+        ]
+        if found:
+            return found
+    return []

@@ -5,10 +5,14 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING, Literal
 
+import dns.exception
+
 from ..._kernel.handle import handle_of
 from ..._net.bridge import Bridge
 from ..._net.hosts import HostsFile
+from ...errors import NetnsError
 from ...namespace import Namespace
+from . import dns as _dns
 from .network import CLUSTER_DOMAIN, K8S_NAMESPACE, IPv4
 
 if TYPE_CHECKING:
@@ -94,8 +98,25 @@ class Pod(_Member):
         self._cluster = cluster
 
     def resolve(self, name: str) -> IPv4:
-        """The address ``name`` has in the cluster (``Cluster.resolve``), for in-process code."""
-        return self._cluster.resolve(name)
+        """The address ``name`` has for this pod: the cluster DNS through kubelet's search path.
+
+        The first address of the answer (a headless service has several).
+        An unknown name raises ``ValueError``; a DNS server that does not
+        answer (a partition cut the first node off) ``NetnsError``.
+        """
+        if not isinstance(name, str):
+            raise ValueError(f"name must be a string, got {name!r}")
+        try:
+            with handle_of(self).entered():
+                found = _dns.search(name, self.namespace)
+        except dns.exception.Timeout:
+            raise NetnsError(
+                f"resolving {name!r} in pod {self.name!r}: no answer from the cluster DNS {_dns.DNS_IP}"
+            ) from None
+        if not found:
+            tried = ", ".join(_dns.search_names(name, self.namespace))
+            raise ValueError(f"no name {name!r} for pod {self.name!r} in the cluster DNS (tried {tried})")
+        return found[0]
 
     def __repr__(self) -> str:
         return f"<Pod {self.name!r} {self.ip} on {self.node.name!r}>" if not self.closed else super().__repr__()
