@@ -153,8 +153,9 @@ def test_publish_on_a_host_whose_forward_table_is_taken(netns_docker: DockerHost
 def test_service_on_a_cluster_whose_service_table_is_taken(netns_cluster: Cluster) -> None:
     node = netns_cluster.node("n1")
     netns_cluster.pod("p1", node=node)
-    table = f"{_nft.TABLE_PREFIX}_svc_web"
-    with table_owned_elsewhere(node, table):
+    table = f"{_nft.TABLE_PREFIX}_kube_proxy"  # kube-proxy's table, taken over after the node was made
+    node.call(_nft.NftTable("ip", table).remove)
+    with table_owned_elsewhere(node, table, family="ip"):
         error = fails_with(
             lambda: netns_cluster.service("web", port=80, pods=["p1"]), "installing service 'web'", table
         )

@@ -14,7 +14,7 @@ import struct
 from collections.abc import Callable
 
 import pytest
-from pyroute2.netlink.nfnetlink.nftsocket import nft_chain_msg, nft_rule_msg
+from pyroute2.netlink.nfnetlink.nftsocket import nft_chain_msg, nft_rule_msg, nft_set_elem_list_msg, nft_set_msg
 
 from pytest_netns import Namespace
 from pytest_netns._kernel import netlink
@@ -171,6 +171,46 @@ CASES: dict[str, tuple[Callable[[], list[expr.Expr]], Callable[[], list[dict[str
             _verdict(0),
         ],
     ),
+    "ip daddr . meta l4proto . th dport vmap @service-ips": (
+        lambda: words.daddr_proto_dport_vmap("service-ips"),
+        lambda: [
+            _e("payload", "PAYLOAD", dreg=8, base=1, offset=16, len=4),
+            _e("meta", "META", dreg=9, key=16),
+            _e("payload", "PAYLOAD", dreg=10, base=2, offset=2, len=2),
+            _e("lookup", "LOOKUP", set="service-ips", sreg=8, dreg=0),
+        ],
+    ),
+    "numgen random mod 3 vmap { ... } (anonymous map 7 of the batch)": (
+        lambda: words.numgen_vmap(3, expr.NG_RANDOM, "__map%d", 7),
+        lambda: [
+            _e("numgen", "NG", dreg=1, modulus=3, type=1, offset=0),
+            _e("lookup", "LOOKUP", set="__map%d", sreg=1, dreg=0, set_id=7),
+        ],
+    ),
+    "ip saddr @affinity": (
+        lambda: words.saddr_in("affinity"),
+        lambda: [_payload(1, 12, 4), _e("lookup", "LOOKUP", set="affinity", sreg=1)],
+    ),
+    "update @affinity { ip saddr }": (
+        lambda: words.update_saddr("affinity"),
+        lambda: [_payload(1, 12, 4), _e("dynset", "DYNSET", set_name="affinity", op=1, sreg_key=1)],
+    ),
+    "meta mark set meta mark | 0x4000": (
+        lambda: words.mark_or(0x4000),
+        lambda: [
+            _e("meta", "META", dreg=1, key=3),
+            _e(
+                "bitwise",
+                "BITWISE",
+                sreg=1,
+                dreg=1,
+                len=4,
+                mask=_v(struct.pack("=I", 0xFFFFBFFF)),
+                xor=_v(struct.pack("=I", 0x4000)),
+            ),
+            _e("meta", "META", key=3, sreg=1),
+        ],
+    ),
     "dup to 10.0.0.9 device 2": (
         lambda: [expr.Dup(sreg_addr=1, sreg_dev=2)],
         lambda: [_e("dup", "DUP", sreg_addr=1, sreg_dev=2)],
@@ -212,6 +252,58 @@ def test_base_chains_encode_as_pyroute2_would(chain: Chain, attrs: list[tuple[st
     family = 5 if chain.device else 1
     assert _without_nested_flag(body[4:]).hex() == _pyroute2(nft_chain_msg, theirs, family).hex()
     assert body[0] == family
+
+
+def test_a_verdict_map_keyed_on_a_concatenation_encodes_as_pyroute2_would() -> None:
+    kind = objects.concat_type(objects.TYPE_IPADDR, objects.TYPE_INET_PROTOCOL, objects.TYPE_INET_SERVICE)
+    assert kind == (7 << 12) | (12 << 6) | 13  # ipv4_addr . inet_proto . inet_service, as nft numbers it
+    value = objects.Set("m", kind, 12, objects.SET_MAP, data_type=objects.DATA_VERDICT, id=3)
+    theirs = [
+        ["NFTA_SET_TABLE", "t"],
+        ["NFTA_SET_NAME", "m"],
+        ["NFTA_SET_FLAGS", {"NFT_SET_MAP"}],
+        ["NFTA_SET_KEY_TYPE", kind],
+        ["NFTA_SET_KEY_LEN", 12],
+        ["NFTA_SET_DATA_TYPE", 0xFFFFFF00],
+        ["NFTA_SET_ID", 3],
+    ]
+    assert objects.new_set("ip", "t", value).body[4:].hex() == _pyroute2(nft_set_msg, theirs, 2).hex()
+
+
+def test_a_dynamic_set_with_a_timeout_encodes_as_pyroute2_would() -> None:
+    flags = objects.SET_TIMEOUT | objects.SET_EVAL
+    value = objects.Set("a", objects.TYPE_IPADDR, 4, flags, timeout_ms=10_800_000)
+    theirs = [
+        ["NFTA_SET_TABLE", "t"],
+        ["NFTA_SET_NAME", "a"],
+        ["NFTA_SET_FLAGS", {"NFT_SET_TIMEOUT", "NFT_SET_EVAL"}],
+        ["NFTA_SET_KEY_TYPE", 7],
+        ["NFTA_SET_KEY_LEN", 4],
+        ["NFTA_SET_ID", 0],
+        ["NFTA_SET_TIMEOUT", 10_800_000],
+    ]
+    assert objects.new_set("ip", "t", value).body[4:].hex() == _pyroute2(nft_set_msg, theirs, 2).hex()
+
+
+def test_map_elements_encode_as_pyroute2_would() -> None:
+    key = words.daddr_proto_dport_key(ipaddress.IPv4Address("10.96.0.1"), "tcp", 80)
+    assert key == bytes([10, 96, 0, 1, 6, 0, 0, 0, 0, 80, 0, 0])  # each field padded to 4 bytes
+    goto = expr.Verdict(expr.NFT_GOTO, "svc")
+    ours = objects.new_elements("ip", "t", "__map%d", [(key, goto)], set_id=5).body[4:]
+    verdict = {"attrs": [("NFTA_VERDICT_CODE", expr.NFT_GOTO), ("NFTA_VERDICT_CHAIN", "svc")]}
+    element = {
+        "attrs": [
+            ("NFTA_SET_ELEM_KEY", {"attrs": [("NFTA_DATA_VALUE", key)]}),
+            ("NFTA_SET_ELEM_DATA", {"attrs": [("NFTA_DATA_VERDICT", verdict)]}),
+        ]
+    }
+    theirs = [
+        ["NFTA_SET_ELEM_LIST_TABLE", "t"],
+        ["NFTA_SET_ELEM_LIST_SET", "__map%d"],
+        ["NFTA_SET_ELEM_LIST_ELEMENTS", [element]],
+        ["NFTA_SET_ELEM_LIST_SET_ID", 5],
+    ]
+    assert _without_nested_flag(ours).hex() == _pyroute2(nft_set_elem_list_msg, theirs, 2).hex()
 
 
 def test_batch_frame_names_the_nftables_subsystem() -> None:

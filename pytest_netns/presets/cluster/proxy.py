@@ -65,13 +65,7 @@ def set_up_node(node: Namespace, services: Iterable[Service]) -> None:
     with handle_of(node).entered():
         _node_nat_table()
         batch = Batch()
-        batch.add_table(FAMILY, TABLE)
-        for chain in _base_chains():
-            batch.requests.append(_objects.new_chain(FAMILY, TABLE, chain))
-        batch.add_set(FAMILY, TABLE, _SERVICE_MAP)
-        for chain in _base_chains():
-            for rule in chain.rules:
-                batch.add_rule(FAMILY, TABLE, chain.name, rule)
+        _base(batch)
         for service in services:
             _service(batch, service, existing=set())
         with _nft.operation(f"setting up kube-proxy's rules on node {node.name!r}") as sock:
@@ -83,7 +77,10 @@ def install_service(node: Namespace, service: Service) -> None:
     doing = f"installing service {service.name!r} on node {node.name!r}"
     with handle_of(node).entered(), _nft.operation(doing) as sock:
         batch = Batch()
-        _service(batch, service, existing=_nft.chain_names(sock, FAMILY, TABLE))
+        existing = _nft.chain_names(sock, FAMILY, TABLE)
+        if "services" not in existing:  # the table is gone (deleted by hand): made again
+            _base(batch)
+        _service(batch, service, existing=existing)
         batch.commit(sock)
 
 
@@ -105,6 +102,18 @@ def affinity_set(service: Service, address: object, port: int) -> str:
 def _key(service: Service) -> str:
     namespace = getattr(service, "namespace", K8S_NAMESPACE)
     return f"{namespace}/{service.name}/{service.proto}/{service.port}"
+
+
+def _base(batch: Batch) -> None:
+    """kube-proxy's table, base chains, helper chains and ``service-ips`` map, into ``batch``."""
+    batch.add_table(FAMILY, TABLE)
+    chains = _base_chains()
+    for chain in chains:
+        batch.requests.append(_objects.new_chain(FAMILY, TABLE, chain))
+    batch.add_set(FAMILY, TABLE, _SERVICE_MAP)
+    for chain in chains:
+        for rule in chain.rules:
+            batch.add_rule(FAMILY, TABLE, chain.name, rule)
 
 
 def _base_chains() -> list[Chain]:
@@ -134,6 +143,9 @@ def _base_chains() -> list[Chain]:
 
 def _service(batch: Batch, service: Service, existing: set[str]) -> None:
     """Add to ``batch`` what makes (or remakes) ``service`` in a table whose chains are ``existing``."""
+    vip = service.ip
+    if vip is None:  # a headless service: kube-proxy has nothing to do
+        return
     chain = service_chain(service)
     affinity: Literal["ClientIP"] | None = getattr(service, "session_affinity", None)
     timeout = int(getattr(service, "session_affinity_timeout", 10800))
@@ -185,7 +197,7 @@ def _service(batch: Batch, service: Service, existing: set[str]) -> None:
         batch.delete_chain(FAMILY, TABLE, stale)
         if affinity is not None:
             batch.delete_set(FAMILY, TABLE, "affinity-" + stale.removeprefix("endpoint-"))
-    key = _words.daddr_proto_dport_key(service.ip, service.proto, service.port)
+    key = _words.daddr_proto_dport_key(vip, service.proto, service.port)
     batch.add_elements(FAMILY, TABLE, SERVICES_MAP, [(key, _expr.Verdict(_GOTO, chain))])
 
 
