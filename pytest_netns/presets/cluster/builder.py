@@ -49,7 +49,7 @@ from .network import (
     interface,
     pod_cidr,
 )
-from .objects import External, Node, Pod, Service, _Member
+from .objects import DEFAULT_AFFINITY_TIMEOUT, MAX_AFFINITY_TIMEOUT, External, Node, Pod, Service, _Member
 
 if TYPE_CHECKING:
     from ..._net.partition import Partition
@@ -322,6 +322,8 @@ class Cluster:
         proto: Literal["tcp", "udp"] = "tcp",
         cluster_ip: str | IPv4 | None = None,
         spread: Literal["random", "round_robin"] = "random",
+        session_affinity: Literal["ClientIP"] | None = None,
+        session_affinity_timeout: int = DEFAULT_AFFINITY_TIMEOUT,
     ) -> Service:
         """A ClusterIP service: new connections to ``ip:port`` from any pod or node go to one of ``pods``.
 
@@ -329,6 +331,9 @@ class Cluster:
         address of 10.96.0.0/12.  ``spread="random"`` (kube-proxy's way)
         chooses a pod uniformly at random per connection, ``"round_robin"``
         in turn (per node).  The rules go on every node, present and future.
+        ``session_affinity="ClientIP"``: a client address keeps the pod it
+        got for ``session_affinity_timeout`` seconds (1-86400, default 10800)
+        after its last new connection, as kube-proxy does.
         """
         self._check_open()
         check_service_name(name)
@@ -342,6 +347,11 @@ class Cluster:
             raise ValueError(f"proto {proto!r} is not 'tcp' or 'udp'")
         if spread not in ("random", "round_robin"):
             raise ValueError(f"spread {spread!r} is not 'random' or 'round_robin'")
+        if session_affinity not in (None, "ClientIP"):
+            raise ValueError(f"session_affinity {session_affinity!r} is not None or 'ClientIP'")
+        timeout = session_affinity_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 < timeout <= MAX_AFFINITY_TIMEOUT:
+            raise ValueError(f"session_affinity_timeout {timeout!r} is not a whole number of seconds in 1-86400")
         if isinstance(pods, (str, Namespace)) or not isinstance(pods, Sequence):
             raise ValueError(f"pods must be a list of pods of this cluster, got {pods!r}")
         backends: list[Pod] = []
@@ -352,6 +362,8 @@ class Cluster:
             backends.append(pod)
         ip = self._cluster_ip(cluster_ip)
         service = Service(self, name, ip, port, target, proto, spread, backends)
+        service.session_affinity = session_affinity
+        service.session_affinity_timeout = timeout
         self._install(service)
         self._services[name] = service
         self._publish_names()

@@ -129,6 +129,11 @@ class External(_Member):
         return f"<External {self.name!r} {self.ip}>" if not self.closed else super().__repr__()
 
 
+#: Kubernetes' default ``sessionAffinityConfig.clientIP.timeoutSeconds`` (3 hours), and its maximum (a day).
+DEFAULT_AFFINITY_TIMEOUT = 10800
+MAX_AFFINITY_TIMEOUT = 86400
+
+
 class Service:
     """A ClusterIP service: new connections to ``ip:port`` go to one of ``pods`` at ``target_port``.
 
@@ -156,6 +161,9 @@ class Service:
         self.target_port = target_port
         self.proto: Literal["tcp", "udp"] = proto
         self.spread: Literal["random", "round_robin"] = spread
+        #: ``"ClientIP"``: a client keeps its pod for ``session_affinity_timeout`` seconds (else None).
+        self.session_affinity: Literal["ClientIP"] | None = None
+        self.session_affinity_timeout = DEFAULT_AFFINITY_TIMEOUT
         self._pods = pods
 
     @property

@@ -28,9 +28,9 @@ would mark it as hosting processes).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Iterable, Sequence
 
 from ..._kernel import nft as _nft
 from ..._kernel.handle import handle_of
@@ -39,6 +39,7 @@ from ..._kernel.nft import expr as _expr
 from ..._kernel.nft import objects as _objects
 from ..._kernel.nft import statements as _words
 from ..._net import rules as _rules
+from ...errors import FeatureUnavailable
 from ...namespace import Namespace
 from .network import CLUSTER_CIDR, K8S_NAMESPACE, NAT_TABLE, NODE_UPLINK
 from .objects import Service
@@ -66,10 +67,11 @@ def set_up_node(node: Namespace, services: Iterable[Service]) -> None:
         _node_nat_table()
         batch = Batch()
         _base(batch)
+        services = list(services)
         for service in services:
             _service(batch, service, existing=set())
         with _nft.operation(f"setting up kube-proxy's rules on node {node.name!r}") as sock:
-            batch.commit(sock)
+            _commit(batch, sock, services)
 
 
 def install_service(node: Namespace, service: Service) -> None:
@@ -81,7 +83,7 @@ def install_service(node: Namespace, service: Service) -> None:
         if "services" not in existing:  # the table is gone (deleted by hand): made again
             _base(batch)
         _service(batch, service, existing=existing)
-        batch.commit(sock)
+        _commit(batch, sock, [service])
 
 
 def service_chain(service: Service) -> str:
@@ -147,8 +149,8 @@ def _service(batch: Batch, service: Service, existing: set[str]) -> None:
     if vip is None:  # a headless service: kube-proxy has nothing to do
         return
     chain = service_chain(service)
-    affinity: Literal["ClientIP"] | None = getattr(service, "session_affinity", None)
-    timeout = int(getattr(service, "session_affinity_timeout", 10800))
+    affinity = service.session_affinity
+    timeout = service.session_affinity_timeout
     endpoints = list(service.endpoints)
     wanted = {endpoint_chain(service, ip, port) for ip, port in endpoints}
     _fresh_chain(batch, chain, existing)
@@ -199,6 +201,20 @@ def _service(batch: Batch, service: Service, existing: set[str]) -> None:
             batch.delete_set(FAMILY, TABLE, "affinity-" + stale.removeprefix("endpoint-"))
     key = _words.daddr_proto_dport_key(vip, service.proto, service.port)
     batch.add_elements(FAMILY, TABLE, SERVICES_MAP, [(key, _expr.Verdict(_GOTO, chain))])
+
+
+def _commit(batch: Batch, sock: _nft.NftSocket, services: Sequence[Service]) -> None:
+    """Commit; a kernel without dynamic sets with timeouts is ``FeatureUnavailable`` for session affinity."""
+    try:
+        batch.commit(sock)
+    except _nft.NftError as exc:
+        affinity = [svc.name for svc in services if svc.session_affinity is not None]
+        if affinity and exc.errno == errno.EOPNOTSUPP and exc.request.startswith("add set"):
+            raise FeatureUnavailable(
+                f"session_affinity of service {affinity[0]!r} needs nftables dynamic sets with timeouts "
+                f"(nft_set_hash, nft_dynset), which this kernel refused: {exc}"
+            ) from None
+        raise
 
 
 def _fresh_chain(batch: Batch, name: str, existing: set[str]) -> None:
