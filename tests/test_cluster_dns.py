@@ -237,3 +237,99 @@ def test_asyncio_resolves_with_an_executor_whose_threads_are_inside_the_pod(clus
         return [info[4] for info in infos]
 
     assert asyncio.run(main()) == [(str(web.ip), 80)]
+
+
+def a_records(pod: Pod, name: str) -> list[str]:
+    return addresses(ask(pod, name))
+
+
+def test_headless_service_answers_with_its_ready_pods_and_shrinks_as_they_go(cluster: Cluster) -> None:
+    n1, n2 = cluster.node("n1"), cluster.node("n2")
+    client = cluster.pod("client", node=n1)
+    dbs = [cluster.pod(f"db-{i}", node=(n1, n2)[i % 2], labels={"app": "db"}) for i in range(3)]
+    svc = cluster.service("db", port=5432, selector={"app": "db"}, headless=True, port_name="postgres")
+    assert svc.ip is None and svc.headless and svc.names == []
+    fqdn = "db.default.svc.cluster.local"
+    assert a_records(client, fqdn) == sorted(str(p.ip) for p in dbs)
+    srv = ask(client, f"_postgres._tcp.{fqdn}", "SRV")
+    targets = sorted(rr.target.to_text() for rr in srv.answer[0])
+    assert targets == sorted(f"{str(p.ip).replace('.', '-')}.{fqdn}." for p in dbs)
+    assert all(rr.port == 5432 for rr in srv.answer[0])
+    assert a_records(client, targets[0]) == [targets[0].split(".")[0].replace("-", ".")]
+    dbs[0].delete()
+    assert a_records(client, fqdn) == sorted(str(p.ip) for p in dbs[1:])
+    cluster.delete_pod("db-1")
+    assert a_records(client, fqdn) == [str(dbs[2].ip)]
+    assert "db-0" not in cluster and dbs[0].closed
+    cluster.delete_pod(dbs[2])
+    assert ask(client, fqdn).rcode() == dns.rcode.NOERROR and not ask(client, fqdn).answer  # the name stays, empty
+
+
+def test_selector_endpoints_follow_pods_created_and_deleted(cluster: Cluster) -> None:
+    n1 = cluster.node("n1")
+    first = cluster.pod("w1", node=n1, labels={"app": "web", "tier": "front"})
+    cluster.pod("other", node=n1, labels={"app": "api"})
+    cluster.pod("elsewhere", node=n1, namespace="prod", labels={"app": "web"})
+    svc = cluster.service("web", port=80, selector={"app": "web"}, port_name="http")
+    assert svc.pods == (first,)
+    second = cluster.pod("w2", node=n1, labels={"app": "web"})
+    assert svc.pods == (first, second) and svc.endpoints == [(first.ip, 80), (second.ip, 80)]
+    srv = ask(first, "_http._tcp.web.default.svc.cluster.local", "SRV")
+    assert [rr.to_text() for rr in srv.answer[0]] == ["0 100 80 web.default.svc.cluster.local."]
+    first.delete()
+    assert svc.pods == (second,)
+    with pytest.raises(ValueError, match="selector"):
+        svc.add(second)
+    with pytest.raises(TypeError):
+        second.labels["app"] = "x"  # type: ignore[index]
+
+
+def test_kubernetes_namespaces_names_and_labels(cluster: Cluster) -> None:
+    n1 = cluster.node("n1")
+    a = cluster.pod("a", node=n1)
+    b = cluster.pod("b", node=n1, namespace="prod")
+    web = cluster.service("web", port=80, pods=[a])
+    web_prod = cluster.service("web", port=80, pods=[b], namespace="prod")  # unique per namespace only
+    cluster.service("a", port=80, pods=[a])  # a pod and a service may share a name
+    assert web.ip != web_prod.ip and web_prod.names == ["web.prod", "web.prod.svc", "web.prod.svc.cluster.local"]
+    assert b.resolve("web") == web_prod.ip and a.resolve("web") == web.ip
+    assert a.resolve("a") == cluster.resolve("a.default.svc.cluster.local")  # the service wins over the pod
+    assert getent(a, "web.prod") == [str(web_prod.ip)]
+    assert cluster.k8s_namespaces == {
+        "kube-system": {"kubernetes.io/metadata.name": "kube-system"},
+        "default": {"kubernetes.io/metadata.name": "default"},
+        "prod": {"kubernetes.io/metadata.name": "prod"},
+    }
+    with pytest.raises(ValueError, match="'web' already exists in namespace 'prod'"):
+        cluster.service("web", port=81, pods=[b], namespace="prod")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"labels": {"app": 1}}, "1"),
+        ({"labels": {"-app": "x"}}, "'-app'"),
+        ({"labels": {"app": "x" * 64}}, "'xxxx"),
+        ({"labels": {"bad_prefix.Example/x": "y"}}, "bad_prefix.Example"),
+        ({"labels": ["app"]}, "['app']"),
+    ],
+)
+def test_bad_labels_are_refused_naming_them(cluster: Cluster, kwargs: dict[str, object], named: str) -> None:
+    n1 = cluster.node("n1")
+    with pytest.raises(ValueError) as raised:
+        cluster.pod("a", node=n1, **kwargs)  # type: ignore[arg-type]
+    assert named in str(raised.value)
+
+
+def test_bad_service_arguments_are_refused(cluster: Cluster) -> None:
+    n1 = cluster.node("n1")
+    a = cluster.pod("a", node=n1, labels={"app": "a"})
+    with pytest.raises(ValueError, match="not both"):
+        cluster.service("s", port=80, pods=[a], selector={"app": "a"})
+    with pytest.raises(ValueError, match="neither"):
+        cluster.service("s", port=80)
+    for bad in ("HTTP", "8080", "a--b", "much-too-long-name"):
+        with pytest.raises(ValueError, match=f"port_name '{bad}' is not an IANA service name"):
+            cluster.service("s", port=80, pods=[a], port_name=bad)
+    with pytest.raises(ValueError, match="headless"):
+        cluster.service("s", port=80, pods=[a], headless=True, cluster_ip="10.96.1.1")

@@ -15,6 +15,7 @@ import functools
 import ipaddress
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -214,3 +215,48 @@ def duration(value: object, what: str = "timeout") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
         raise ValueError(f"{what} must be a non-negative number of seconds, got {value!r}")
     return float(value)
+
+
+#: A Kubernetes label name (the part of a key after any prefix) or a non-empty label value.
+LABEL_NAME = NameRule(
+    "a Kubernetes label name",
+    "1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+    re.compile(r"(?=.{1,63}\Z)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"),
+)
+#: A port name: an IANA service name (RFC 6335), as Kubernetes validates ``ports[].name``.
+IANA_SVC_NAME = NameRule(
+    "an IANA service name",
+    "1-15 lowercase letters, digits or '-', at least one letter, no leading, trailing or double '-'",
+    re.compile(r"(?=.{1,15}\Z)(?=.*[a-z])(?!.*--)[a-z0-9]([-a-z0-9]*[a-z0-9])?"),
+)
+
+
+def label_key(key: object) -> str:
+    """A Kubernetes label key: ``[prefix/]name``, the prefix a DNS-1123 subdomain of at most 253 characters."""
+    if not isinstance(key, str):
+        raise ValueError(f"label key {key!r} must be a string")
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not DNS1123_SUBDOMAIN.pattern.fullmatch(prefix)):
+        raise ValueError(
+            f"label key {key!r}: its prefix {prefix!r} is not a DNS-1123 subdomain of at most 253 characters"
+        )
+    check_name(name, what=f"label key {key!r}: name", rule=LABEL_NAME)
+    return key
+
+
+def label_value(key: str, value: object) -> str:
+    """A Kubernetes label value: a string, empty or ``LABEL_NAME``."""
+    if not isinstance(value, str):
+        raise ValueError(f"label {key!r}: value {value!r} must be a string")
+    if value:
+        check_name(value, what=f"label {key!r}: value", rule=LABEL_NAME)
+    return value
+
+
+def labels(value: object, what: str = "labels") -> dict[str, str]:
+    """A mapping of Kubernetes labels (``None``: none), checked key by key."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a mapping of strings to strings, got {value!r}")
+    return {label_key(key): label_value(key, item) for key, item in value.items()}

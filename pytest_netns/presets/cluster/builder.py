@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 from ..._kernel import rtnl as _rtnl
@@ -32,6 +33,7 @@ from .network import (
     FIRST_EXTERNAL_HOST,
     FIRST_NODE_HOST,
     K8S_NAMESPACE,
+    NAMESPACE_NAME_LABEL,
     NODE_NETWORK,
     NODE_SYSCTLS,
     NODE_UPLINK,
@@ -87,14 +89,14 @@ class Cluster:
         self._nodes: dict[str, Node] = {}
         self._pods: dict[str, Pod] = {}
         self._externals: dict[str, External] = {}
-        self._services: dict[str, Service] = {}
+        self._services: dict[tuple[str, str], Service] = {}
         self._next_service_host = 1
         #: The kube-dns pod, its two services (UDP and TCP port 53) and server, made with the first node.
         self._dns_pod: Pod | None = None
         self._dns_services: list[Service] = []
         self._dns: _dns.KubeDns | None = None
         #: Each pod's private /etc/hosts and resolv.conf (kubelet's), closed after the namespaces.
-        self._pods_files: list[HostsFile] = []
+        self._pods_files: dict[IPv4, HostsFile] = {}
         #: The namespaces registered with the in-process resolver (by inode).
         self._resolving: list[int] = []
         self._closed = False
@@ -154,8 +156,9 @@ class Cluster:
         """Every name of the cluster and its address: services (all their names), pods, nodes, external hosts."""
         entries: dict[str, IPv4] = {}
         for service in self._services.values():
-            for name in service.names:
-                entries[name] = service.ip
+            if service.ip is not None:
+                for name in service.names:
+                    entries[name] = service.ip
         for table in (self._pods, self._nodes, self._externals):
             for name, member in table.items():
                 entries[name] = member.ip
@@ -260,14 +263,16 @@ class Cluster:
                     )
                 ]
             )
-        proxy.set_up_node(node, [*self._dns_services, *self._services.values()])
+        proxy.set_up_node(node, [s for s in [*self._dns_services, *self._services.values()] if s.ip is not None])
         self._nodes[name] = node
         if self._dns is None:
             self._start_dns(node)
         self._publish_names()
         return node
 
-    def pod(self, name: str, *, node: Node | str, namespace: str = K8S_NAMESPACE) -> Pod:
+    def pod(
+        self, name: str, *, node: Node | str, namespace: str = K8S_NAMESPACE, labels: Mapping[str, str] | None = None
+    ) -> Pod:
         """A new pod on ``node``: ``eth0`` with the next address of its pod CIDR, default route via the node's gateway.
 
         ptp: a veth routed by the node (a /32 route to the pod), bridge: a port of ``cni0``.
@@ -277,6 +282,7 @@ class Cluster:
         self._check_open()
         self._check_new_name(name, "pod")
         namespace = check_namespace_name(namespace)
+        checked = _validate.labels(labels)
         host = self._node(node)
         last = host.pod_cidr.num_addresses - (2 if self._dns_pod is not None and self._dns_pod.node is host else 1)
         if host._next_host >= last:
@@ -289,6 +295,7 @@ class Cluster:
             hosts=self._pod_files(name, host.pod_cidr[host._next_host], namespace),
             kill_grace=self.kill_grace,
             namespace=namespace,
+            labels=checked,
         )
         self._adopt(pod)
         if self.cni == "bridge":
@@ -309,8 +316,48 @@ class Cluster:
         host._next_host += 1
         host.pods.append(pod)
         self._pods[name] = pod
+        for service in self._services.values():
+            if service.selector is not None and pod in service.pods:
+                self._install(service)  # its endpoints follow the labels
         self._publish_names()
         return pod
+
+    def delete_pod(self, pod: Pod | str) -> None:
+        """Delete a pod: services stop sending new connections to it, DNS forgets it, its namespace is released.
+
+        ``pod.delete()`` does the same.
+        """
+        self._check_open()
+        pod = self._pod(pod)
+        serving = [svc for svc in self._services.values() if pod in svc.pods]
+        del self._pods[pod.name]
+        pod.node.pods.remove(pod)
+        for service in serving:
+            if service.selector is None:
+                service._pods.remove(pod)
+            self._install(service)
+        pod.node._veths.pop(pod.node_port, None)
+        inode = handle_of(pod).inode
+        resolver.unregister(inode)
+        self._resolving.remove(inode)
+        self._owned.remove(pod)
+        self._publish_names()
+        try:
+            pod.close()
+        finally:
+            files = self._pods_files.pop(pod.ip, None)
+            if files is not None:
+                files.close()
+
+    @property
+    def k8s_namespaces(self) -> dict[str, Mapping[str, str]]:
+        """The Kubernetes namespaces (those something was created in) and their labels.
+
+        Each carries ``kubernetes.io/metadata.name=<namespace>``, as the API server sets it.
+        """
+        names = [pod.namespace for pod in ([self._dns_pod] if self._dns_pod else []) + list(self._pods.values())]
+        names += [svc.namespace for svc in self._services.values()]
+        return {name: MappingProxyType({NAMESPACE_NAME_LABEL: name}) for name in dict.fromkeys(names)}
 
     def service(
         self,
@@ -318,12 +365,16 @@ class Cluster:
         *,
         port: int,
         target_port: int | None = None,
-        pods: Sequence[Pod | str],
+        pods: Sequence[Pod | str] | None = None,
         proto: Literal["tcp", "udp"] = "tcp",
         cluster_ip: str | IPv4 | None = None,
         spread: Literal["random", "round_robin"] = "random",
         session_affinity: Literal["ClientIP"] | None = None,
         session_affinity_timeout: int = DEFAULT_AFFINITY_TIMEOUT,
+        namespace: str = K8S_NAMESPACE,
+        selector: Mapping[str, str] | None = None,
+        headless: bool = False,
+        port_name: str | None = None,
     ) -> Service:
         """A ClusterIP service: new connections to ``ip:port`` from any pod or node go to one of ``pods``.
 
@@ -334,13 +385,30 @@ class Cluster:
         ``session_affinity="ClientIP"``: a client address keeps the pod it
         got for ``session_affinity_timeout`` seconds (1-86400, default 10800)
         after its last new connection, as kube-proxy does.
+
+        ``namespace``: its Kubernetes namespace (names are unique per
+        namespace).  ``selector={"app": "web"}`` instead of ``pods``: the
+        pods of its namespace carrying those labels, followed as pods are
+        created and deleted.  ``headless=True``: no ClusterIP (``ip`` is
+        None), DNS answers with the pods' addresses.  ``port_name``: an IANA
+        service name, for SRV records ``_<port_name>._<proto>.<name>.<namespace>.svc.cluster.local``.
         """
         self._check_open()
         check_service_name(name)
-        if name in self._services:
-            raise ValueError(f"service {name!r} already exists in this cluster")
-        if name in self._names():
-            raise ValueError(f"name {name!r} is already used by a node, pod or external host of this cluster")
+        namespace = check_namespace_name(namespace)
+        if (namespace, name) in self._services:
+            raise ValueError(f"service {name!r} already exists in namespace {namespace!r}")
+        if (pods is None) == (selector is None):
+            raise ValueError(f"service {name!r}: give either pods= or selector=, not {'both' if pods else 'neither'}")
+        if not isinstance(headless, bool):
+            raise ValueError(f"headless must be True or False, got {headless!r}")
+        if port_name is not None:
+            _validate.check_name(port_name, what="port_name", rule=_validate.IANA_SVC_NAME)
+        wanted = None if selector is None else _validate.labels(selector, "selector")
+        if wanted == {}:
+            raise ValueError(f"service {name!r}: an empty selector would select every pod; give at least one label")
+        if headless and cluster_ip is not None:
+            raise ValueError(f"service {name!r} is headless: it takes no cluster_ip (got {cluster_ip!r})")
         port = _validate.port(port, "port")
         target = port if target_port is None else _validate.port(target_port, "target_port")
         if proto not in ("tcp", "udp"):
@@ -352,20 +420,32 @@ class Cluster:
         timeout = session_affinity_timeout
         if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 < timeout <= MAX_AFFINITY_TIMEOUT:
             raise ValueError(f"session_affinity_timeout {timeout!r} is not a whole number of seconds in 1-86400")
-        if isinstance(pods, (str, Namespace)) or not isinstance(pods, Sequence):
+        if pods is not None and (isinstance(pods, (str, Namespace)) or not isinstance(pods, Sequence)):
             raise ValueError(f"pods must be a list of pods of this cluster, got {pods!r}")
         backends: list[Pod] = []
-        for item in pods:
+        for item in pods or ():
             pod = self._pod(item)
             if pod in backends:
                 raise ValueError(f"pod {pod.name!r} is given twice in pods")
             backends.append(pod)
-        ip = self._cluster_ip(cluster_ip)
-        service = Service(self, name, ip, port, target, proto, spread, backends)
+        ip = None if headless else self._cluster_ip(cluster_ip)
+        service = Service(
+            self,
+            name,
+            ip,
+            port,
+            target,
+            proto,
+            spread,
+            backends,
+            namespace=namespace,
+            selector=wanted,
+            port_name=port_name,
+        )
         service.session_affinity = session_affinity
         service.session_affinity_timeout = timeout
         self._install(service)
-        self._services[name] = service
+        self._services[namespace, name] = service
         self._publish_names()
         return service
 
@@ -454,7 +534,7 @@ class Cluster:
         try:
             release(self._owned, self._hosts, "cluster")
         finally:
-            for files in self._pods_files:
+            for files in self._pods_files.values():
                 files.close()
 
     def __enter__(self) -> Cluster:
@@ -486,8 +566,6 @@ class Cluster:
         name = check_member_name(name, what)
         if name in self._names():
             raise ValueError(f"name {name!r} is already used in this cluster")
-        if any(name in svc.names for svc in self._services.values()):
-            raise ValueError(f"name {name!r} is already a name of a service of this cluster")
         return name
 
     def _adopt(self, ns: Namespace) -> None:
@@ -535,7 +613,7 @@ class Cluster:
         )
 
     def _cluster_ip(self, wanted: object) -> IPv4:
-        used = {svc.ip for svc in self._services.values()} | {_dns.DNS_IP}
+        used = {svc.ip for svc in self._services.values() if svc.ip is not None} | {_dns.DNS_IP}
         if wanted is not None:
             try:
                 ip = ipaddress.IPv4Address(wanted)
@@ -555,8 +633,9 @@ class Cluster:
 
     def _install(self, service: Service) -> None:
         """Write (or atomically replace) the service's rules on every node."""
-        for node in self._nodes.values():
-            proxy.install_service(node, service)
+        if service.ip is not None:  # a headless service has no rules
+            for node in self._nodes.values():
+                proxy.install_service(node, service)
         self._refresh_dns()
 
     def _publish_names(self) -> None:
@@ -590,17 +669,19 @@ class Cluster:
         node.pods.remove(pod)
         self._dns_pod = pod
         self._dns = _dns.KubeDns(pod)
-        protos: tuple[tuple[Literal["tcp", "udp"], str], ...] = (("udp", ""), ("tcp", "-tcp"))
-        for proto, suffix in protos:
+        protos: tuple[tuple[Literal["tcp", "udp"], str], ...] = (("udp", "dns"), ("tcp", "dns-tcp"))
+        for proto, port_name in protos:
             service = Service(
                 self,
-                f"{_dns.DNS_NAMESPACE}.{_dns.DNS_SERVICE}{suffix}",
+                _dns.DNS_SERVICE,
                 _dns.DNS_IP,
                 _dns.DNS_PORT,
                 _dns.DNS_PORT,
                 proto,
                 "random",
                 [pod],
+                namespace=_dns.DNS_NAMESPACE,
+                port_name=port_name,
             )
             self._dns_services.append(service)
             self._install(service)
@@ -613,7 +694,7 @@ class Cluster:
     def _pod_files(self, name: str, ip: IPv4, namespace: str) -> HostsFile:
         """A pod's files as kubelet writes them: /etc/hosts with localhost and its own name, resolv.conf."""
         files = HostsFile(resolv_conf=kubelet_resolv_conf(_dns.DNS_IP, namespace, CLUSTER_DOMAIN))
-        self._pods_files.append(files)
+        self._pods_files[ip] = files
         files.update({name: [ip]})
         return files
 
@@ -624,9 +705,9 @@ class Cluster:
         services = [
             _dns.ServiceRecord(
                 svc.name,
-                "default",
+                svc.namespace,
                 svc.ip,
-                [_dns.ServicePort(None, svc.proto, svc.port, svc.target_port)],
+                [_dns.ServicePort(svc.port_name, svc.proto, svc.port, svc.target_port)],
                 [ip for ip, _ in svc.endpoints],
             )
             for svc in self._services.values()

@@ -73,6 +73,10 @@ def check_member_name(name: object, what: str) -> str:
     return _validate.check_name(name, what=f"{what} name", rule=MEMBER_NAME, hosts_file=True)
 
 
+#: The label the API server puts on every namespace (what namespace selectors match).
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
 def check_namespace_name(name: object) -> str:
     """A Kubernetes namespace name: a DNS-1123 label (it is a label of the DNS names in it)."""
     return _validate.check_name(name, what="namespace name", rule=_validate.DNS1123_LABEL)

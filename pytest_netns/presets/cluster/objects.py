@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 import dns.exception
@@ -88,14 +90,25 @@ class Pod(_Member):
         hosts: HostsFile,
         kill_grace: float,
         namespace: str = K8S_NAMESPACE,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(name, ip=ip, hosts=hosts, kill_grace=kill_grace)
         self.node = node
         #: Its Kubernetes namespace (``default`` unless given).
         self.namespace = namespace
+        self._labels: Mapping[str, str] = MappingProxyType(dict(labels or {}))
         #: The name of its veth's other end, a port of the node's ``cni0`` (set once plugged).
         self.node_port = ""
         self._cluster = cluster
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        """Its labels (read-only): services select pods by them."""
+        return self._labels
+
+    def delete(self) -> None:
+        """Remove the pod (``Cluster.delete_pod``): services stop sending to it, DNS forgets it."""
+        self._cluster.delete_pod(self)
 
     def resolve(self, name: str) -> IPv4:
         """The address ``name`` has for this pod: the cluster DNS through kubelet's search path.
@@ -145,18 +158,24 @@ class Service:
         self,
         cluster: Cluster,
         name: str,
-        ip: IPv4,
+        ip: IPv4 | None,
         port: int,
         target_port: int,
         proto: Literal["tcp", "udp"],
         spread: Literal["random", "round_robin"],
         pods: list[Pod],
+        *,
+        namespace: str = K8S_NAMESPACE,
+        selector: Mapping[str, str] | None = None,
+        port_name: str | None = None,
     ) -> None:
         self._cluster = cluster
         #: The service name (a DNS label).
         self.name = name
-        #: The ClusterIP.
-        self.ip = ip
+        #: Its Kubernetes namespace.
+        self.namespace = namespace
+        #: The ClusterIP; ``None`` for a headless service (DNS answers with its pods).
+        self.ip: IPv4 | None = ip
         self.port = port
         self.target_port = target_port
         self.proto: Literal["tcp", "udp"] = proto
@@ -164,32 +183,64 @@ class Service:
         #: ``"ClientIP"``: a client keeps its pod for ``session_affinity_timeout`` seconds (else None).
         self.session_affinity: Literal["ClientIP"] | None = None
         self.session_affinity_timeout = DEFAULT_AFFINITY_TIMEOUT
+        #: The port's name (an IANA service name): SRV records ``_<port_name>._<proto>.<svc>...``.
+        self.port_name = port_name
+        self._selector: Mapping[str, str] | None = None if selector is None else MappingProxyType(dict(selector))
         self._pods = pods
 
     @property
+    def headless(self) -> bool:
+        return self.ip is None
+
+    @property
+    def selector(self) -> Mapping[str, str] | None:
+        """The labels its pods carry (pods of its namespace, created or deleted later too), or None for ``pods=``."""
+        return self._selector
+
+    @property
     def pods(self) -> tuple[Pod, ...]:
-        """The pods new connections are spread over, in the order they were added."""
-        return tuple(self._pods)
+        """The pods new connections are spread over: in the order added, or in creation order for a selector."""
+        if self._selector is None:
+            return tuple(self._pods)
+        wanted = self._selector.items()
+        return tuple(
+            pod
+            for pod in self._cluster.pods
+            if pod.namespace == self.namespace and all(pod.labels.get(key) == value for key, value in wanted)
+        )
 
     @property
     def endpoints(self) -> list[tuple[IPv4, int]]:
         """``(pod ip, target_port)`` of every pod, as kube-proxy would see them."""
-        return [(pod.ip, self.target_port) for pod in self._pods]
+        return [(pod.ip, self.target_port) for pod in self.pods]
 
     @property
     def address(self) -> tuple[str, int]:
         """``(ClusterIP, port)`` as a string and an int: ready for ``socket.connect``."""
+        if self.ip is None:
+            raise ValueError(f"service {self.name!r} is headless: it has no ClusterIP (resolve its name for the pods)")
         return str(self.ip), self.port
 
     @property
     def names(self) -> list[str]:
-        """The names that resolve to the ClusterIP: ``web``, ``web.default``, ..., ``web.default.svc.cluster.local``."""
-        base = f"{self.name}.{K8S_NAMESPACE}"
-        return [self.name, base, f"{base}.svc", f"{base}.svc.{CLUSTER_DOMAIN}"]
+        """The names that resolve to the ClusterIP: ``web``, ``web.default``, ..., ``web.default.svc.cluster.local``.
+
+        The bare name only for the ``default`` namespace; none for a headless service.
+        """
+        if self.ip is None:
+            return []
+        base = f"{self.name}.{self.namespace}"
+        names = [base, f"{base}.svc", f"{base}.svc.{CLUSTER_DOMAIN}"]
+        return [self.name, *names] if self.namespace == K8S_NAMESPACE else names
+
+    def _check_listed(self) -> None:
+        if self._selector is not None:
+            raise ValueError(f"service {self.name!r} has a selector: its pods follow their labels, not add/remove")
 
     def add(self, pod: Pod) -> None:
         """Send new connections to ``pod`` too (every node's rules replaced atomically)."""
         self._cluster._check_open()
+        self._check_listed()
         pod = self._cluster._pod(pod)
         if pod in self._pods:
             raise ValueError(f"pod {pod.name!r} is already a backend of service {self.name!r}")
@@ -203,6 +254,7 @@ class Service:
     def remove(self, pod: Pod) -> None:
         """Stop sending new connections to ``pod``; its established connections keep working."""
         self._cluster._check_open()
+        self._check_listed()
         pod = self._cluster._pod(pod)
         if pod not in self._pods:
             raise ValueError(
@@ -218,5 +270,5 @@ class Service:
             raise
 
     def __repr__(self) -> str:
-        pods = ", ".join(p.name for p in self._pods)
+        pods = ", ".join(p.name for p in self.pods)
         return f"<Service {self.name!r} {self.ip}:{self.port}/{self.proto} -> [{pods}]:{self.target_port}>"
