@@ -51,6 +51,7 @@ def test_the_server_answers_services_pods_and_misses_over_udp_and_tcp(cluster: C
     svc = cluster.service("web", port=80, pods=[a])
     assert cluster.dns_ip == ipaddress.IPv4Address(DNS)
     assert cluster.dns_pod is not None and cluster.dns_pod.node is n1 and cluster.dns_pod not in cluster.pods
+    assert cluster.dns_pod.labels == {"k8s-app": "kube-dns"} and cluster.dns_pod.namespace == "kube-system"
     for tcp in (False, True):
         response = ask(b, "web.default.svc.cluster.local", tcp=tcp)  # b is on the other node: through the ClusterIP
         assert response.rcode() == dns.rcode.NOERROR and addresses(response) == [str(svc.ip)]
@@ -333,3 +334,25 @@ def test_bad_service_arguments_are_refused(cluster: Cluster) -> None:
             cluster.service("s", port=80, pods=[a], port_name=bad)
     with pytest.raises(ValueError, match="headless"):
         cluster.service("s", port=80, pods=[a], headless=True, cluster_ip="10.96.1.1")
+
+
+def test_a_client_that_re_resolves_follows_the_service_as_its_pods_change(cluster: Cluster) -> None:
+    n1, n2 = cluster.node("n1"), cluster.node("n2")
+    client = cluster.pod("client", node=n1, namespace="shop")
+    cluster.service("cache", port=6379, selector={"app": "cache"}, headless=True, namespace="shop")
+
+    def current() -> list[str]:
+        with client:  # in-process code: getaddrinfo asks the cluster DNS through the pod's search path
+            try:
+                return sorted({info[4][0] for info in socket.getaddrinfo("cache", 6379, socket.AF_INET)})
+            except socket.gaierror:
+                return []
+
+    assert current() == []  # no pods yet: the name exists with no address, a miss for getaddrinfo
+    one = cluster.pod("cache-1", node=n1, namespace="shop", labels={"app": "cache"})
+    assert current() == [str(one.ip)]
+    two = cluster.pod("cache-2", node=n2, namespace="shop", labels={"app": "cache"})
+    assert current() == sorted([str(one.ip), str(two.ip)])
+    one.delete()
+    assert current() == [str(two.ip)]
+    assert client.resolve("cache") == two.ip

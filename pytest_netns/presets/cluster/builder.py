@@ -662,7 +662,7 @@ class Cluster:
         saved = node._next_host
         node._next_host = node.pod_cidr.num_addresses - 2
         try:
-            pod = self.pod(_dns.DNS_POD, node=node, namespace=_dns.DNS_NAMESPACE)
+            pod = self.pod(_dns.DNS_POD, node=node, namespace=_dns.DNS_NAMESPACE, labels=_dns.DNS_LABELS)
         finally:
             node._next_host = saved
         del self._pods[pod.name]
