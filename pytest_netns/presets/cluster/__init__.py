@@ -1,6 +1,6 @@
 """Kubernetes-style pod networking in network namespaces: ``Cluster``, ``Node``, ``Pod``, ``Service``.
 
-The model kubelet, a bridge CNI plugin and kube-proxy (nftables mode) build
+The model kubelet, a CNI plugin (kindnet's ``ptp``, or ``bridge``) and kube-proxy (nftables mode) build
 on a real cluster, made with netlink only (no Kubernetes, no binaries).  It
 works without pytest; ``netns_cluster`` is the function-scoped fixture::
 
@@ -20,23 +20,29 @@ The network:
   (0-based, in creation order) has ``eth0`` 172.18.0.(k+2) on it, external
   hosts get 172.18.0.200 upwards.
 * **Pod network**: the k-th node (counting from 1) has the pod CIDR 10.244.k.0/24 (``node.pod_cidr``)
-  on a bridge ``cni0`` whose address is the gateway 10.244.k.1; every node
-  routes every other node's pod CIDR via that node's IP; forwarding is on.
-  Pods are flat: every pod reaches every pod by its own IP, without NAT.
-* **Pods**: ``eth0`` (one end of a veth whose other end is a port of the
-  node's ``cni0``), the next free address of the node's pod CIDR from .2,
-  default route via the gateway.  All containers of a pod share it: run them
-  as several processes of the pod (they talk over ``localhost``).
+  and the gateway 10.244.k.1 (``node.gateway``); every node routes every
+  other node's pod CIDR via that node's IP; forwarding is on.  Pods are flat:
+  every pod reaches every pod by its own IP, without NAT.
+* **Pods**: ``eth0``, one end of a veth, with the next free address of the
+  node's pod CIDR from .2 and the default route via the gateway.  All
+  containers of a pod share it: run them as several processes of the pod
+  (they talk over ``localhost``).  ``Cluster(cni="ptp")`` (the default, as
+  kindnet): the veth's other end is on the node, holds the gateway as a /32
+  and has a /32 route to the pod; the pod's /24 has no prefix route, so even
+  its node's other pods are reached via the gateway (routed, never bridged).
+  ``cni="bridge"``: the other end is a port of the node's bridge ``cni0``,
+  which holds the gateway.
 * **Services**: a ClusterIP from 10.96.0.0/12 (sequential from 10.96.0.1,
-  or ``cluster_ip=``).  Every node has an nftables table per service (nat
-  chains on prerouting, for traffic from its pods, and output, for its own)
-  that DNATs *new* connections to ``ip:port`` to one of the service's pods at
-  ``target_port``, chosen uniformly at random per connection (the cascade
-  kube-proxy uses: rule *i* of *n* fires with probability 1/(n-i)), whether
-  that pod is on the client's node or another.  ``service.add(pod)`` /
-  ``service.remove(pod)`` replace each node's table atomically: established
-  connections keep their pod (conntrack), new ones only see the new set.
-  With no pod, new connections are refused (TCP reset), as kube-proxy does.
+  or ``cluster_ip=``).  Every node has kube-proxy's nftables-mode table
+  (``proxy``): new connections to ``ip:port`` (from its pods through
+  prerouting, its own through output) go to one of the service's pods at
+  ``target_port``, chosen by one ``numgen random mod N vmap`` (uniformly),
+  whether that pod is on the client's node or another;
+  ``session_affinity="ClientIP"`` keeps a client on its pod.
+  ``service.add(pod)`` / ``service.remove(pod)`` change each node's rules in
+  one transaction: established connections keep their pod (conntrack), new
+  ones only see the new set.  With no pod, new connections are refused (TCP
+  reset), as kube-proxy does.
 * **Egress**: a pod's packet to anything outside the pod network (an
   ``external`` host, a node) leaves its node MASQUERADEd to the node IP.
 * **Names** (private hosts file for processes started with ``run``/``popen``
@@ -49,25 +55,25 @@ The network:
 Kernel settings the model relies on, set explicitly in the cluster's own
 namespaces (never on the host):
 
-* nodes: ``ip_forward=1``; ``rp_filter=0``; bridged IPv4 traffic passes
-  netfilter (``net.bridge.bridge-nf-call-iptables=1`` plus the per-bridge
-  option on ``cni0``).  The last one decides whether a connection to a
+* nodes: ``ip_forward=1``; ``rp_filter=0``; in bridge mode only, bridged IPv4
+  traffic passes netfilter (``net.bridge.bridge-nf-call-iptables=1`` plus the
+  per-bridge option on ``cni0``; ``FeatureUnavailable`` naming br_netfilter
+  where the kernel lacks it).  The last one decides whether a connection to a
   ClusterIP whose chosen pod sits on the client's own node works at all: the
   DNAT-ed request and the reply are *bridged* between the two pods' ports
   (br_netfilter routes the rewritten packet straight back onto ``cni0``), so
   only when bridged frames pass the IP hooks does conntrack see the reply and
   rewrite its source back to the ClusterIP; without it the client gets a
   reply from the pod's own IP and drops it.  Its bridge ports are in hairpin
-  mode and a pod reaching itself through a service is masqueraded to the
-  gateway (what kubelet's ``hairpin-veth`` mode and kube-proxy's
-  masquerade-hairpin rule do), so a pod may call its own service;
+  mode.  In both modes a pod reaching itself through a service is
+  masqueraded to the gateway (kube-proxy's mark for masquerade), so a pod
+  may call its own service;
 * the node network's bridge passes no frame to netfilter (a plain switch),
   and its namespace has no IPv6 at all;
 * every link of the cluster has no IPv6 address (the model is IPv4, as a
   default cluster is); ``lo`` of nodes, pods and external hosts keeps ``::1``.
 
-Not modelled: NetworkPolicy, NodePort/LoadBalancer services, session
-affinity, a DNS server (names come from a hosts file), IPv6.
+Not modelled: NetworkPolicy, NodePort/LoadBalancer services, a DNS server (names come from a hosts file), IPv6.
 
 Layout: ``network`` (address plan, names, settings), ``objects`` (``Node``,
 ``Pod``, ``External``, ``Service``), ``builder`` (``Cluster``), ``proxy`` (the
