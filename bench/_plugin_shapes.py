@@ -32,3 +32,12 @@ def bench_chain(request: pytest.FixtureRequest, netns_topology: Any) -> list[Any
 def bench_many(request: pytest.FixtureRequest, netns_factory: Any) -> list[Any]:
     """N namespaces (lo up) at once, torn down with the test."""
     return [netns_factory() for _ in range(_size(request, 1000))]
+
+
+@pytest.fixture
+def bench_cluster(netns_cluster: Any) -> Any:
+    """Issue 13's shape: 2 nodes, 4 pods, 1 service (the cluster DNS comes with the first node)."""
+    nodes = [netns_cluster.node("n1"), netns_cluster.node("n2")]
+    pods = [netns_cluster.pod(f"p{i}", node=nodes[i % 2]) for i in range(4)]
+    netns_cluster.service("web", port=80, pods=pods)
+    return netns_cluster

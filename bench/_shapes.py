@@ -31,12 +31,13 @@ class Shape:
             "many": f"{self.size} namespaces at once",
             "noop": "no-op fixture",
             "traffic": "netns_pair, a datagram under `with`",
+            "cluster": "cluster: 2 nodes, 4 pods, 1 service, DNS",
         }[self.key]
 
     @property
     def plugin_only(self) -> bool:
         """The body uses the plugin's objects (``with ns:``): no hand-rolled or floor column."""
-        return self.key in BODIES
+        return self.key in BODIES or self.key in PLUGIN_ONLY
 
     def test_module(self) -> str:
         """The generated test module: ``tests`` trivial tests requesting the fixture."""
@@ -71,6 +72,9 @@ BODIES = {
 }
 
 
+#: Shapes with no hand-rolled equivalent (the cluster's kube-proxy rules, DNS server, resolv.conf).
+PLUGIN_ONLY = {"cluster"}
+
 #: (key, size, fixture, plugin fixture needed, tests in the full run, in --quick, in --smoke)
 _TABLE = [
     ("netns", 1, "netns", "netns", 500, 60, 3),
@@ -81,6 +85,7 @@ _TABLE = [
     ("chain", 100, "bench_chain", "netns_topology", 15, 4, 2),
     ("nat", 3, "netns_nat", "netns_nat", 200, 30, 3),
     ("many", 1000, "bench_many", "netns_factory", 4, 2, 2),
+    ("cluster", 4, "bench_cluster", "netns_cluster", 100, 20, 2),
 ]
 #: Smaller sizes for --smoke, so the smoke test stays fast.
 _SMOKE_SIZE = {100: 5, 1000: 10}
