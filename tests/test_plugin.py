@@ -121,7 +121,9 @@ def test_low_mtu_is_fine_without_ipv6(pytester: pytest.Pytester) -> None:
 
 def test_marker_is_registered_with_its_signature(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--markers")
-    result.stdout.fnmatch_lines(['@pytest.mark.netns(mtu=1500, subnet="10.0.0.0/24", ipv6=True, size=3, cni="ptp")*'])
+    result.stdout.fnmatch_lines(
+        ['@pytest.mark.netns(mtu=1500, subnet="10.0.0.0/24", ipv6=True, size=3, offloads=False, cni="ptp")*']
+    )
 
 
 def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:

@@ -19,7 +19,9 @@ querier exists).
 ``plug(bridge, [Plug(member, ifname, addresses)])`` makes one veth per member,
 created with one end already a port of the bridge (``IFLA_MASTER`` in the same
 ``RTM_NEWLINK``) and the other inside the member, and returns once every end
-is ready for the first packet (``_net.veth.wait_ready``).  A port is named
+is ready for the first packet (``_net.veth.wait_ready``).  Offloads are off on
+the bridge, its ports and the members' ends unless the bridge was made with
+``offloads=True`` (``_net.veth.offloads_off``).  A port is named
 after its member where that is a valid interface name not yet used in the
 bridge's namespace, else ``<prefix><n>`` (``Bridge.port_name``).
 """
@@ -35,7 +37,7 @@ from .._kernel.handle import handle_of
 from .._kernel.validate import IPInterface
 from ..namespace import Namespace
 from . import sysctl
-from .veth import wait_ready
+from .veth import offloads_off, wait_ready
 
 __all__ = ["Bridge", "Plug", "Plugged", "bridge_request", "plug", "router_bridge", "switch"]
 
@@ -60,6 +62,8 @@ class Bridge:
     #: Interface names in ``ns`` that ports must not take (``lo``, the bridge, other interfaces).
     reserved: set[str] = field(default_factory=set)
     ports: dict[str, int] = field(default_factory=dict)
+    #: Whether the bridge and the veths plugged into it keep their offloads (off: frames fit the MTU).
+    offloads: bool = False
 
     @property
     def label(self) -> str:
@@ -126,13 +130,16 @@ def bridge_request(
     )
 
 
-def switch(ns: Namespace, *, mtu: int, port_prefix: str = "p") -> Bridge:
+def switch(ns: Namespace, *, mtu: int, port_prefix: str = "p", offloads: bool = False) -> Bridge:
     """A promiscuous bridge ``br0`` in ``ns``, a namespace of its own: no IPv6, no netfilter on bridged frames."""
     sysctl.settle(ns, SWITCH_SYSCTLS)
     handle = handle_of(ns)
     index = handle.allocate_index()
     handle.execute([bridge_request(SWITCH_DEVICE, index, mtu, up=True, promisc=True, nf_call_iptables=False)])
-    return Bridge(ns, SWITCH_DEVICE, index, port_prefix, ipv6_off=True, reserved={"lo", SWITCH_DEVICE})
+    if not offloads:
+        offloads_off(ns, SWITCH_DEVICE)
+    reserved = {"lo", SWITCH_DEVICE}
+    return Bridge(ns, SWITCH_DEVICE, index, port_prefix, ipv6_off=True, reserved=reserved, offloads=offloads)
 
 
 def router_bridge(
@@ -144,6 +151,7 @@ def router_bridge(
     nf_call_iptables: bool,
     port_prefix: str = "veth",
     reserved: Sequence[str] = (),
+    offloads: bool = False,
 ) -> Bridge:
     """A bridge ``name`` in ``ns`` with ``address`` (the members' gateway) and no IPv6 address."""
     where = f"{ns.name}:{name}"
@@ -157,7 +165,10 @@ def router_bridge(
             _rtnl.new_address(index, address, f"adding {address} to {where}"),
         ]
     )
-    return Bridge(ns, name, index, port_prefix, ipv6_off=False, reserved={"lo", name, *reserved})
+    if not offloads:  # what the namespace itself sends through the bridge
+        offloads_off(ns, name)
+    names = {"lo", name, *reserved}
+    return Bridge(ns, name, index, port_prefix, ipv6_off=False, reserved=names, offloads=offloads)
 
 
 def plug(
@@ -204,6 +215,10 @@ def plug(
         made.append(Plugged(port, port_index, member_index))
     here.execute(bridge_requests)
     bridge.ports.update((p.port, p.port_index) for p in made)
+    if not bridge.offloads:
+        for item, done in zip(plugs, made, strict=True):
+            offloads_off(ns, done.port)
+            offloads_off(item.member, item.ifname)
     for item, done in zip(plugs, made, strict=True):
         where = f"{item.member.name}:{item.ifname}"
         index = done.member_index

@@ -12,6 +12,10 @@ One RTM_NEWLINK creates the veth with each end directly inside its namespace
   until each end has joined the solicited-node multicast group of each of
   its addresses: before that, a neighbour solicitation can be lost (1-2 % of
   setups otherwise lose the first IPv6 packet).
+
+Offloads are off unless asked for (``offloads_off``): with them a veth
+passes the stack's segmentation-offload packets of up to 64 KiB on whole,
+and a capture shows frames no wire of that MTU carries.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import ipaddress
 import time
 from collections.abc import Sequence
 
+from .._kernel import ethtool as _ethtool
 from .._kernel import rtnl as _rtnl
 from .._kernel.handle import handle_of
 from .._kernel.validate import IPInterface
@@ -41,11 +46,13 @@ def veth(
     addresses_b: Sequence[IPInterface] = (),
     ipv6: bool = True,
     up: bool = True,
+    offloads: bool = False,
 ) -> tuple[int, int]:
     """Create a veth ``a:name_a <-> b:name_b`` with addresses; return both ifindexes.
 
     With ``up`` the call returns once the link is ready for its first packet.
     ``ipv6=False`` keeps the ends free of any IPv6 address (no link-local one either).
+    ``offloads=False`` switches segmentation and receive offloads off on both ends.
     """
     here, there = handle_of(a), handle_of(b)
     index_a = here.allocate_index()
@@ -71,10 +78,18 @@ def veth(
         b_requests.append(_rtnl.set_link(index_b, up=True, doing=f"bringing {b.name}:{name_b} up"))
     b_requests += [_rtnl.new_address(index_b, x, f"adding {x} to {b.name}:{name_b}") for x in addresses_b]
     here.execute(a_requests)
+    if not offloads:
+        offloads_off(a, name_a)
+        offloads_off(b, name_b)
     there.execute(b_requests)
     if up:
         wait_ready([(a, index_a, addresses_a), (b, index_b, addresses_b)], what)
     return index_a, index_b
+
+
+def offloads_off(ns: Namespace, ifname: str) -> None:
+    """Segmentation and receive offloads off on ``ns:ifname``: each frame then fits the MTU, as on a wire."""
+    _ethtool.offloads_off(handle_of(ns).rtnl.fileno(), ifname, f"switching offloads off on {ns.name}:{ifname}")
 
 
 def wait_ready(ends: Sequence[tuple[Namespace, int, Sequence[IPInterface]]], what: str) -> None:

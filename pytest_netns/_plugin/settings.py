@@ -16,18 +16,25 @@ import pytest
 
 from ..presets.simple import NetworkSettings
 
-MARKER_SIGNATURE = 'netns(mtu=1500, subnet="10.0.0.0/24", ipv6=True, size=3, cni="ptp")'
+MARKER_SIGNATURE = 'netns(mtu=1500, subnet="10.0.0.0/24", ipv6=True, size=3, offloads=False, cni="ptp")'
 MARKER_HELP = (
     f"{MARKER_SIGNATURE}: configure the network of netns_pair and netns_bridge: "
     "interface MTU, IPv4 subnet (hosts get its first addresses in order), whether IPv6 "
-    "addresses (fd00::/64) are added, and the number of bridge members; "
+    "addresses (fd00::/64) are added, the number of bridge members, and whether segmentation "
+    "and receive offloads stay on (off: every captured frame fits the MTU); "
     "cni: how netns_cluster connects pods to their node (ptp or bridge)."
 )
 PCAP_CHOICES = ("never", "failed", "always")
 
 
 def _marker_arguments(
-    *, mtu: int = 1500, subnet: str = "10.0.0.0/24", ipv6: bool = True, size: int = 3, cni: str = "ptp"
+    *,
+    mtu: int = 1500,
+    subnet: str = "10.0.0.0/24",
+    ipv6: bool = True,
+    size: int = 3,
+    offloads: bool = False,
+    cni: str = "ptp",
 ) -> None:
     """The marker's signature; binding to it reports unknown arguments."""
 

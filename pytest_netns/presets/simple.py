@@ -41,6 +41,8 @@ class NetworkSettings:
     subnet: ipaddress.IPv4Network = DEFAULT_SUBNET
     ipv6: bool = True
     size: int = 3
+    #: Whether segmentation and receive offloads stay on (off: every frame fits the MTU, as on a wire).
+    offloads: bool = False
 
     @classmethod
     def checked(
@@ -50,6 +52,7 @@ class NetworkSettings:
         subnet: object = "10.0.0.0/24",
         ipv6: object = True,
         size: object = 3,
+        offloads: object = False,
         members: int | None = None,
     ) -> NetworkSettings:
         """Validated settings; ``ValueError`` names the bad value.
@@ -68,7 +71,9 @@ class NetworkSettings:
             raise ValueError(f"subnet {subnet!r} is not an IPv4 network (IPv6 addresses come from {IPV6_SUBNET})")
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"size must be a positive integer, got {size!r}")
-        settings = cls(mtu=checked_mtu, subnet=network, ipv6=ipv6, size=size)
+        if not isinstance(offloads, bool):
+            raise ValueError(f"offloads must be True or False, got {offloads!r}")
+        settings = cls(mtu=checked_mtu, subnet=network, ipv6=ipv6, size=size, offloads=offloads)
         settings.ipv4_hosts(size if members is None else members)
         return settings
 
@@ -145,6 +150,7 @@ def build_pair(settings: NetworkSettings, *, kill_grace: float = 1.0) -> Namespa
             addresses_a=[v4[0], *v6[:1]],
             addresses_b=[v4[1], *v6[1:2]],
             ipv6=settings.ipv6,
+            offloads=settings.offloads,
         )
     except BaseException:
         close_all([a, b])
@@ -165,7 +171,9 @@ def bridge_network(settings: NetworkSettings, *, kill_grace: float = 1.0) -> Bui
     topology = Topology(ipv6=settings.ipv6, kill_grace=kill_grace)
     try:
         members = BridgeMembers(topology.add(f"h{i}") for i in range(1, settings.size + 1))
-        members.segment = topology.segment(members, subnet=str(settings.subnet), mtu=settings.mtu)
+        members.segment = topology.segment(
+            members, subnet=settings.subnet, mtu=settings.mtu, offloads=settings.offloads
+        )
         members.topology = topology
     except BaseException:
         topology.close()
@@ -199,27 +207,40 @@ def _made_by(topology: Topology) -> list[Namespace]:
 
 
 def pair(
-    mtu: int = 1500, subnet: str = "10.0.0.0/24", ipv6: bool = True, *, kill_grace: float = 1.0
+    mtu: int = 1500,
+    subnet: str | ipaddress.IPv4Network = "10.0.0.0/24",
+    ipv6: bool = True,
+    *,
+    offloads: bool = False,
+    kill_grace: float = 1.0,
 ) -> AbstractContextManager[NamespacePair]:
     """Two namespaces ``(a, b)`` joined by one veth ``eth0``, as ``netns_pair`` yields them; a context manager.
 
     a gets the first host address of ``subnet`` (10.0.0.1/24) and fd00::1/64, b the second; the link is ready
-    for its first packet.  ``ipv6=False`` leaves no IPv6 address at all.  Both are torn down when the block ends.
+    for its first packet.  ``ipv6=False`` leaves no IPv6 address at all.  Offloads are off (every frame fits
+    the MTU) unless ``offloads=True``.  Both are torn down when the block ends.
     """
-    settings = NetworkSettings.checked(mtu=mtu, subnet=subnet, ipv6=ipv6, members=2)
+    settings = NetworkSettings.checked(mtu=mtu, subnet=subnet, ipv6=ipv6, offloads=offloads, members=2)
     grace = _validate.duration(kill_grace, "kill_grace")
     return _running(lambda: pair_network(settings, kill_grace=grace))
 
 
 def bridge(
-    size: int = 3, mtu: int = 1500, subnet: str = "10.0.0.0/24", ipv6: bool = True, *, kill_grace: float = 1.0
+    size: int = 3,
+    mtu: int = 1500,
+    subnet: str | ipaddress.IPv4Network = "10.0.0.0/24",
+    ipv6: bool = True,
+    *,
+    offloads: bool = False,
+    kill_grace: float = 1.0,
 ) -> AbstractContextManager[BridgeMembers]:
     """``size`` namespaces with ``eth0`` on one Linux bridge, as ``netns_bridge`` yields them; a context manager.
 
     A list in address order (10.0.0.1..N/24, fd00::1..N/64), ``.segment`` their ``Segment``; the bridge has STP
-    off and no forwarding delay.  Everything is torn down when the block ends.
+    off and no forwarding delay.  Offloads are off unless ``offloads=True``.  Everything is torn down when the
+    block ends.
     """
-    settings = NetworkSettings.checked(mtu=mtu, subnet=subnet, ipv6=ipv6, size=size)
+    settings = NetworkSettings.checked(mtu=mtu, subnet=subnet, ipv6=ipv6, size=size, offloads=offloads)
     grace = _validate.duration(kill_grace, "kill_grace")
     return _running(lambda: bridge_network(settings, kill_grace=grace))
 

@@ -187,24 +187,35 @@ class Topology:
         self._by_ns[id(ns)] = node
         return ns
 
-    def link(self, a: Namespace | str, b: Namespace | str, *, subnet: str | None = None, mtu: int = 1500) -> Link:
+    def link(
+        self,
+        a: Namespace | str,
+        b: Namespace | str,
+        *,
+        subnet: str | ipaddress.IPv4Network | None = None,
+        mtu: int = 1500,
+        offloads: bool = False,
+    ) -> Link:
         """A veth between ``a`` and ``b``, up and ready for its first packet.
 
         ``a`` gets the first host address of ``subnet`` (default: a fresh
         /24) and of a fresh IPv6 /64, ``b`` the second.  A subnet that is
         malformed or has fewer than two host addresses raises ``ValueError``.
+        Segmentation and receive offloads are off, so every frame fits the
+        MTU as on a wire; ``offloads=True`` keeps them (throughput tests).
         """
         self._check_open()
         node_a, node_b = self._node(a), self._node(b)
         if node_a is node_b:
             raise ValueError(f"cannot link namespace {node_a.ns.name!r} to itself")
         mtu = self._check_mtu(mtu)
+        _check_offloads(offloads)
         net4 = self._subnet(subnet, 2)
         net6 = self._subnet6()
         v4 = _validate.hosts(net4, 2, "subnet")
         v6 = _validate.hosts(net6, 2) if net6 is not None else []
         what = f"link {node_a.ns.name}-{node_b.ns.name}"
-        link = Link(self, net4, net6, what)
+        link = Link(self, net4, net6, what, offloads=offloads)
         name_a, name_b = _next_ifname(node_a), _next_ifname(node_b)
         addrs_a, addrs_b = [v4[0], *v6[:1]], [v4[1], *v6[1:2]]
         index_a, index_b = veth(
@@ -216,16 +227,25 @@ class Topology:
             addresses_a=addrs_a,
             addresses_b=addrs_b,
             ipv6=self.ipv6,
+            offloads=offloads,
         )
         self._commit(link, net4, [(node_a, name_a, index_a, addrs_a), (node_b, name_b, index_b, addrs_b)])
         return link
 
-    def segment(self, members: Sequence[Namespace | str], *, subnet: str | None = None, mtu: int = 1500) -> Segment:
+    def segment(
+        self,
+        members: Sequence[Namespace | str],
+        *,
+        subnet: str | ipaddress.IPv4Network | None = None,
+        mtu: int = 1500,
+        offloads: bool = False,
+    ) -> Segment:
         """A Linux bridge joining ``members``, who get host addresses in order; ready for the first packet.
 
         The bridge lives in a namespace of its own with STP off and no
         forwarding delay.  ``subnet`` defaults to a fresh /24; one too small
-        for the members, or malformed, raises ``ValueError``.
+        for the members, or malformed, raises ``ValueError``.  Offloads are
+        off on every interface of the segment unless ``offloads=True``.
         """
         self._check_open()
         if isinstance(members, (str, Namespace)) or not isinstance(members, Sequence) or not members:
@@ -237,6 +257,7 @@ class Topology:
                 raise ValueError(f"namespace {node.ns.name!r} is given twice in members")
             seen.add(id(node))
         mtu = self._check_mtu(mtu)
+        _check_offloads(offloads)
         net4 = self._subnet(subnet, len(nodes))
         net6 = self._subnet6()
         v4 = _validate.hosts(net4, len(nodes), "subnet")
@@ -246,7 +267,8 @@ class Topology:
         while any(ns.name == f"bridge{number}" for ns in self._owned) or f"bridge{number}" in self._nodes:
             number += 1
         bridge_ns = self._new_namespace(f"bridge{number}")
-        segment = Segment(self, net4, net6, f"segment bridge{number}", switch(bridge_ns, mtu=mtu))
+        bridge = switch(bridge_ns, mtu=mtu, offloads=offloads)
+        segment = Segment(self, net4, net6, f"segment bridge{number}", bridge, offloads=offloads)
         plugs = [Plug(node.ns, _next_ifname(node), [v4[i], *v6[i : i + 1]]) for i, node in enumerate(nodes)]
         made = plug(segment._bridge, plugs, mtu=mtu, ipv6=self.ipv6, what=segment._what)
         attached = [
@@ -255,14 +277,21 @@ class Topology:
         self._commit(segment, net4, attached)
         return segment
 
-    def bridge(self, members: Sequence[Namespace | str], *, subnet: str | None = None, mtu: int = 1500) -> Segment:
+    def bridge(
+        self,
+        members: Sequence[Namespace | str],
+        *,
+        subnet: str | ipaddress.IPv4Network | None = None,
+        mtu: int = 1500,
+        offloads: bool = False,
+    ) -> Segment:
         """Deprecated spelling of ``segment(members, ...)``."""
         warnings.warn(
             "pytest-netns deprecates Topology.bridge(members); use Topology.segment(members)",
             DeprecationWarning,
             stacklevel=2,
         )
-        return self.segment(members, subnet=subnet, mtu=mtu)
+        return self.segment(members, subnet=subnet, mtu=mtu, offloads=offloads)
 
     def autoroute(self) -> None:
         """Install static routes so every namespace reaches every subnet (IPv4 and IPv6).
@@ -440,6 +469,11 @@ class Topology:
 
 
 # -- helpers ---------------------------------------------------------------------
+
+
+def _check_offloads(offloads: object) -> None:
+    if not isinstance(offloads, bool):
+        raise ValueError(f"offloads must be True or False, got {offloads!r}")
 
 
 def _next_ifname(node: _Node) -> str:

@@ -60,13 +60,21 @@ class _Network:
     """What links and segments share: subnets, addresses, impairments."""
 
     def __init__(
-        self, topology: Topology, subnet: ipaddress.IPv4Network, subnet6: ipaddress.IPv6Network | None, what: str
+        self,
+        topology: Topology,
+        subnet: ipaddress.IPv4Network,
+        subnet6: ipaddress.IPv6Network | None,
+        what: str,
+        *,
+        offloads: bool = False,
     ) -> None:
         self._topology = topology
         #: The IPv4 subnet.
         self.subnet = subnet
         #: The IPv6 /64 (None in a topology made with ``ipv6=False``).
         self.subnet6 = subnet6
+        #: Whether segmentation and receive offloads were left on (off: every frame fits the MTU).
+        self.offloads = offloads
         self._subnets = [n for n in (subnet, subnet6) if n is not None]
         self._attachments: list[_Attachment] = []
         self._is_up = True
@@ -210,8 +218,10 @@ class Segment(_Network):
         subnet6: ipaddress.IPv6Network | None,
         what: str,
         bridge: Bridge,
+        *,
+        offloads: bool = False,
     ) -> None:
-        super().__init__(topology, subnet, subnet6, what)
+        super().__init__(topology, subnet, subnet6, what, offloads=offloads)
         #: The namespace that holds the bridge and its ports.
         self.namespace = bridge.ns
         #: The bridge device's name inside ``namespace``.
