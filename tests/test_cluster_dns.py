@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import dns.exception
 import dns.flags
 import dns.message
+import dns.opcode
 import dns.query
 import dns.rcode
 import dns.rdatatype
@@ -356,3 +357,23 @@ def test_a_client_that_re_resolves_follows_the_service_as_its_pods_change(cluste
     one.delete()
     assert current() == [str(two.ip)]
     assert client.resolve("cache") == two.ip
+
+
+def test_long_udp_answers_are_truncated_and_errors_are_answered() -> None:
+    from pytest_netns.presets.cluster import dns as cluster_dns
+
+    pods = [ipaddress.IPv4Address(f"10.244.1.{i}") for i in range(2, 62)]
+    port = cluster_dns.ServicePort(None, "tcp", 80, 80)
+    zone = cluster_dns.Zone.build([cluster_dns.ServiceRecord("big", "default", None, [port], pods)], [], {})
+    query = dns.message.make_query("big.default.svc.cluster.local", "A")  # no EDNS: 512 bytes at most
+    udp = dns.message.from_wire(dns_server.handle_wire(query.to_wire(), zone.answer, limit=65535) or b"")
+    assert udp.flags & dns.flags.TC and not udp.answer  # the client retries over TCP
+    tcp = dns.message.from_wire(dns_server.handle_wire(query.to_wire(), zone.answer, limit=None) or b"")
+    assert len(tcp.answer[0]) == 60
+    notify = dns.message.make_query("big.default.svc.cluster.local", "A")
+    notify.set_opcode(dns.opcode.NOTIFY)
+    reply = dns.message.from_wire(dns_server.handle_wire(notify.to_wire(), zone.answer, limit=65535) or b"")
+    assert reply.rcode() == dns.rcode.NOTIMP
+    garbage = query.to_wire()[:12] + b"\xff\xff"
+    formerr = dns_server.handle_wire(garbage, zone.answer, limit=65535)
+    assert formerr is not None and formerr[:2] == garbage[:2] and formerr[3] & 0x0F == dns.rcode.FORMERR
