@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _floor, _machine, _memory, _profile, _shapes, _suite
+from . import _floor, _machine, _memory, _partition, _profile, _shapes, _suite
 from ._report import Column, Growth, Report, ShapeRow, XdistRun
 from ._stats import Summary, fmt_ms
 
@@ -38,12 +38,13 @@ class Scale:
     freeing: int  # repetitions of the small freeing cases
     burst: int  # pairs built back to back before the last freeing case
     freeing_sizes: tuple[int, int]  # the "many at once" freeing cases
+    partition: int  # rounds of cutting and healing a partition
 
 
 SCALE = {
-    "full": Scale((10_000, 1000), 1000, (1000, 3), 20, 1000, (100, 1000)),
-    "quick": Scale((1000, 200), 200, (300, 1), 5, 200, (100, 1000)),
-    "smoke": Scale((40, 10), 10, (10, 1), 1, 5, (5, 10)),
+    "full": Scale((10_000, 1000), 1000, (1000, 3), 20, 1000, (100, 1000), 500),
+    "quick": Scale((1000, 200), 200, (300, 1), 5, 200, (100, 1000), 100),
+    "smoke": Scale((40, 10), 10, (10, 1), 1, 5, (5, 10), 5),
 }
 
 
@@ -77,7 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="",
         help="comma-separated parts to run: shape keys ("
         + ",".join(dict.fromkeys(s.key for s in _shapes.shapes("quick")))
-        + ") and freeing,growth,xdist,memory",
+        + ") and freeing,growth,xdist,memory,partition",
     )
     parser.add_argument(
         "--extra-baselines",
@@ -284,6 +285,17 @@ def measure_memory(mode: str, report: Report) -> None:
         log(f"memory {variant}: {result}")
 
 
+def measure_partition(mode: str, report: Report) -> None:
+    """Cutting and healing a partition of 5 namespaces (2 | 3), in a loop without pytest."""
+    cuts, heals = _partition.measure(SCALE[mode].partition)
+    report.partition = [
+        (f"cut: partition() of {_partition.SIZE} namespaces (addresses read, one transaction each)", Summary.of(cuts)),
+        (f"heal: Partition.heal() of {_partition.SIZE} namespaces (tables made dormant)", Summary.of(heals)),
+    ]
+    for label, summary in report.partition:
+        log(f"{label}: {summary.cell()}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_private_netns()
@@ -328,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         measure_xdist(mode, report)
     if wanted("memory"):
         measure_memory(mode, report)
+    if wanted("partition"):
+        measure_partition(mode, report)
 
     report.duration = time.perf_counter() - _start
     report.load_end = _machine.load()

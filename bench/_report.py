@@ -71,6 +71,8 @@ class Report:
     growth: Growth | None = None
     xdist: list[XdistRun] = field(default_factory=list)
     memory: list[tuple[str, MemoryResult]] = field(default_factory=list)
+    #: (what, summary): cutting and healing a partition (issue 15)
+    partition: list[tuple[str, Summary]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     duration: float = 0.0
     load_end: str = ""
@@ -112,7 +114,7 @@ class Report:
         return lines
 
     def goals(self) -> list[tuple[str, str, str]]:
-        """(goal, measured, verdict) for the goals of issues 2, 6 and 12."""
+        """(goal, measured, verdict) for the goals of issues 2, 6, 12 and 15."""
         full = self.mode != "smoke"
         pair = self.cell("pair", self.default_plugin)
         floor = self.cell("pair", "floor")
@@ -187,6 +189,14 @@ class Report:
             )
         else:
             result.append(("flat over 10,000 tests", "-", verdict(None)))
+        slowest = max(self.partition, key=lambda item: item[1].median)[1] if self.partition else None
+        result.append(
+            (
+                "cutting or healing a partition of 5 namespaces <= 5 ms (issue 15)",
+                " / ".join(fmt_ms(s.median) for _, s in self.partition) or "-",
+                verdict(slowest.median <= 5 if slowest else None),
+            )
+        )
         return result
 
     def markdown(self) -> str:
@@ -313,7 +323,15 @@ class Report:
                     )
                 )
             out += ["", "Per namespace; for netns_pair, per namespace of the pairs (a veth end each).", ""]
-        out += ["## Goals (issues 2, 6 and 12)", "", _row(["goal", "measured", "verdict"]), _row(["---"] * 3)]
+        if self.partition:
+            out += [
+                "## Partitions: cutting and healing 5 namespaces (issue 15)",
+                "",
+                _row(["what", "median / p90", "n"]),
+                _row(["---"] * 3),
+            ]
+            out += [_row([label, s.cell(), str(s.n)]) for label, s in self.partition] + [""]
+        out += ["## Goals (issues 2, 6, 12 and 15)", "", _row(["goal", "measured", "verdict"]), _row(["---"] * 3)]
         out += [_row(list(g)) for g in self.goals()] + [""]
         if self.notes:
             out += ["## Notes", "", *(f"- {n}" for n in self.notes), ""]

@@ -30,7 +30,8 @@ SECTIONS = [
     "## Cost over 40 consecutive netns_pair tests (plugin defaults)",
     "## pytest-xdist: 10 netns_pair tests",
     "## Memory per namespace (held at once)",
-    "## Goals (issues 2, 6 and 12)",
+    "## Partitions: cutting and healing 5 namespaces (issue 15)",
+    "## Goals (issues 2, 6, 12 and 15)",
 ]
 
 
