@@ -19,7 +19,7 @@ from .._kernel import validate as _validate
 from ..namespace import Namespace, close_all
 
 if TYPE_CHECKING:
-    from ..topology import Segment, Topology
+    from ..topology import Link, Segment, Topology
 
 __all__ = ["BridgeMembers", "NamespacePair", "NatNetwork", "bridge", "nat", "pair"]
 
@@ -88,11 +88,20 @@ class NetworkSettings:
         return [x for x in _validate.hosts(IPV6_SUBNET, count) if isinstance(x, ipaddress.IPv6Interface)]
 
 
-class NamespacePair(NamedTuple):
-    """The two ends of ``netns_pair`` / ``presets.pair()``: ``a`` (first address) and ``b`` (second)."""
-
+class _PairTuple(NamedTuple):
     a: Namespace
     b: Namespace
+
+
+class NamespacePair(_PairTuple):
+    """The two ends of ``netns_pair`` / ``presets.pair()``: ``a`` (first address) and ``b`` (second).
+
+    A named tuple of two (``a, b = pair``, ``pair.a``, ``pair[1]``); ``link`` is the ``Link`` between them, the
+    type ``Topology.link`` returns: ``impair``, ``down``/``up``, ``mtu``/``set_mtu``.
+    """
+
+    #: The veth between ``a`` and ``b`` (``eth0`` on both).
+    link: Link
 
 
 class BridgeMembers(list[Namespace]):
@@ -131,6 +140,7 @@ def build_pair(settings: NetworkSettings, *, kill_grace: float = 1.0) -> Namespa
     The caller tears them down (``close_all(list(pair))``); ``pair_network`` says so in its ``Built``.
     """
     from .._net.veth import veth
+    from ..topology.links import link_between
 
     v4 = settings.ipv4_hosts(2)
     v6 = settings.ipv6_hosts(2)
@@ -140,22 +150,32 @@ def build_pair(settings: NetworkSettings, *, kill_grace: float = 1.0) -> Namespa
     except BaseException:
         close_all([a])
         raise
+    addresses_a: list[_validate.IPInterface] = [v4[0], *v6[:1]]
+    addresses_b: list[_validate.IPInterface] = [v4[1], *v6[1:2]]
     try:
-        veth(
+        index_a, index_b = veth(
             a,
             b,
             name_a="eth0",
             name_b="eth0",
             mtu=settings.mtu,
-            addresses_a=[v4[0], *v6[:1]],
-            addresses_b=[v4[1], *v6[1:2]],
+            addresses_a=addresses_a,
+            addresses_b=addresses_b,
             ipv6=settings.ipv6,
             offloads=settings.offloads,
         )
     except BaseException:
         close_all([a, b])
         raise
-    return NamespacePair(a, b)
+    pair = NamespacePair(a, b)
+    pair.link = link_between(
+        [(a, "eth0", index_a, addresses_a), (b, "eth0", index_b, addresses_b)],
+        subnet=settings.subnet,
+        subnet6=IPV6_SUBNET if settings.ipv6 else None,
+        ipv6=settings.ipv6,
+        offloads=settings.offloads,
+    )
+    return pair
 
 
 def pair_network(settings: NetworkSettings, *, kill_grace: float = 1.0) -> Built[NamespacePair]:

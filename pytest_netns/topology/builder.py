@@ -42,7 +42,7 @@ from .._net.hosts import HostsFile, release
 from .._net.veth import veth
 from ..errors import NetnsError
 from ..namespace import Namespace
-from .links import Link, Segment, _Attachment, _Network, _Node
+from .links import Link, Segment, _Attachment, _Network, _Node, check_mtu
 from .routing import Network, Route, route_table, span
 
 if TYPE_CHECKING:
@@ -415,13 +415,7 @@ class Topology:
         return ", ".join(self._nodes) or "none"
 
     def _check_mtu(self, mtu: object) -> int:
-        value = _validate.mtu(mtu, "mtu")
-        if self.ipv6 and value < _validate.IPV6_MIN_MTU:
-            raise ValueError(
-                f"mtu {value} is below {_validate.IPV6_MIN_MTU}, the minimum for IPv6 (the kernel would remove "
-                "IPv6 from the interfaces); use Topology(ipv6=False) for smaller MTUs"
-            )
-        return value
+        return check_mtu(mtu, self.ipv6, "use Topology(ipv6=False) for smaller MTUs")
 
     def _subnet(self, subnet: object, members: int) -> ipaddress.IPv4Network:
         if subnet is None:

@@ -3,7 +3,9 @@
 A link is a veth between two namespaces; a segment is a Linux bridge, in a
 namespace of its own, joining several.  Both hand out addresses, report
 their members' interfaces, shape traffic (``impair``) and can be taken down
-and up; they are made by ``Topology.link`` and ``Topology.segment``.
+and up; they are made by ``Topology.link`` and ``Topology.segment``, and
+``link_between`` gives a veth made outside a topology (``netns_pair``'s) its
+``Link``.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._kernel import rtnl as _rtnl
+from .._kernel import validate as _validate
 from .._kernel.handle import handle_of
 from .._kernel.validate import IPInterface
 from .._net.bridge import Bridge
@@ -26,7 +29,6 @@ if TYPE_CHECKING:
     from scapy.plist import PacketList
 
     from ..packets import Capture
-    from .builder import Topology
 
 __all__ = ["Link", "Segment"]
 
@@ -56,12 +58,33 @@ class _Node:
     attachments: list[_Attachment] = field(default_factory=list)
 
 
+class _Owner(Protocol):
+    """What a link or segment asks of whatever made it (a ``Topology``, or ``_Ends`` for a lone link)."""
+
+    def _check_open(self) -> None: ...
+
+    def _check_mtu(self, mtu: object) -> int: ...
+
+    def _node(self, member: object) -> _Node: ...
+
+
+def check_mtu(mtu: object, ipv6: bool, hint: str) -> int:
+    """A valid MTU for interfaces that carry IPv6 (``ipv6``) or not; ``hint`` says how to get a smaller one."""
+    value = _validate.mtu(mtu, "mtu")
+    if ipv6 and value < _validate.IPV6_MIN_MTU:
+        raise ValueError(
+            f"mtu {value} is below {_validate.IPV6_MIN_MTU}, the minimum for IPv6 (the kernel would remove "
+            f"IPv6 from the interfaces); {hint}"
+        )
+    return value
+
+
 class _Network:
     """What links and segments share: subnets, addresses, impairments."""
 
     def __init__(
         self,
-        topology: Topology,
+        topology: _Owner,
         subnet: ipaddress.IPv4Network,
         subnet6: ipaddress.IPv6Network | None,
         what: str,
@@ -203,6 +226,47 @@ class Link(_Network):
         return [(att.node.ns, att.ifname, ALL_ROLES) for att in self._attachments]
 
 
+class _Ends:
+    """The owner of a link made outside a topology: its two namespaces, open while both are."""
+
+    def __init__(self, nodes: list[_Node], ipv6: bool) -> None:
+        self._nodes = nodes
+        self._ipv6 = ipv6
+
+    def _check_open(self) -> None:
+        for node in self._nodes:
+            handle_of(node.ns).check_open()
+
+    def _check_mtu(self, mtu: object) -> int:
+        return check_mtu(mtu, self._ipv6, "this link was made with IPv6 (ipv6=False allows smaller MTUs)")
+
+    def _node(self, member: object) -> _Node:
+        for node in self._nodes:
+            if member is node.ns or (isinstance(member, str) and member == node.ns.name):
+                return node
+        names = " and ".join(repr(node.ns.name) for node in self._nodes)
+        raise ValueError(f"{member!r} is not an end of this link (its ends are {names})")
+
+
+def link_between(
+    ends: Sequence[tuple[Namespace, str, int, list[IPInterface]]],
+    *,
+    subnet: ipaddress.IPv4Network,
+    subnet6: ipaddress.IPv6Network | None,
+    ipv6: bool,
+    offloads: bool,
+) -> Link:
+    """The ``Link`` of a veth made outside a topology: ``(namespace, interface, ifindex, addresses)`` per end."""
+    owner = _Ends([_Node(ns, router=False) for ns, _, _, _ in ends], ipv6)
+    (a, _, _, _), (b, _, _, _) = ends
+    link = Link(owner, subnet, subnet6, f"link {a.name}-{b.name}", offloads=offloads)
+    for node, (_, ifname, index, addresses) in zip(owner._nodes, ends, strict=True):
+        att = _Attachment(node, link, ifname, index, list(addresses))
+        node.attachments.append(att)
+        link._attachments.append(att)
+    return link
+
+
 class Segment(_Network):
     """A Linux bridge joining several namespaces (made by ``Topology.segment``).
 
@@ -213,7 +277,7 @@ class Segment(_Network):
 
     def __init__(
         self,
-        topology: Topology,
+        topology: _Owner,
         subnet: ipaddress.IPv4Network,
         subnet6: ipaddress.IPv6Network | None,
         what: str,
