@@ -377,3 +377,16 @@ def test_long_udp_answers_are_truncated_and_errors_are_answered() -> None:
     garbage = query.to_wire()[:12] + b"\xff\xff"
     formerr = dns_server.handle_wire(garbage, zone.answer, limit=65535)
     assert formerr is not None and formerr[:2] == garbage[:2] and formerr[3] & 0x0F == dns.rcode.FORMERR
+
+
+def test_getaddrinfo_inside_a_topology_namespace_reads_its_names() -> None:
+    from pytest_netns.topology import Topology
+
+    with Topology() as topo:
+        a, b = topo.add("a"), topo.add("b")
+        topo.link(a, b)
+        found = a.call(socket.getaddrinfo, "b", 80, socket.AF_INET, socket.SOCK_STREAM)
+        expected = b.run(["getent", "ahostsv4", "b"]).stdout.split()[0]
+        assert [info[4] for info in found] == [(expected, 80)]
+        with a, pytest.raises(socket.gaierror):
+            socket.getaddrinfo("nothing", 80)

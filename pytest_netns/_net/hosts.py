@@ -127,6 +127,7 @@ class HostsFile:
         self._text = ""
         self._write_new(self.hosts_path, _HOSTS_HEADER)
         self._text = _HOSTS_HEADER
+        self._entries: dict[str, list[Address]] = {}
         self._write_new(self._resolv_path, _RESOLV_CONF if resolv_conf is None else resolv_conf)
         try:
             with open(NSSWITCH_CONF) as handle:
@@ -148,10 +149,17 @@ class HostsFile:
     def update(self, entries: Mapping[str, Sequence[Address]]) -> None:
         """Rewrite the hosts file in place (same inode: the bind mount keeps showing it)."""
         self._write(hosts_text(entries))
+        self._entries = {name.lower(): list(addresses) for name, addresses in entries.items()}
 
     def add(self, name: str, addresses: Sequence[Address]) -> None:
         """Add one name's lines at the end (cheaper than ``update`` for a growing topology)."""
         self._write(self._text + hosts_text({name: addresses})[len(_HOSTS_HEADER) :])
+        self._entries.setdefault(name.lower(), []).extend(addresses)
+
+    def lookup_v4(self, name: str) -> list[ipaddress.IPv4Address]:
+        """The IPv4 addresses of ``name`` in the file (as a resolver reading it finds them), [] if none."""
+        found = self._entries.get(name.rstrip(".").lower(), [])
+        return [address for address in found if isinstance(address, ipaddress.IPv4Address)]
 
     def _write(self, text: str) -> None:
         if text == self._text:

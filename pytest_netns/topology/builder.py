@@ -36,7 +36,7 @@ from .._kernel import rtnl as _rtnl
 from .._kernel import validate as _validate
 from .._kernel.handle import handle_of
 from .._kernel.validate import IPInterface
-from .._net import sysctl
+from .._net import resolver, sysctl
 from .._net.bridge import Plug, plug, switch
 from .._net.hosts import HostsFile, release
 from .._net.veth import veth
@@ -377,6 +377,8 @@ class Topology:
         if self._closed:
             return
         self._closed = True
+        for ns in self._owned:
+            resolver.unregister(handle_of(ns).inode)
         release(self._owned, self._hosts, "topology")
 
     def __enter__(self) -> Topology:
@@ -394,6 +396,8 @@ class Topology:
     def _new_namespace(self, name: str) -> Namespace:
         ns = Namespace(name, kill_grace=self.kill_grace)
         handle_of(ns).spawner = self._hosts.spawn_via  # run/popen children see the topology's hosts file
+        # getaddrinfo in a thread inside (with ns:, ns.call) reads the same names.
+        resolver.register(handle_of(ns).inode, self._hosts.lookup_v4)
         self._owned.append(ns)
         if self._namespace_created is not None:
             self._namespace_created(ns)
