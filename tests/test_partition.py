@@ -388,11 +388,11 @@ def test_a_refused_transaction_undoes_the_namespaces_already_cut(netns_bridge, m
     real = _partition._install
     calls = []
 
-    def fail_on_the_second(ns: Namespace, table: nft.Table, doing: str) -> None:
+    def fail_on_the_second(ns: Namespace, batch: nft.Batch, doing: str) -> None:
         calls.append(ns.name)
         if len(calls) == 2:
             raise pytest_netns.KernelError(1, doing, "refused for the test")
-        real(ns, table, doing)
+        real(ns, batch, doing)
 
     monkeypatch.setattr(_partition, "_install", fail_on_the_second)
     with pytest.raises(pytest_netns.KernelError, match="cutting 'h2' off from 'h1'"):

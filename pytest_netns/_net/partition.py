@@ -125,14 +125,16 @@ class Partition:
         addresses = {ns: _addresses(ns) for ns in involved}
         with _live_lock:
             _live.append(self)
+        batches: dict[tuple[IPAddress, ...], nft.Batch] = {}  # the members of a group block the same addresses
         try:
             for dst, sources in self._blocks.items():
                 own = set(addresses[dst])
-                blocked = [a for a in dict.fromkeys(a for src in sources for a in addresses[src]) if a not in own]
-                table = rules.partition_table(self._table, blocked, reject=self.reject)
+                blocked = tuple(a for a in dict.fromkeys(a for src in sources for a in addresses[src]) if a not in own)
+                if blocked not in batches:
+                    batches[blocked] = _batch(rules.partition_table(self._table, blocked, reject=self.reject))
                 doing = f"cutting {dst.name!r} off from {', '.join(repr(src.name) for src in sources)}"
                 with self._lock:
-                    _install(dst, table, doing)
+                    _install(dst, batches[blocked], doing)
                     self._state[dst] = _CUT
         except BaseException:
             try:
@@ -320,10 +322,15 @@ def _addresses(ns: Namespace) -> list[IPAddress]:
     return found
 
 
-def _install(ns: Namespace, table: nft.Table, doing: str) -> None:
+def _batch(table: nft.Table) -> nft.Batch:
+    """The transaction that creates ``table``, encoded once (it can be sent to several namespaces)."""
     batch = nft.Batch()
     batch.add_table(table.family, table.name)
     batch.add_contents(table)
+    return batch
+
+
+def _install(ns: Namespace, batch: nft.Batch, doing: str) -> None:
     try:
         with handle_of(ns).entered(), nft.operation(doing) as sock:
             batch.commit(sock)
