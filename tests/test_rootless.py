@@ -44,7 +44,7 @@ def closed_ancestor(paths):
     # The first directory on the way to one of `paths` that others cannot enter, and the children needed.
     for path in paths:
         parts = os.path.realpath(path).split("/")
-        for i in range(1, len(parts) - 1):
+        for i in range(1, len(parts)):
             parent = "/".join(parts[:i]) or "/"
             if not os.stat(parent).st_mode & 0o001:
                 children = {p.split("/")[i] for p in map(os.path.realpath, paths)
