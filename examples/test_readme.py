@@ -9,13 +9,15 @@ import pytest
 
 
 def test_client_reaches_server(netns_pair):
-    a, b = netns_pair  # a = 10.0.0.1, b = 10.0.0.2, eth0 on both
+    a, b = netns_pair  # a.ip = 10.0.0.1, b.ip = 10.0.0.2, eth0 on both
     with b:  # sockets made inside stay inside
         server = socket.create_server(("0.0.0.0", 8080))
     with a:
-        client = socket.create_connection(("10.0.0.2", 8080))
+        client = socket.create_connection((str(b.ip), 8080))  # ip is an ipaddress object: str() for sockets
     conn, peer = server.accept()
-    assert peer[0] == "10.0.0.1"
+    assert peer[0] == str(a.ip)
+    with netns_pair.link.impair(loss=0.1):  # the veth is a Link: impair, down/up, set_mtu
+        assert netns_pair.link.mtu == 1500
     for sock in (conn, client, server):
         sock.close()
 

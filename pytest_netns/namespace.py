@@ -233,7 +233,7 @@ class Namespace:
             if proc in self._processes:
                 self._processes.remove(proc)
 
-    def wait_for_port(self, host: str, port: int, *, timeout: float = 10.0) -> None:
+    def wait_for_port(self, host: str | _validate.IPAddress, port: int, *, timeout: float = 10.0) -> None:
         """Return once a TCP server at ``host:port`` accepts a connection made from inside.
 
         For servers just started with ``popen``; raises ``TimeoutError`` naming
@@ -322,8 +322,11 @@ class Namespace:
                 return ipaddress.ip_address(addr)
         return None
 
-    def add_address(self, iface: str, address: str | ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> None:
-        """Add an address like ``10.0.0.5/24`` or ``fd00::5/64`` (IPv6 usable at once, no DAD)."""
+    def add_address(self, iface: str, address: str | _validate.IPInterface | _validate.IPAddress) -> None:
+        """Add an address like ``10.0.0.5/24`` or ``fd00::5/64`` (IPv6 usable at once, no DAD).
+
+        A string or an ``ipaddress`` object; a bare address gets /32 or /128.
+        """
         addr = _validate.interface(address)
         index = self._index(iface)
         self._handle.execute([_rtnl.new_address(index, addr, f"adding {addr} to {iface} in {self._name!r}")])
@@ -379,8 +382,13 @@ class Namespace:
         )
         self.up(iface, timeout=timeout)
 
-    def add_route(self, dst: str, via: str | None = None, dev: str | None = None) -> None:
-        """Add a static route (IPv4 or IPv6); ``dst`` may be ``"default"``."""
+    def add_route(
+        self,
+        dst: str | _validate.IPNetwork | _validate.IPAddress,
+        via: str | _validate.IPAddress | None = None,
+        dev: str | None = None,
+    ) -> None:
+        """Add a static route (IPv4 or IPv6); ``dst`` may be ``"default"``, a network or an address (a host route)."""
         gateway = _validate.address(via) if via is not None else None
         if dev is not None:
             _validate.ifname(dev)
@@ -398,7 +406,7 @@ class Namespace:
         doing = f"adding route to {net}" + (f" via {gateway}" if gateway else "") + (f" dev {dev}" if dev else "")
         self._handle.execute([_rtnl.new_route(net, via=gateway, oif=oif, doing=f"{doing} in {self._name!r}")])
 
-    def ping(self, dst: str, *, count: int = 1, timeout: float = 1.0) -> bool:
+    def ping(self, dst: str | _validate.IPAddress, *, count: int = 1, timeout: float = 1.0) -> bool:
         """Send ICMP echo requests (no ping binary); True if any of them was answered.
 
         Each of the ``count`` requests waits up to ``timeout`` seconds for its reply.

@@ -82,6 +82,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _kernel.reset_after_session_move()
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The ``netns`` marker's arguments, checked against the fixtures the test requests, before any is set up."""
+    __tracebackhide__ = True
+    _settings.check_marker(item)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     """Forget the test's namespaces once its fixtures are torn down (the session keeps no references)."""

@@ -583,6 +583,7 @@ def test_sweep_the_kernel_refuses_every_change(netns_topology: Topology) -> None
         "Topology.hosts": (t.hosts, None),
         "Topology.link": (lambda: t.link(a, b), "creating veth a:"),
         "Topology.nat": (lambda: t.nat(router, outside=segment), "masquerading traffic leaving through"),
+        "Topology.partition": (lambda: t.partition("a", "b"), "cutting 'a' off from 'b'"),
         "Topology.segment": (lambda: t.segment([a, b]), "bridge"),
         "Link.down": (link.down, "a:eth0"),
         "Link.impair": (lambda: link.impair(loss=0.5), "impair(loss=0.5) on a:eth0"),
@@ -650,11 +651,13 @@ def test_sweep_cluster(netns_cluster: Cluster) -> None:
     netns_cluster.pod("p1", node=node)
     netns_cluster.pod("p2", node=node)
     service = netns_cluster.service("web", port=80, pods=["p1"])
+    netns_cluster.external("e0")
     sweep: dict[str, tuple[Callable[[], object], str | None]] = {
         "Cluster.describe": (netns_cluster.describe, None),
         "Cluster.external": (lambda: netns_cluster.external("ext"), "ext"),
         "Cluster.hosts": (netns_cluster.hosts, None),
         "Cluster.node": (lambda: netns_cluster.node("n2"), "n2"),
+        "Cluster.partition": (lambda: netns_cluster.partition("n1", "e0"), "cutting 'n1' off from 'e0'"),
         "Cluster.pod": (lambda: netns_cluster.pod("p3", node=node), "p3"),
         "Cluster.resolve": (lambda: netns_cluster.resolve("p1"), None),
         "Cluster.service": (lambda: netns_cluster.service("db", port=81, pods=["p1"]), "installing service 'db'"),

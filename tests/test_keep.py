@@ -71,10 +71,14 @@ def test_failed_tests_keep_their_namespaces(pytester: pytest.Pytester) -> None:
             "    ip netns exec pytest-netns-*-a <command>",
             "b (net:[[]*]) is kept as /run/netns/pytest-netns-*-b",
             "Processes started inside were stopped at teardown*",
-            "Remove: python -m pytest_netns cleanup*",
         ]
     )
-    result.stdout.fnmatch_lines(["*netns: 4 namespace(s) of failed tests kept under /run/netns*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*netns: 4 namespace(s) of failed tests kept under /run/netns*",
+            "list: python -m pytest_netns list    remove: python -m pytest_netns cleanup",
+        ]
+    )
 
     a = next(e for e in entries if e.info.namespace == "a" and e.info.test.endswith("test_fails"))  # type: ignore[union-attr]
     # The state the test left: addresses, routes, sysctls; its processes are gone.
@@ -91,6 +95,21 @@ def test_failed_tests_keep_their_namespaces(pytester: pytest.Pytester) -> None:
     meta = json.loads(_kept.metadata_path(a.name).read_text())
     assert meta["plugin"] == "pytest-netns" and a.name.startswith(f"pytest-netns-{meta['pid']}-")
     assert os.stat(f"/run/netns/{a.name}").st_ino == meta["inode"]
+
+
+@pytest.mark.parametrize("tb", ["auto", "no"])
+def test_what_was_kept_is_said_once(pytester: pytest.Pytester, tb: str) -> None:
+    """Each kept path and the commands to list and remove them appear once: in the failure report (its
+    section), or, where failure reports are not shown, in the summary at the end of the run."""
+    pytester.makepyfile("def test_fails(netns_pair):\n    assert False\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--netns-keep-on-failure", f"--tb={tb}")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert out.count("python -m pytest_netns cleanup") == 1, out
+    assert out.count("python -m pytest_netns list") == 1, out
+    for entry in kept():
+        assert out.count(f"{entry.info.path}\n") + out.count(f"{entry.info.path} ") == 1 + (tb == "auto"), out  # type: ignore[union-attr]
+        # "is kept as PATH" and "nsenter --net=PATH <command>" in the section, or "  PATH" in the summary
 
 
 @pytest.mark.parametrize(
@@ -123,7 +142,7 @@ def test_bad_ini_value_is_a_usage_error(pytester: pytest.Pytester, monkeypatch: 
     pytester.makepyfile("def test_x():\n    pass\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*PYTEST_NETNS_KEEP_ON_FAILURE*'sometimes' is not a boolean*"])
+    result.stderr.fnmatch_lines(["*PYTEST_NETNS_KEEP_ON_FAILURE*'sometimes' is neither a boolean*nor processes"])
 
 
 def test_xdist_workers_keep_and_the_controller_reports(pytester: pytest.Pytester) -> None:

@@ -259,6 +259,18 @@ def test_a_missing_feature_that_is_not_required_is_a_skip_naming_it(pytester: py
     result.stdout.fnmatch_lines(["SKIPPED [[]1[]] *.py:1: libpcap missing: filter='icmp' needs libpcap*"])
 
 
+def test_the_readme_says_what_filter_does_without_libpcap() -> None:
+    """What the two tests above check, as the README tells it (it said FeatureUnavailable, not a skip)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index("`filter=` (BPF syntax) needs")
+    paragraph = " ".join(readme[start : readme.index("\n\n", start)].split())
+    for said in ("`FeatureUnavailable` (feature `libpcap`)", "a skip of the test naming it", "libpcap missing:",
+                 "a failure under `--netns-require-features=libpcap`", "outside pytest it is simply raised"):
+        assert said in paragraph, said
+
+
 @pytest.mark.skipif(libpcap_missing() is not None, reason=f"needs libpcap installed: {libpcap_missing()}")
 def test_a_required_feature_that_is_there_passes(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(FILTER_TEST)

@@ -24,7 +24,10 @@ measured on Linux 6.18:
   is turning it off when the last such socket closes.  One socket with
   ``SO_TIMESTAMPNS`` is kept for the life of the process
   (:func:`keep_timestamps_on`) so that the stamps are always taken when a
-  packet is seen, not when it is read.
+  packet is seen, not when it is read.  Switching on is itself deferred:
+  until the workqueue has run, packets are stamped when read (seen: the
+  first recorded test of a process showing two namespaces' packets in the
+  order they were read), so the first recorder waits for it.
 """
 
 from __future__ import annotations
@@ -243,21 +246,56 @@ def statistics(sock: socket.socket) -> tuple[int, int]:
 # -- timestamps ------------------------------------------------------------------
 
 _timestamp_keeper: socket.socket | None = None
+_stamping_seen = False
 
 
-def keep_timestamps_on() -> None:
+def keep_timestamps_on(probe_ns_fd: int | None = None) -> None:
     """Keep the kernel's receive timestamping on for the life of the process (see module notes).
 
     A UDP socket that is never bound or used, made in the namespace the
-    process started in; it changes nothing in that namespace.
+    process started in; it changes nothing in that namespace.  With
+    ``probe_ns_fd`` (a namespace nobody captures in yet), the first call also
+    waits until the kernel does stamp packets: a packet seen before the
+    deferred switch is stamped only when it is read, so the packets of the
+    first recorded test came out in the order they were read.
     """
-    global _timestamp_keeper
+    global _timestamp_keeper, _stamping_seen
     if _timestamp_keeper is None:
         with _kernel.entered(_kernel.INITIAL_NETNS_FD):
             keeper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         keeper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         _timestamp_keeper = keeper
         atexit.register(keeper.close)
+    if probe_ns_fd is not None and not _stamping_seen:
+        _stamping_seen = _wait_stamping(probe_ns_fd)
+
+
+def _wait_stamping(ns_fd: int, timeout: float = 1.0) -> bool:
+    """Send datagrams to ourselves over ``lo`` in ``ns_fd`` until one was stamped before it was read."""
+    with _kernel.entered(ns_fd):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    with sock:
+        try:
+            sock.bind(("127.0.0.1", 0))
+        except OSError:  # lo is not up (yet): nothing to probe with
+            return False
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                sock.sendto(b"t", sock.getsockname())
+                before = time.time()
+                _data, ancillary, _flags, _address = sock.recvmsg(1, socket.CMSG_SPACE(_TIMESPEC.size))
+            except OSError:
+                return False
+            for level, kind, data in ancillary:
+                if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+                    seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+                    if seconds + nanoseconds / 1e9 < before:
+                        return True
+            time.sleep(0.0005)
+    return False
 
 
 # -- closing without waiting -------------------------------------------------------

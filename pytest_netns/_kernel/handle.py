@@ -84,6 +84,7 @@ class NetnsHandle:
         self._foreign = False  # fd or path handed out: processes we did not start may be inside
         self._walkable = False  # processes inside are found among this process's descendants
         self._watched = False  # registered with the watchdog
+        self._spared = False  # teardown leaves the processes inside running (kept for debugging)
         _process.reap_killed()  # what earlier teardowns killed and nobody waited for
 
         def inside() -> None:
@@ -186,6 +187,11 @@ class NetnsHandle:
             _watchdog.register(self.inode)
             self._watched = True
 
+    def spare_processes(self) -> None:
+        """At teardown, leave the processes inside running: stop nothing, kill nothing, and the watchdog forgets
+        the namespace (``--netns-keep-on-failure=processes``: a bind mount keeps the namespace after release)."""
+        self._spared = True
+
     # -- teardown ------------------------------------------------------------------
 
     def release(self, problems: list[BaseException], stop: Callable[[], object] | None = None) -> None:
@@ -198,7 +204,7 @@ class NetnsHandle:
         if self._closed:
             return False
         self._closed = True
-        if stop is not None:
+        if stop is not None and not self._spared:
             try:
                 stop()
             except Exception as exc:  # pragma: no cover - defensive
@@ -237,7 +243,10 @@ def release_all(steps: list[Step]) -> None:
     released.
     """
     started = [(handle, problems) for handle, stop, problems in steps if handle._begin_release(stop, problems)]
-    hosting = [handle for handle, _ in started if handle._hosting]
+    hosting = [handle for handle, _ in started if handle._hosting and not handle._spared]
+    spared = [handle for handle, _ in started if handle._spared and handle._hosting and handle._walkable]
+    for _handle in spared:  # their processes stay, on their own: no subreaper needed for them
+        _process.release_descendants()
     if hosting:
         first = next(problems for handle, problems in started if handle is hosting[0])
         everywhere = any(handle._foreign or not handle._walkable for handle in hosting)

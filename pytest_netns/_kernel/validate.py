@@ -133,10 +133,12 @@ def ifname(value: object, what: str = "interface name") -> str:
 
 
 def address(value: object) -> IPAddress:
-    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        return value
+    """An address, from a string or an ``ipaddress`` object; an interface (``10.0.0.2/24``) gives its address."""
+    # First: an IPv4Interface is also an IPv4Address, whose str() keeps the prefix ("10.0.0.2/24").
     if isinstance(value, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
         return value.ip
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return value
     try:
         return ipaddress.ip_address(value)  # type: ignore[arg-type]
     except ValueError:

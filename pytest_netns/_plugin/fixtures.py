@@ -135,11 +135,11 @@ def netns_pair(request: pytest.FixtureRequest) -> Iterator[NamespacePair]:
     """Two namespaces ``(a, b)`` joined by one veth named ``eth0`` on both sides.
 
     a = 10.0.0.1/24 + fd00::1/64, b = 10.0.0.2/24 + fd00::2/64; the link is
-    up and the first packet is delivered (IPv4 and IPv6).  Configure it with
-    ``@pytest.mark.netns(mtu=..., subnet=..., ipv6=...)``.  Both namespaces
-    are torn down after the test.
+    up and the first packet is delivered (IPv4 and IPv6); ``.link`` is its
+    ``Link``.  Configure it with ``@pytest.mark.netns(mtu=..., subnet=...,
+    ipv6=..., offloads=...)``.  Both namespaces are torn down after the test.
     """
-    settings = _settings.network_settings(request.node, members=2)
+    settings = _settings.network_settings(request.node, members=2, fixture="netns_pair")
     require_namespaces(request)
     from ..presets.simple import pair_network
 

@@ -22,7 +22,9 @@ MARKER_HELP = (
     "interface MTU, IPv4 subnet (hosts get its first addresses in order), whether IPv6 "
     "addresses (fd00::/64) are added, the number of bridge members, and whether segmentation "
     "and receive offloads stay on (off: every captured frame fits the MTU); "
-    "cni: how netns_cluster connects pods to their node (ptp or bridge)."
+    "cni: how netns_cluster connects pods to their node (ptp or bridge). "
+    "netns_pair reads mtu, subnet, ipv6, offloads; netns_bridge also size; netns_cluster cni: "
+    "on a test, an argument none of its fixtures reads is a usage error."
 )
 PCAP_CHOICES = ("never", "failed", "always")
 
@@ -39,28 +41,83 @@ def _marker_arguments(
     """The marker's signature; binding to it reports unknown arguments."""
 
 
-def network_settings(item: pytest.Item, members: int | None = None) -> NetworkSettings:
-    """The closest ``netns`` marker of ``item``, validated; UsageError names a bad argument.
+#: The marker arguments each fixture reads; no other fixture reads the marker.
+MARKER_READERS: dict[str, tuple[str, ...]] = {
+    "netns_pair": ("mtu", "subnet", "ipv6", "offloads"),
+    "netns_bridge": ("mtu", "subnet", "ipv6", "offloads", "size"),
+    "netns_cluster": ("cni",),
+}
 
-    ``members`` is how many hosts the subnet must hold (default: ``size``).
+
+def _where(item: pytest.Item) -> str:
+    return f"@pytest.mark.{MARKER_SIGNATURE.split('(')[0]} on {item.nodeid}"
+
+
+def _readers(argument: str) -> str:
+    return ", ".join(fixture for fixture, arguments in MARKER_READERS.items() if argument in arguments)
+
+
+def check_marker(item: pytest.Item) -> None:
+    """The closest ``netns`` marker's arguments, checked against the fixtures ``item`` requests (UsageError).
+
+    Positional and unknown arguments are errors wherever the marker is.  An
+    argument none of the test's fixtures reads (``MARKER_READERS``; the test
+    requests its arguments, ``usefixtures``, autouse fixtures and what they
+    depend on) is an error when the marker is the test's own; a marker on a
+    class or module configures tests that use different fixtures, so there
+    each test ignores the arguments its fixtures do not read.
     """
     __tracebackhide__ = True
-    marker = item.get_closest_marker("netns")
-    if marker is None:
-        return NetworkSettings()
-    where = f"@pytest.mark.{MARKER_SIGNATURE.split('(')[0]} on {item.nodeid}"
+    found = next(item.iter_markers_with_node("netns"), None)
+    if found is None:
+        return
+    node, marker = found
+    where = _where(item)
     valid = ", ".join(inspect.signature(_marker_arguments).parameters)
     if marker.args:
         raise pytest.UsageError(f"{where}: takes keyword arguments only ({valid}), got positional {marker.args!r}")
     unknown = sorted(set(marker.kwargs) - set(inspect.signature(_marker_arguments).parameters))
     if unknown:
         raise pytest.UsageError(f"{where}: unknown argument {', '.join(map(repr, unknown))} (valid: {valid})")
-    network = {key: value for key, value in marker.kwargs.items() if key != "cni"}
+    if node is not item:
+        return
+    requested = getattr(item, "fixturenames", ())
+    readers = [fixture for fixture in MARKER_READERS if fixture in requested]
+    read = {argument for fixture in readers for argument in MARKER_READERS[fixture]}
+    unread = [argument for argument in marker.kwargs if argument not in read]
+    if not unread:
+        return
+    named = ", ".join(f"{argument}= (read by {_readers(argument)})" for argument in unread)
+    if not readers:
+        raise pytest.UsageError(
+            f"{where}: no fixture this test requests reads the marker, so {named} would be ignored "
+            "(a fixture requested with request.getfixturevalue() does not count: request it as an argument)"
+        )
+    takes = "; ".join(f"{fixture} takes {', '.join(MARKER_READERS[fixture])}" for fixture in readers)
+    raise pytest.UsageError(f"{where}: {named} does not apply to {', '.join(readers)} ({takes})")
+
+
+def network_settings(item: pytest.Item, members: int | None = None, *, fixture: str | None = None) -> NetworkSettings:
+    """The closest ``netns`` marker of ``item``, validated; UsageError names a bad argument.
+
+    ``fixture`` takes only the arguments it reads (``MARKER_READERS``: an
+    inherited marker may hold others); without it every network argument is
+    checked.  ``members`` is how many hosts the subnet must hold (default:
+    ``size``).
+    """
+    __tracebackhide__ = True
+    check_marker(item)
+    marker = item.get_closest_marker("netns")
+    if marker is None:
+        return NetworkSettings()
+    wanted = MARKER_READERS[fixture] if fixture is not None else tuple(marker.kwargs)
+    network = {key: value for key, value in marker.kwargs.items() if key in wanted and key != "cni"}
     try:
-        cluster_cni(item)
+        if fixture is None:
+            cluster_cni(item)
         return NetworkSettings.checked(**network, members=members)
     except ValueError as exc:
-        raise pytest.UsageError(f"{where}: {exc}") from None
+        raise pytest.UsageError(f"{_where(item)}: {exc}") from None
 
 
 def cluster_cni(item: pytest.Item) -> Literal["ptp", "bridge"]:

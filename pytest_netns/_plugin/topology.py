@@ -55,10 +55,10 @@ def netns_bridge(request: pytest.FixtureRequest) -> Iterator[BridgeMembers]:
 
     Addresses 10.0.0.1..N/24 and fd00::1..N/64, in list order; every member
     reaches every other at once (the bridge has STP off, no forwarding
-    delay).  ``@pytest.mark.netns(size=..., mtu=..., subnet=..., ipv6=...)``
-    configures it.  Torn down after the test.
+    delay).  ``@pytest.mark.netns(size=..., mtu=..., subnet=..., ipv6=...,
+    offloads=...)`` configures it.  Torn down after the test.
     """
-    settings = _settings.network_settings(request.node)
+    settings = _settings.network_settings(request.node, fixture="netns_bridge")
     require_namespaces(request)
     from ..presets.simple import bridge_network
 

@@ -65,7 +65,7 @@ class Recorder:
         self.frames: list[_afpacket.Frame] = []
         #: Packets the kernel dropped because the buffer was full.
         self.dropped = 0
-        _afpacket.keep_timestamps_on()
+        _afpacket.keep_timestamps_on(handle_of(ns).fd)
         sock = _afpacket.open_all_interfaces(handle_of(ns).fd, rcvbuf=buffer)
         self._sock: socket.socket | None = sock
         self._reader = _afpacket.Reader(sock)
