@@ -577,6 +577,7 @@ class Namespace:
         listing every step that failed (all steps are attempted).  Calling it
         again does nothing.
         """
+        __tracebackhide__ = True
         killed: list[str] = []
         problems: list[BaseException] = []
         self._handle.release(problems, self._stopper(killed))
@@ -599,6 +600,7 @@ def close_all(namespaces: list[Namespace]) -> None:
     Processes killed after their grace are warned about (``NetnsProcessWarning``);
     raises ``TeardownError`` naming every failed step of every namespace.
     """
+    __tracebackhide__ = True
     killed: list[str] = []
     steps: list[Step] = [(ns._handle, ns._stopper(killed), []) for ns in reversed(namespaces)]
     release_all(steps)
@@ -618,6 +620,7 @@ def _report(names: str, problems: list[BaseException], killed: list[str]) -> Non
     test's teardown, so they are the test's); with ``-W error`` the first one
     raises, unless a teardown error takes precedence.
     """
+    __tracebackhide__ = True
     try:
         for message in killed:
             warnings.warn(NetnsProcessWarning(message), stacklevel=3)
