@@ -23,6 +23,7 @@ pytest_plugins: list[str] = [
     "pytest_netns._plugin.cluster",
     "pytest_netns._plugin.partition",
     "pytest_netns._plugin.tracebacks",
+    "pytest_netns._plugin.preload",
 ]
 
 __all__ = ["NamespacePair", "netns", "netns_factory", "netns_pair"]

@@ -267,8 +267,9 @@ def capture(
         _validate.ifname(iface)
     if lfilter is not None and not callable(lfilter):
         raise ValueError(f"lfilter must be a callable taking a packet, got {lfilter!r}")
+    # Without filter= scapy is not needed to listen, only to decode: its first import (~0.4 s) then
+    # happens while the socket already queues packets, so nothing sent meanwhile is missed.
     program = _bpf(filter, f"capture on {ns.name}") if filter is not None else list(_afpacket.ACCEPT)
-    load_scapy()
     if iface is not None:
         program = _afpacket.only_interface(lookup.interface(ns, name=iface).index, program)
     else:
