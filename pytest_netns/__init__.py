@@ -15,6 +15,8 @@ from .errors import (
     NetnsError,
     NetnsLeakWarning,
     NetnsProcessWarning,
+    NetnsTimeout,
+    ProcessExited,
     TeardownError,
 )
 from .namespace import Namespace
@@ -94,9 +96,11 @@ __all__ = [
     "NetnsError",
     "NetnsLeakWarning",
     "NetnsProcessWarning",
+    "NetnsTimeout",
     "Node",
     "Partition",
     "Pod",
+    "ProcessExited",
     "PublishedPort",
     "Segment",
     "Service",

@@ -3,7 +3,12 @@
     NetnsError                      anything the plugin could not do
     ├── KernelError (+ OSError)     a netlink request or system call failed
     ├── CommandError (+ subprocess.CalledProcessError)
-    │                               a command run inside a namespace failed
+    │   │                           a command run inside a namespace failed
+    │   └── ProcessExited           a process started with popen exited while
+    │                               wait_for_port waited for it to listen
+    ├── NetnsTimeout (+ TimeoutError)
+    │                               what was awaited did not happen in time
+    │                               (wait_for_port, Capture.wait)
     ├── FeatureUnavailable          the running kernel lacks a feature
     └── TeardownError               cleaning up a namespace went wrong
 
@@ -71,6 +76,68 @@ class CommandError(NetnsError, subprocess.CalledProcessError):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.returncode, self.cmd, self.output, self.stderr, self.namespace))
+
+
+class ProcessExited(CommandError):
+    """A process started with ``popen`` exited while ``wait_for_port`` waited for a server to listen.
+
+    ``returncode`` (negative: killed by that signal), ``cmd``, ``pid``, and
+    the end of its output where the test could read it (``stderr``, or
+    ``output`` when only stdout was a pipe); ``note`` says why not otherwise.
+    """
+
+    def __init__(
+        self,
+        returncode: int,
+        cmd: str | Sequence[str],
+        *,
+        pid: int,
+        waiting: str,
+        output: str | None = None,
+        stderr: str | None = None,
+        note: str = "",
+        namespace: str = "?",
+    ) -> None:
+        super().__init__(returncode, cmd, output, stderr, namespace)
+        self.pid = pid
+        self.waiting = waiting
+        self.note = note
+
+    def __str__(self) -> str:
+        shown = self.cmd if isinstance(self.cmd, str) else " ".join(map(str, self.cmd))
+        where = f" in namespace {self.namespace!r}" if self.namespace != "?" else ""
+        how = f"exited with code {self.returncode}"
+        if self.returncode < 0:
+            import signal
+
+            try:
+                how = f"was killed by {signal.Signals(-self.returncode).name}"
+            except ValueError:
+                how = f"was killed by signal {-self.returncode}"
+        lines = [f"{self.waiting}: pid {self.pid} ({shown}){where} {how}"]
+        for label, data in (("stderr", self.stderr), ("stdout", self.output)):
+            if data:
+                lines.append(f"its {label} ends with:\n" + _indent(str(data).rstrip()))
+        if self.note:
+            lines.append(self.note)
+        return "\n".join(lines)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_rebuild_process_exited, (self.returncode, self.cmd, self.__dict__.copy()))
+
+
+def _rebuild_process_exited(returncode: int, cmd: str | Sequence[str], state: dict[str, object]) -> ProcessExited:
+    exc = ProcessExited.__new__(ProcessExited)
+    exc.__dict__.update(state)
+    exc.args = (returncode, cmd)
+    return exc
+
+
+class NetnsTimeout(NetnsError, TimeoutError):
+    """What was awaited did not happen in time (``wait_for_port``, ``Capture.wait``); the message says what.
+
+    Also a ``TimeoutError``: ``except TimeoutError`` keeps catching it.
+    """
 
 
 class FeatureUnavailable(NetnsError):

@@ -11,8 +11,9 @@ import subprocess
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._kernel import netns as _kernel
 from ._kernel import process as _process
@@ -20,7 +21,16 @@ from ._kernel import rtnl as _rtnl
 from ._kernel import validate as _validate
 from ._kernel.handle import NetnsHandle, Step, handle_of, release_all
 from ._kernel.handle import holders as _holders
-from .errors import CommandError, KernelError, NetnsError, NetnsLeakWarning, NetnsProcessWarning, TeardownError
+from .errors import (
+    CommandError,
+    KernelError,
+    NetnsError,
+    NetnsLeakWarning,
+    NetnsProcessWarning,
+    NetnsTimeout,
+    ProcessExited,
+    TeardownError,
+)
 
 if TYPE_CHECKING:
     from scapy.packet import Packet
@@ -50,6 +60,8 @@ BASELINE_SYSCTLS = (
 _baseline_writes: list[tuple[str, str]] | None = None
 
 _numbers = itertools.count(1)
+#: The namespace each process ``popen``/``run`` started is in (``wait_for_port(process=)`` names it).
+_started_in: weakref.WeakKeyDictionary[subprocess.Popen[Any], str] = weakref.WeakKeyDictionary()
 _thread_state = threading.local()
 
 
@@ -226,6 +238,7 @@ class Namespace:
         with self._lock, _kernel.entered(self._handle.fd):
             proc = subprocess.Popen(command, **kwargs)
             self._processes.append(proc)
+        _started_in[proc] = self._name
         return proc
 
     def _forget(self, proc: subprocess.Popen[Any]) -> None:
@@ -233,17 +246,41 @@ class Namespace:
             if proc in self._processes:
                 self._processes.remove(proc)
 
-    def wait_for_port(self, host: str | _validate.IPAddress, port: int, *, timeout: float = 10.0) -> None:
+    def wait_for_port(
+        self,
+        host: str | _validate.IPAddress,
+        port: int,
+        *,
+        timeout: float = 10.0,
+        process: subprocess.Popen[Any] | None = None,
+    ) -> None:
         """Return once a TCP server at ``host:port`` accepts a connection made from inside.
 
-        For servers just started with ``popen``; raises ``TimeoutError`` naming
-        the address after ``timeout`` seconds.  Each probe connects and closes.
+        For servers just started with ``popen``.  A server that dies does not
+        make it wait out ``timeout``: it raises ``ProcessExited`` at once, with
+        the exit code and the end of the process's stderr (when it is a pipe,
+        ``stderr=subprocess.PIPE``; read without taking it from you), when
+        ``process`` (a ``Popen``, from any namespace) exits, or, without
+        ``process``, when a process ``popen`` started in this namespace exits
+        with an error (non-zero or a signal) before you collected its status.
+        After ``timeout`` seconds it raises ``NetnsTimeout`` (a
+        ``TimeoutError``) naming the address.  Each probe connects and closes.
         """
+        __tracebackhide__ = True
         address = _validate.address(host)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
         _validate.duration(timeout, "timeout")
+        if process is not None and not isinstance(process, subprocess.Popen):
+            raise ValueError(f"process must be the subprocess.Popen that popen returned, got {process!r}")
         self._check_open()
+        where = f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+        waiting = f"waiting for {where} to accept a connection from {self._name!r}"
+        if process is not None:
+            watched, any_exit = [process], True
+        else:
+            with self._lock:  # what the test has not seen end yet (returncode is set once someone waited)
+                watched, any_exit = [p for p in self._processes if p.returncode is None], False
         family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
         deadline = time.monotonic() + timeout
         while True:
@@ -255,13 +292,50 @@ class Namespace:
                     sock.connect((str(address), port))
                     return
                 except OSError as exc:
-                    if time.monotonic() > deadline:
-                        where = f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
-                        raise TimeoutError(
-                            f"nothing accepted a connection to {where} from {self._name!r} within {timeout:g}s "
-                            f"(last error: {exc})"
-                        ) from None
+                    last = exc
+            for proc in watched:
+                code = proc.poll()
+                if code is not None and (any_exit or code != 0):
+                    raise self._exited(proc, waiting)
+            if time.monotonic() > deadline:
+                running = (
+                    f"; pid {process.pid} ({_process.describe(process.args)}) is still running"
+                    if process is not None
+                    else ""
+                )
+                raise NetnsTimeout(
+                    f"nothing accepted a connection to {where} from {self._name!r} within {timeout:g}s "
+                    f"(last error: {last}){running}"
+                )
             time.sleep(0.02)
+
+    def _exited(self, proc: subprocess.Popen[Any], waiting: str) -> ProcessExited:
+        """What ``wait_for_port`` raises when ``proc`` ended: the end of its output where the test could read it."""
+        namespace = _started_in.get(proc, "?")
+        found: dict[str, str | None] = {"stderr": None, "output": None}
+        for key, stream in (("stderr", proc.stderr), ("output", proc.stdout)):
+            if stream is not None:
+                data = _process.peek_pipe(stream.fileno())
+                found[key] = _process.tail(data) if data else None
+        note = ""
+        if proc.stderr is None:
+            note = (
+                "(its stderr is not a pipe to the test, so it cannot be shown here: popen(..., "
+                "stderr=subprocess.PIPE) shows its end; what it wrote to the test's own stderr is in the "
+                "report's captured stderr)"
+            )
+        elif not found["stderr"]:
+            note = "(it wrote nothing to its stderr that is still unread)"
+        return ProcessExited(
+            proc.returncode,
+            cast("str | list[str]", proc.args),  # popen's commands are; a Popen from elsewhere is shown as str()
+            pid=proc.pid,
+            waiting=waiting,
+            output=found["output"] if not found["stderr"] else None,
+            stderr=found["stderr"],
+            note=note,
+            namespace=namespace,
+        )
 
     # -- configuration ------------------------------------------------------
 
@@ -503,6 +577,7 @@ class Namespace:
         listing every step that failed (all steps are attempted).  Calling it
         again does nothing.
         """
+        __tracebackhide__ = True
         killed: list[str] = []
         problems: list[BaseException] = []
         self._handle.release(problems, self._stopper(killed))
@@ -525,6 +600,7 @@ def close_all(namespaces: list[Namespace]) -> None:
     Processes killed after their grace are warned about (``NetnsProcessWarning``);
     raises ``TeardownError`` naming every failed step of every namespace.
     """
+    __tracebackhide__ = True
     killed: list[str] = []
     steps: list[Step] = [(ns._handle, ns._stopper(killed), []) for ns in reversed(namespaces)]
     release_all(steps)
@@ -544,6 +620,7 @@ def _report(names: str, problems: list[BaseException], killed: list[str]) -> Non
     test's teardown, so they are the test's); with ``-W error`` the first one
     raises, unless a teardown error takes precedence.
     """
+    __tracebackhide__ = True
     try:
         for message in killed:
             warnings.warn(NetnsProcessWarning(message), stacklevel=3)

@@ -22,6 +22,8 @@ pytest_plugins: list[str] = [
     "pytest_netns._plugin.pcap",
     "pytest_netns._plugin.cluster",
     "pytest_netns._plugin.partition",
+    "pytest_netns._plugin.tracebacks",
+    "pytest_netns._plugin.preload",
 ]
 
 __all__ = ["NamespacePair", "netns", "netns_factory", "netns_pair"]

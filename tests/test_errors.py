@@ -650,9 +650,11 @@ def test_sweep_cluster(netns_cluster: Cluster) -> None:
     node = netns_cluster.node("n1")
     netns_cluster.pod("p1", node=node)
     netns_cluster.pod("p2", node=node)
+    netns_cluster.pod("gone", node=node)  # in no service: deleting it only releases its namespace
     service = netns_cluster.service("web", port=80, pods=["p1"])
     netns_cluster.external("e0")
     sweep: dict[str, tuple[Callable[[], object], str | None]] = {
+        "Cluster.delete_pod": (lambda: netns_cluster.delete_pod("gone"), None),
         "Cluster.describe": (netns_cluster.describe, None),
         "Cluster.external": (lambda: netns_cluster.external("ext"), "ext"),
         "Cluster.hosts": (netns_cluster.hosts, None),

@@ -9,7 +9,7 @@ def test_a_port_named_after_a_member_is_never_reused_as_a_fallback_name() -> Non
     """A member called "p1" takes that name; the next member, whose name is too long, gets the next free "p<n>"."""
     with Topology() as net:
         short, long = net.add("p1"), net.add("a-name-too-long-for-a-port")
-        segment = net.bridge([short, long])
+        segment = net.segment([short, long])
         assert [segment.port(short), segment.port(long)] == ["p1", "p2"]
         assert sorted(segment.namespace.interfaces()) == ["br0", "lo", "p1", "p2"]
         assert short.ping(str(long.ip))

@@ -7,6 +7,9 @@ namespace's ``with`` block around ``subprocess.Popen`` is all it takes (no
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import functools
 import os
 import signal
@@ -83,6 +86,51 @@ def _signal(proc: subprocess.Popen[Any], sig: int) -> None:
         proc.send_signal(sig)
     except ProcessLookupError:  # pragma: no cover - exited between poll and kill
         pass
+
+
+SPLICE_F_NONBLOCK = 2
+F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
+
+
+def peek_pipe(fd: int) -> bytes | None:
+    """What is queued in the pipe ``fd`` reads from, without taking it out; None if ``fd`` is no pipe.
+
+    ``tee(2)`` copies a pipe's contents into another pipe and leaves them in
+    place: the owner of ``fd`` (a ``Popen``'s ``stderr``) still reads all of
+    it.  Never blocks, even while a writer is alive.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.tee.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint)
+    libc.tee.restype = ctypes.c_ssize_t
+    try:
+        size = fcntl.fcntl(fd, F_GETPIPE_SZ)
+    except OSError:
+        return None
+    read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        with contextlib.suppress(OSError):  # over pipe-max-size without CAP_SYS_RESOURCE: the start is copied
+            fcntl.fcntl(write_end, F_SETPIPE_SZ, size)
+        copied = libc.tee(fd, write_end, size, SPLICE_F_NONBLOCK)
+        if copied <= 0:
+            return b"" if copied == 0 or ctypes.get_errno() == errno.EAGAIN else None
+        chunks = []
+        while copied > 0:
+            chunk = os.read(read_end, copied)
+            chunks.append(chunk)
+            copied -= len(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def tail(data: bytes, lines: int = 10) -> str:
+    """The last ``lines`` lines of a process's output, as text."""
+    return "\n".join(data.decode(errors="replace").rstrip().splitlines()[-lines:])
 
 
 def describe(args: object) -> str:

@@ -69,6 +69,7 @@ def teardown(request: pytest.FixtureRequest, close: Callable[[], object]) -> Non
 
 def provide(request: pytest.FixtureRequest, built: Built[T]) -> Iterator[T]:
     """Yield what a preset built to the test, its namespaces tracked, and tear it down after the test."""
+    __tracebackhide__ = True
     try:
         track(request, built.namespaces)
     except BaseException:
@@ -101,6 +102,7 @@ class NamespaceFactory:
         return ns
 
     def close(self) -> None:
+        __tracebackhide__ = True
         from ..namespace import close_all
 
         namespaces, self.namespaces = self.namespaces, []

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._kernel import afpacket as _afpacket
 from .._kernel import validate as _validate
-from ..errors import FeatureUnavailable
+from ..errors import FeatureUnavailable, NetnsTimeout
 from . import lookup
 from .decode import decode, load_scapy, packet_list, short_summary
 from .handle import handle_of
@@ -200,10 +200,12 @@ class Capture:
     def wait(self, count: int = 1, timeout: float = 2.0, lfilter: Callable[[Any], bool] | None = None) -> PacketList:
         """Return the captured packets matching ``lfilter`` as soon as there are ``count`` of them.
 
-        Packets captured before the call count too.  Raises ``TimeoutError``
-        (naming what it waited for and listing what it did capture) when
-        ``timeout`` seconds pass first, or at once when the capture is over.
+        Packets captured before the call count too.  Raises ``NetnsTimeout``
+        (a ``TimeoutError``, naming what it waited for and listing what it did
+        capture) when ``timeout`` seconds pass first, or at once when the
+        capture is over.
         """
+        __tracebackhide__ = True
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"count must be a positive integer, got {count!r}")
         _validate.duration(timeout, "timeout")
@@ -223,7 +225,7 @@ class Capture:
                 return packet_list(matching, f"capture {self.where}")
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._sock is None:
-                raise TimeoutError(self._timeout_message(count, timeout, lfilter, len(matching)))
+                raise NetnsTimeout(self._timeout_message(count, timeout, lfilter, len(matching)))
             wait_readable(self._sock, remaining)
 
     def _timeout_message(self, count: int, timeout: float, lfilter: Callable[[Any], bool] | None, found: int) -> str:
@@ -265,8 +267,9 @@ def capture(
         _validate.ifname(iface)
     if lfilter is not None and not callable(lfilter):
         raise ValueError(f"lfilter must be a callable taking a packet, got {lfilter!r}")
+    # Without filter= scapy is not needed to listen, only to decode: its first import (~0.4 s) then
+    # happens while the socket already queues packets, so nothing sent meanwhile is missed.
     program = _bpf(filter, f"capture on {ns.name}") if filter is not None else list(_afpacket.ACCEPT)
-    load_scapy()
     if iface is not None:
         program = _afpacket.only_interface(lookup.interface(ns, name=iface).index, program)
     else:
