@@ -29,21 +29,32 @@ The network:
   connections to any of the host's own addresses at ``host_port`` (from
   outside, from containers, or from the host itself; not to 127.0.0.1) are
   DNAT-ed to the container's ``container_port`` (Docker's
-  ``-m addrtype --dst-type LOCAL`` DNAT rule).  The source address is kept:
-  the container sees the external host's address.  Like docker-proxy, the
-  host port is also bound in the host namespace, so the port is really
-  taken there: a second ``publish`` of the same port and protocol, or one
-  of a port a process in ``host`` already uses, raises ``ValueError`` naming
-  the port (Docker's "port is already allocated"), and a later process in
+  ``-m addrtype --dst-type LOCAL`` DNAT rule).  From outside and from the
+  host the source address is kept: the container sees the external host's
+  address.  A container reaching a published port (its own or another's)
+  through the host's address is seen coming from the gateway 172.17.0.1, as
+  with Docker's default userland proxy: the host masquerades a DNAT-ed
+  connection that goes back onto ``docker0``, so that the reply returns
+  through the host and is translated back.  Like docker-proxy, the host
+  port is also bound in the host namespace, so the port is really taken
+  there: a second ``publish`` of the same port and protocol, or one of a
+  port a process in ``host`` already uses, raises ``ValueError`` naming the
+  port (Docker's "port is already allocated"), and a later process in
   ``host`` cannot bind it either.
 
 Kernel settings set explicitly on the host namespace (never on the machine):
-``ip_forward=1``; ``rp_filter=0``; bridged IPv4 traffic passes netfilter
-(``net.bridge.bridge-nf-call-iptables=1``, which dockerd sets too), so a
-container that reaches another container through a published port gets the
-reply translated back.  No link has an IPv6 address (Docker's default
-network is IPv4).  Not modelled: user-defined networks and their DNS, the
-userland proxy for 127.0.0.1, IPv6, ``--icc=false``.
+``ip_forward=1``; ``rp_filter=0``; bridged frames do not pass netfilter
+(``net.bridge.bridge-nf-call-iptables=0`` and ``docker0``'s own option off),
+so the model works the same whether the kernel has ``br_netfilter`` loaded
+or not: container egress and published ports are routed, and containers
+reach each other by IP over a plain bridge.  Keeping the source address of
+a container reaching another container's published port (dockerd
+``--userland-proxy=false``) would need ``br_netfilter``: the DNAT-ed
+connection's reply is bridged straight between the two containers, and only
+bridged frames passing the IP hooks get translated back.  No link has an
+IPv6 address (Docker's default network is IPv4).  Not modelled:
+user-defined networks and their DNS, the userland proxy for 127.0.0.1,
+IPv6, ``--icc=false``.
 """
 
 from __future__ import annotations
@@ -51,13 +62,22 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from . import _nft, _rtnl, _validate
 from ._links import veth
-from .cluster import BRIDGE_NF_CALL_IPTABLES, NODE_SYSCTLS, _bridge, _check_port, _plug, _settle_sysctls
+from .cluster import (
+    _FORWARDING,
+    _NO_RP_FILTER,
+    FABRIC_SYSCTLS,
+    _bridge,
+    _check_port,
+    _plug,
+    _settle_sysctls,
+)
 from .errors import NetnsError, TeardownError
 from .namespace import Namespace, close_all
 
@@ -71,6 +91,15 @@ OUTSIDE_NETWORK = ipaddress.IPv4Network("203.0.113.0/24")
 #: The host's outside interface and the external host's interface.
 UPLINK = "eth0"
 CONTAINER_IFNAME = "eth0"
+#: Forwarding on, no reverse-path filter, and bridged frames kept away from
+#: netfilter where br_netfilter is loaded (the files are skipped where not):
+#: the same behaviour with and without br_netfilter.
+HOST_SYSCTLS = _FORWARDING + _NO_RP_FILTER + FABRIC_SYSCTLS
+#: The host's table masquerading DNAT-ed connections that go back onto docker0.
+HAIRPIN_TABLE = f"{_nft.TABLE_PREFIX}_docker_hairpin"
+#: ``ct status dnat``: NFT_CT_STATUS and IPS_DST_NAT.
+_CT_STATUS = 2
+_IPS_DST_NAT = 1 << 5
 
 
 class _Addressed(Namespace):
@@ -289,12 +318,12 @@ class DockerHost:
         host = _Addressed("host", kill_grace=self.kill_grace, _defer_setup=True)
         self._adopt(host)
         host._ip = OUTSIDE_NETWORK[1]
-        _settle_sysctls(host, NODE_SYSCTLS, required={BRIDGE_NF_CALL_IPTABLES})
+        _settle_sysctls(host, HOST_SYSCTLS)
         self._bridge_index = host.allocate_index()
         gateway = ipaddress.IPv4Interface(f"{DOCKER_NETWORK[1]}/{DOCKER_NETWORK.prefixlen}")
         host.execute(
             [
-                _bridge(DOCKER_BRIDGE, self._bridge_index, 1500, nf_call_iptables=True),
+                _bridge(DOCKER_BRIDGE, self._bridge_index, 1500, nf_call_iptables=False),
                 _rtnl.no_ipv6_link_local(self._bridge_index, f"switching IPv6 off on {DOCKER_BRIDGE}"),
                 _rtnl.set_link(self._bridge_index, up=True, doing=f"bringing {DOCKER_BRIDGE} up"),
                 _rtnl.new_address(self._bridge_index, gateway, f"adding {gateway} to {DOCKER_BRIDGE}"),
@@ -302,6 +331,7 @@ class DockerHost:
         )
         with host:
             _nft.masquerade(src=DOCKER_NETWORK, not_oifname=DOCKER_BRIDGE)
+            _hairpin_masquerade()
         return host
 
     def _build_external(self) -> Namespace:
@@ -343,3 +373,33 @@ class DockerHost:
             published._table.remove()
         published._reservation.close()
         del self._published[(published.proto, published.host_port)]
+
+
+def _hairpin_masquerade() -> None:
+    """``ip saddr 172.17.0.0/16 oifname "docker0" ct status dnat masquerade`` (calling thread in the host).
+
+    A container's connection to a published port, DNAT-ed to a container on
+    the same bridge, would be answered straight over the bridge, which only
+    ``br_netfilter`` translates back; seen from the gateway's address, the
+    reply comes back through the host's own conntrack.  Frames bridged
+    between containers never reach this chain (they skip netfilter here).
+    """
+    rule = (
+        _nft._nfproto(4)
+        + _nft._addr_match(DOCKER_NETWORK, "saddr")
+        + [_nft._meta(_nft._META_OIFNAME), _nft._cmp(_nft._CMP_EQ, _nft._ifname_bytes(DOCKER_BRIDGE))]
+        + [
+            _nft._expr("ct", "CT", dreg=_nft._REG_1, key=_CT_STATUS),
+            _nft._bitwise_and(struct.pack("=I", _IPS_DST_NAT)),
+            _nft._cmp(_nft._CMP_NEQ, bytes(4)),
+        ]
+        + [_nft._expr("masq", "MASQ")]
+    )
+    batch = _nft._Batch()
+    with _nft._netlink_socket() as sock:
+        batch.add_table("inet", HAIRPIN_TABLE)
+        batch.add_chain(
+            "inet", HAIRPIN_TABLE, "postrouting", hook=_nft._HOOK_POSTROUTING, priority=_nft._PRIO_SRCNAT, kind="nat"
+        )
+        batch.add_rule("inet", HAIRPIN_TABLE, "postrouting", rule)
+        batch.commit(sock)
