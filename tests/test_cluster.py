@@ -8,26 +8,32 @@ on.  Servers are threads of the test process listening inside the pods
 (``Responder``); each connection is answered with "<name> <peer address>",
 so a test sees both who served it and whom the server saw.
 
-Statistics: 60 connections over 3 pods chosen uniformly at random.  The
-test asks that every pod gets at least one and that Pearson's chi-square
-(df = 2) stays below 27.6, whose tail probability is exp(-27.6 / 2) = 1e-6:
-a correct implementation fails it once in a million runs (and a pod getting
-none of 60 is rarer still: 3 * (2/3)**60 = 8e-11), while a broken spread
-(a pod never chosen, or one pod taking everything) fails it every time.
+Statistics: 600 connections over 3 pods, which should be chosen uniformly
+at random.  The test asks that every pod gets at least one and that
+Pearson's chi-square (df = 2) stays below 13.8, whose tail probability is
+exp(-13.8 / 2) = 0.001: a correct implementation fails it once in a thousand
+runs.  Power, from the noncentral chi-square with noncentrality
+600 * sum((p_i - 1/3)**2 / (1/3)): a 50/25/25 split (expected chi-square
+75) passes with probability 2.5e-7, and kube-proxy's classic cascade bug
+(every rule firing with 1/n instead of 1/(n-i): 1/3, 2/9, 4/9; expected
+chi-square 44) with probability 1.2e-3.  With the earlier 60 connections
+they passed 79 % and 92 % of the time.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -36,7 +42,10 @@ from pytest_netns._kernel import rtnl as _rtnl
 from pytest_netns._kernel.handle import handle_of
 from pytest_netns.presets.cluster import BRIDGE_NF_CALL_IPTABLES, Cluster, Node, Pod
 
-CHI_SQUARE_LIMIT = 27.6  # df = 2, P(X > 27.6) = 1e-6
+#: Connections per spread measurement, and Pearson's chi-square bound for 3 pods
+#: (df = 2): P(X > 13.8) = exp(-13.8 / 2) = 0.001.  Power: see the module docstring.
+CONNECTIONS = 600
+CHI_SQUARE_LIMIT = 13.8
 
 
 class Responder:
@@ -270,15 +279,36 @@ def test_names_resolve_for_processes_and_through_resolve(two_nodes, servers) -> 
 # -- services ------------------------------------------------------------------------------
 
 
-def spread(client: Namespace, address: tuple[str, int], count: int = 60) -> Counter[str]:
+def spread(client: Namespace, address: tuple[str, int], count: int = CONNECTIONS) -> Counter[str]:
     return Counter(ask(client, address)[0] for _ in range(count))
 
 
-def assert_fair(counts: Counter[str], pods: list[Pod], total: int = 60) -> None:
+def assert_fair(counts: Counter[str], pods: Sequence[Pod | SimpleNamespace]) -> None:
+    """Every one of 3 pods served at least one connection, and the split passes Pearson's test at p = 0.001."""
+    assert len(pods) == 3, "CHI_SQUARE_LIMIT is for 3 pods (df = 2)"
     assert set(counts) == {p.name for p in pods}, counts  # every pod served at least one
-    expected = total / len(pods)
+    expected = sum(counts.values()) / len(pods)
     chi_square = sum((counts[p.name] - expected) ** 2 / expected for p in pods)
-    assert chi_square < CHI_SQUARE_LIMIT, counts
+    assert chi_square < CHI_SQUARE_LIMIT, f"chi-square {chi_square:.1f} for {dict(counts)}"
+
+
+@pytest.mark.parametrize(
+    ("split", "fair"),
+    [
+        ((200, 200, 200), True),
+        ((215, 190, 195), True),  # chi-square 1.75
+        ((300, 150, 150), False),  # 50/25/25: chi-square 75
+        ((200, 133, 267), False),  # the cascade bug 1/3, 2/9, 4/9: chi-square 45
+    ],
+)
+def test_assert_fair_rejects_the_skews_it_is_meant_to_catch(split: tuple[int, ...], fair: bool) -> None:
+    pods = [SimpleNamespace(name=f"web-{i}") for i in range(3)]
+    counts = Counter({pod.name: n for pod, n in zip(pods, split, strict=True)})
+    if fair:
+        assert_fair(counts, pods)
+    else:
+        with pytest.raises(AssertionError, match="chi-square"):
+            assert_fair(counts, pods)
 
 
 @BOTH_CNI
@@ -291,7 +321,7 @@ def test_service_spreads_connections_over_pods_on_the_clients_node_and_others(tw
     assert svc.endpoints == [(p.ip, 8080) for p in pods]
     servers += [Responder(p, 8080) for p in pods]
     # No NAT on the way in: every pod, local or remote, sees the client's own address.
-    answers = [ask(client, svc.address) for _ in range(60)]
+    answers = [ask(client, svc.address) for _ in range(CONNECTIONS)]
     assert {peer for _, peer in answers} == {str(client.ip)}
     assert_fair(Counter(label for label, _ in answers), pods)
     # The node's own connections (nat output chain) are served too, on both nodes.
@@ -307,7 +337,7 @@ def test_round_robin_spread_is_exactly_even(two_nodes, servers) -> None:
     client = cluster.pod("client", node=n2)
     svc = cluster.service("web", port=80, target_port=8080, pods=pods, spread="round_robin")
     servers += [Responder(p, 8080) for p in pods]
-    assert spread(client, svc.address) == Counter({"web-0": 20, "web-1": 20, "web-2": 20})
+    assert spread(client, svc.address, 60) == Counter({"web-0": 20, "web-1": 20, "web-2": 20})
 
 
 def test_add_and_remove_change_the_set_and_established_connections_survive(two_nodes, servers) -> None:
@@ -504,6 +534,7 @@ def test_fixtures_are_listed_and_announce_their_namespaces(pytester: pytest.Pyte
     """)
     pytester.makepyfile("""
         import conftest
+        import pytest
         def test_cluster(netns_cluster):
             node = netns_cluster.node("n1")
             netns_cluster.pod("p1", node=node)
@@ -511,9 +542,19 @@ def test_fixtures_are_listed_and_announce_their_namespaces(pytester: pytest.Pyte
         def test_docker(netns_docker):
             netns_docker.container("c1")
             assert conftest.seen[-3:] == ["host", "external", "c1"]
+        @pytest.mark.netns(cni="bridge")
+        def test_bridge_cluster(netns_cluster):
+            netns_cluster.pod("p1", node=netns_cluster.node("n1"))
     """)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", "-rs")
+    # The default (ptp) cluster and the Docker model need no br_netfilter; a bridge-CNI node does.
+    result.stdout.fnmatch_lines(["*::test_cluster PASSED*", "*::test_docker PASSED*"])
+    if os.path.exists(BRIDGE_NF_CALL_IPTABLES):
+        result.assert_outcomes(passed=3)
+    else:
+        result.assert_outcomes(passed=2, skipped=1)
+        result.stdout.fnmatch_lines(["*::test_bridge_cluster SKIPPED*"])
+        result.stdout.fnmatch_lines(["SKIPPED *: *no br_netfilter*modprobe br_netfilter*"])
     listing = pytester.runpytest_inprocess("--fixtures")  # lists only: touches no namespace
     listing.stdout.fnmatch_lines(["netns_cluster*", "*Kubernetes-style*", "netns_docker*", "*docker0*"])
     assert listing.ret == 0

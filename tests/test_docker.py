@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import json
+import os
 import socket
 import threading
 import warnings
@@ -17,9 +19,13 @@ from collections.abc import Iterator
 import pytest
 
 from pytest_netns import Namespace, NetnsError
+from pytest_netns._kernel import nft as _nft
 from pytest_netns._kernel import rtnl as _rtnl
 from pytest_netns._kernel.handle import handle_of
-from pytest_netns.presets.docker import Container, DockerHost
+from pytest_netns.presets.docker import HAIRPIN_TABLE, Container, DockerHost
+
+#: Present where br_netfilter is loaded (built in on some kernels, a module on Debian's and Ubuntu's).
+BRIDGE_NF_CALL_IPTABLES = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
 
 class Responder:
@@ -95,6 +101,21 @@ def default_route(ns: Namespace) -> str | None:
     return None
 
 
+def bridge_netfilter(docker: DockerHost) -> tuple[str | None, int]:
+    """(bridge-nf-call-iptables in the host, or None where br_netfilter is absent; docker0's own nf_call_iptables)."""
+    sysctl = None
+    if os.path.exists(BRIDGE_NF_CALL_IPTABLES):
+        sysctl = docker.host.sysctl("net.bridge.bridge-nf-call-iptables")
+    [link] = json.loads(docker.host.run(["ip", "-d", "-j", "link", "show", "docker0"]).stdout)
+    return sysctl, link["linkinfo"]["info_data"]["nf_call_iptables"]
+
+
+def set_bridge_netfilter(docker: DockerHost, on: bool) -> None:
+    """Bridged IPv4 frames pass netfilter (on) or not: the namespace's sysctl and docker0's own switch."""
+    docker.host.sysctl("net.bridge.bridge-nf-call-iptables", int(on))
+    docker.host.run(["ip", "link", "set", "docker0", "type", "bridge", "nf_call_iptables", str(int(on))])
+
+
 def test_layout_host_docker0_outside_network_and_containers(netns_docker: DockerHost) -> None:
     docker = netns_docker
     web, db = docker.container("web"), docker.container("db")
@@ -109,7 +130,9 @@ def test_layout_host_docker0_outside_network_and_containers(netns_docker: Docker
         assert container.addresses("eth0") == [ipaddress.ip_interface(f"{container.ip}/16")]
         assert default_route(container) == "172.17.0.1"
     assert docker.host.sysctl("net.ipv4.ip_forward") == "1"
-    assert docker.host.sysctl("net.bridge.bridge-nf-call-iptables") == "1"
+    # Bridged frames skip netfilter, as on a kernel without br_netfilter: the same model on every kernel.
+    sysctl, own_switch = bridge_netfilter(docker)
+    assert sysctl in (None, "0") and own_switch == 0
     assert docker["web"] is web and docker.containers == [web, db]
     # docker0's ports are the containers' veth peers.
     assert {"veth2", "veth3"} <= set(docker.host.interfaces())
@@ -139,10 +162,53 @@ def test_published_port_reaches_the_container_from_outside_the_host_and_other_co
     assert docker.published == [published]
     # From outside: the container sees the external host's own address (DNAT only).
     assert ask(docker.external, published.address) == ("web", str(docker.external.ip))
-    # From the host itself, and from another container through the host's address.
+    # From the host itself.
     assert ask(docker.host, published.address) == ("web", str(docker.host.ip))
+    # From containers through the host's addresses, the container's own included: as with
+    # Docker's default userland proxy, the container sees the gateway.
+    for client in (other, web):
+        assert ask(client, published.address) == ("web", "172.17.0.1")
+        assert ask(client, ("172.17.0.1", 8080)) == ("web", "172.17.0.1")
+
+
+def test_every_path_works_where_bridged_frames_skip_netfilter(netns_docker: DockerHost, servers) -> None:
+    """A kernel without br_netfilter (Debian's own, with nothing that loaded it) never passes bridged frames
+    to netfilter: egress, published ports and container-to-container traffic must not need it."""
+    docker = netns_docker
+    web, other = docker.container("web"), docker.container("other")
+    if os.path.exists(BRIDGE_NF_CALL_IPTABLES):  # where it is absent there is nothing to switch off
+        set_bridge_netfilter(docker, False)
+    servers += [Responder(web, 80), Responder(docker.external, 443), Responder(web, 53, proto="udp")]
+    published = docker.publish(web, host_port=8080, container_port=80)
+    dns = docker.publish(web, host_port=53, container_port=53, proto="udp")
+    assert ask(other, (str(docker.external.ip), 443)) == ("external", str(docker.host.ip))  # egress, masqueraded
+    assert ask(docker.external, published.address) == ("web", str(docker.external.ip))
+    assert ask(docker.external, dns.address, proto="udp") == ("web", str(docker.external.ip))
+    assert ask(other, (str(web.ip), 80)) == ("web", str(other.ip))  # plainly bridged
+    assert ask(other, published.address, timeout=2) == ("web", "172.17.0.1")
+    assert ask(other, dns.address, proto="udp", timeout=2) == ("web", "172.17.0.1")
+    assert ask(web, published.address, timeout=2) == ("web", "172.17.0.1")
+
+
+def test_keeping_the_source_of_a_container_reaching_a_published_port_needs_br_netfilter(
+        netns_docker: DockerHost, servers) -> None:
+    """What the host's hairpin masquerade is for (dockerd --userland-proxy=false keeps the source instead)."""
+    docker = netns_docker
+    web, other = docker.container("web"), docker.container("other")
+    servers.append(Responder(web, 80))
+    published = docker.publish(web, host_port=8080, container_port=80)
+    with handle_of(docker.host).entered():
+        _nft.NftTable("inet", HAIRPIN_TABLE).remove()
+    # The DNAT-ed request is routed by the host, but the reply is bridged straight from web to
+    # other, never translated back: other drops (or resets) a reply from web's own address.
+    with pytest.raises((TimeoutError, ConnectionRefusedError, ConnectionResetError)):
+        ask(other, published.address, timeout=1.0)
+    assert ask(docker.external, published.address)[0] == "web"  # routed: never needed it
+    if not os.path.exists(BRIDGE_NF_CALL_IPTABLES):
+        pytest.skip(f"br_netfilter is not loaded ({BRIDGE_NF_CALL_IPTABLES} is missing): "
+                    "the half showing that it translates the bridged reply back cannot run")
+    set_bridge_netfilter(docker, True)
     assert ask(other, published.address) == ("web", str(other.ip))
-    assert ask(other, ("172.17.0.1", 8080)) == ("web", str(other.ip))
 
 
 def test_publishing_a_taken_host_port_is_refused_naming_the_port(netns_docker: DockerHost, servers) -> None:

@@ -731,13 +731,73 @@ def test_netem_rejects_bad_values(kwargs: dict, bad: str) -> None:
         _tc.netem("lo", **kwargs)
 
 
+def _udp_echo_rtts(a: Netns, b: Netns, count: int) -> list[float]:
+    """``count`` UDP round trips a -> b (10.0.0.2:7, echoed by a thread), one at a time, in ms."""
+    with b.entered():
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with a.entered():
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("10.0.0.2", 7))
+
+    def echo() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                data, peer = server.recvfrom(64)
+                if peer is None:  # shut down
+                    return
+                server.sendto(data, peer)
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    rtts = []
+    with client, server:
+        client.settimeout(3)
+        client.connect(("10.0.0.2", 7))
+        for _ in range(count):
+            start = time.perf_counter()
+            client.send(b"x")
+            assert client.recv(64) == b"x"
+            rtts.append((time.perf_counter() - start) * 1000)
+        with contextlib.suppress(OSError):  # ENOTCONN for UDP, but recvfrom() wakes up
+            server.shutdown(socket.SHUT_RDWR)
+    thread.join(5)
+    return rtts
+
+
 def test_netem_applies_when_available(pair: tuple[Netns, Netns]) -> None:
+    """Delay and loss measured for real where the kernel has sch_netem (dev/test kernel runs it there)."""
     reason = _tc.netem_unavailable_reason()
     if reason is not None:
+        assert "sch_netem" in reason, reason
         pytest.skip(reason)
-    a, _ = pair
-    a.call(_tc.netem, "va", delay="20ms", loss=0.1)
+    a, b = pair
+    _udp_echo_rtts(a, b, 1)  # ARP resolved before the delay
+    a.call(_tc.netem, "va", delay="50ms")  # a's egress only: once per round trip
+    assert _root_qdisc(a, "va") == "netem"
+    delayed = _udp_echo_rtts(a, b, 10)
+    assert 50 <= min(delayed) <= 55, delayed  # within 10 %; the minimum, which load can only raise
+    # Loss alone (no delay, so the queue never fills): 2,000 datagrams, binomial 6-sigma bound.
+    a.call(_tc.netem, "va", loss=0.1)
+    with b.entered():
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with a.entered():
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with receiver, sender:
+        receiver.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, 16 << 20)
+        receiver.bind(("10.0.0.2", 9000))
+        trials = 2000
+        for index in range(trials):
+            sender.sendto(index.to_bytes(4, "big"), ("10.0.0.2", 9000))  # never fails: netem drops silently
+        receiver.settimeout(0.5)
+        received = 0
+        with contextlib.suppress(TimeoutError):
+            while True:
+                receiver.recv(16)
+                received += 1
+    assert within_6_sigma(trials - received, trials, 0.1), received
     a.call(_tc.clear_qdisc, "va")
+    assert _root_qdisc(a, "va") is None
+    assert min(_udp_echo_rtts(a, b, 10)) < 10  # the delay is gone
 
 
 # --------------------------------------------------------------------------

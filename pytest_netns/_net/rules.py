@@ -34,6 +34,7 @@ __all__ = [
     "drop_ingress",
     "duplicate_egress",
     "egress_duplicate_tables",
+    "hairpin_masquerade",
     "ingress_drop_table",
     "masquerade",
     "partition_table",
@@ -135,6 +136,39 @@ def masquerade(
         if value is not None
     )
     post = Chain("postrouting", [rule], hook=nft.HOOK_POSTROUTING, priority=nft.PRIO_SRCNAT, type="nat")
+    return nft.append(Table("inet", table, [post]), doing)
+
+
+def hairpin_masquerade_rule(src: IPNetwork, bridge: str) -> list[_expr.Expr]:
+    """``ip saddr <src> oifname <bridge> ct status dnat masquerade``."""
+    return [
+        *_words.nfproto(src.version),
+        *_words.addr(src, "saddr"),
+        *_words.oifname(bridge),
+        *_words.ct_status_dnat(),
+        _expr.Masq(),
+    ]
+
+
+def hairpin_masquerade(src: str | IPNetwork, bridge: str, *, table: str = NAT_TABLE) -> NftTable:
+    """Masquerade a DNAT-ed connection from ``src`` that goes back out onto ``bridge``.
+
+    A member of the bridge reaching a port published to another member (or
+    to itself) would get the reply bridged straight back, which only
+    ``br_netfilter`` translates; seen from the bridge's own address, the
+    reply returns through this namespace's conntrack (Docker's userland
+    proxy shows the same peer).  Frames bridged between members never reach
+    the chain where bridged frames skip netfilter.  Appended to the shared
+    masquerade table, as :func:`masquerade`'s rules are.
+    """
+    _validate.ifname(bridge, "bridge")
+    network = _to_network(src, "src")
+    if network is None:
+        raise ValueError("src None is not an IP network")
+    check_table_name(table)
+    rule = hairpin_masquerade_rule(network, bridge)
+    post = Chain("postrouting", [rule], hook=nft.HOOK_POSTROUTING, priority=nft.PRIO_SRCNAT, type="nat")
+    doing = f"masquerading DNAT-ed connections from {network} back onto {bridge!r}"
     return nft.append(Table("inet", table, [post]), doing)
 
 

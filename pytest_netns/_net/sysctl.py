@@ -59,7 +59,7 @@ BRIDGED_TRAFFIC_SKIPS_NETFILTER: tuple[Setting, ...] = (
 )
 
 #: A namespace that routes for the members of its bridge and DNATs their connections (a cluster
-#: node, a Docker host): forwarding, no reverse-path filter, bridged IPv4 through netfilter.
+#: node in bridge mode): forwarding, no reverse-path filter, bridged IPv4 through netfilter.
 BRIDGE_ROUTER: tuple[Setting, ...] = IPV4_FORWARDING + NO_RP_FILTER + BRIDGED_IPV4_PASSES_NETFILTER
 
 #: Where a missing sysctl comes from: (directory, feature name as ``doctor`` reports it, how to get it).

@@ -29,21 +29,32 @@ The network:
   connections to any of the host's own addresses at ``host_port`` (from
   outside, from containers, or from the host itself; not to 127.0.0.1) are
   DNAT-ed to the container's ``container_port`` (Docker's
-  ``-m addrtype --dst-type LOCAL`` DNAT rule).  The source address is kept:
-  the container sees the external host's address.  Like docker-proxy, the
-  host port is also bound in the host namespace, so the port is really
-  taken there: a second ``publish`` of the same port and protocol, or one
-  of a port a process in ``host`` already uses, raises ``ValueError`` naming
-  the port (Docker's "port is already allocated"), and a later process in
+  ``-m addrtype --dst-type LOCAL`` DNAT rule).  From outside and from the
+  host the source address is kept: the container sees the external host's
+  address.  A container reaching a published port (its own or another's)
+  through the host's address is seen coming from the gateway 172.17.0.1, as
+  with Docker's default userland proxy: the host masquerades a DNAT-ed
+  connection that goes back onto ``docker0``, so that the reply returns
+  through the host and is translated back.  Like docker-proxy, the host
+  port is also bound in the host namespace, so the port is really taken
+  there: a second ``publish`` of the same port and protocol, or one of a
+  port a process in ``host`` already uses, raises ``ValueError`` naming the
+  port (Docker's "port is already allocated"), and a later process in
   ``host`` cannot bind it either.
 
 Kernel settings set explicitly on the host namespace (never on the machine):
-``ip_forward=1``; ``rp_filter=0``; bridged IPv4 traffic passes netfilter
-(``net.bridge.bridge-nf-call-iptables=1``, which dockerd sets too), so a
-container that reaches another container through a published port gets the
-reply translated back.  No link has an IPv6 address (Docker's default
-network is IPv4).  Not modelled: user-defined networks and their DNS, the
-userland proxy for 127.0.0.1, IPv6, ``--icc=false``.
+``ip_forward=1``; ``rp_filter=0``; bridged frames do not pass netfilter
+(``net.bridge.bridge-nf-call-iptables=0`` and ``docker0``'s own option off),
+so the model works the same whether the kernel has ``br_netfilter`` loaded
+or not: container egress and published ports are routed, and containers
+reach each other by IP over a plain bridge.  Keeping the source address of
+a container reaching another container's published port (dockerd
+``--userland-proxy=false``) would need ``br_netfilter``: the DNAT-ed
+connection's reply is bridged straight between the two containers, and only
+bridged frames passing the IP hooks get translated back.  No link has an
+IPv6 address (Docker's default network is IPv4).  Not modelled:
+user-defined networks and their DNS, the userland proxy for 127.0.0.1,
+IPv6, ``--icc=false``.
 """
 
 from __future__ import annotations
@@ -79,8 +90,11 @@ CONTAINER_IFNAME = "eth0"
 
 
 MTU = 1500
-#: Bridged IPv4 through netfilter: a container reaching another through a published port gets the reply un-DNAT-ed.
-WITHOUT_BR_NETFILTER = "a container that reaches another through a published port to get its reply translated back"
+#: Forwarding on, no reverse-path filter, and bridged frames kept away from netfilter where
+#: br_netfilter is loaded (the files are skipped where not): the same behaviour with and without it.
+HOST_SYSCTLS = sysctl.IPV4_FORWARDING + sysctl.NO_RP_FILTER + sysctl.BRIDGED_TRAFFIC_SKIPS_NETFILTER
+#: The host's table masquerading DNAT-ed connections that go back onto docker0.
+HAIRPIN_TABLE = f"{_nft.TABLE_PREFIX}_docker_hairpin"
 
 
 class _Addressed(Namespace):
@@ -291,12 +305,12 @@ class DockerHost:
     def _build_host(self) -> Namespace:
         host = _Addressed("host", ip=OUTSIDE_NETWORK[1], kill_grace=self.kill_grace)
         self._adopt(host)
-        required = {sysctl.BRIDGE_NF_CALL_IPTABLES}
-        sysctl.settle(host, sysctl.BRIDGE_ROUTER, required=required, needed_for=WITHOUT_BR_NETFILTER)
+        sysctl.settle(host, HOST_SYSCTLS)
         gateway = ipaddress.IPv4Interface((DOCKER_NETWORK[1], DOCKER_NETWORK.prefixlen))
-        self._docker0 = router_bridge(host, DOCKER_BRIDGE, gateway, mtu=MTU, nf_call_iptables=True, reserved=(UPLINK,))
+        self._docker0 = router_bridge(host, DOCKER_BRIDGE, gateway, mtu=MTU, nf_call_iptables=False, reserved=(UPLINK,))
         with handle_of(host).entered():
             _rules.masquerade(src=DOCKER_NETWORK, not_oifname=DOCKER_BRIDGE)
+            _rules.hairpin_masquerade(DOCKER_NETWORK, DOCKER_BRIDGE, table=HAIRPIN_TABLE)
         return host
 
     def _build_external(self) -> Namespace:

@@ -58,9 +58,11 @@ NG_RANDOM = 1
 BYTEORDER_NTOH = 0
 BYTEORDER_HTON = 1
 
-# ct keys; NFT_CT_STATE is a host-endian u32 of NF_CT_STATE_*_BIT
+# ct keys; NFT_CT_STATE is a host-endian u32 of NF_CT_STATE_*_BIT, NFT_CT_STATUS one of IPS_*
 CT_STATE = 0
+CT_STATUS = 2
 CT_STATE_NEW = 1 << 3  # NF_CT_STATE_BIT(IP_CT_NEW)
+CT_STATUS_DNAT = 1 << 5  # IPS_DST_NAT: the connection's destination was translated
 
 # nat types and range flags
 NAT_SNAT = 0

@@ -21,6 +21,8 @@ from .expr import (
     CMP_NEQ,
     CT_STATE,
     CT_STATE_NEW,
+    CT_STATUS,
+    CT_STATUS_DNAT,
     FIB_F_DADDR,
     FIB_RESULT_ADDRTYPE,
     META_IIF,
@@ -130,6 +132,11 @@ def ct_state_new() -> list[Expr]:
     silently skipped.
     """
     return [Ct(CT_STATE), Bitwise(struct.pack("=I", CT_STATE_NEW)), Cmp(CMP_NEQ, bytes(4))]
+
+
+def ct_status_dnat() -> list[Expr]:
+    """``ct status dnat``: the connection's destination was translated (by this namespace's DNAT)."""
+    return [Ct(CT_STATUS), Bitwise(struct.pack("=I", CT_STATUS_DNAT)), Cmp(CMP_NEQ, bytes(4))]
 
 
 def numgen_is(modulus: int, value: int = 0, kind: int = NG_RANDOM) -> list[Expr]:
