@@ -77,6 +77,7 @@ Not modelled: NetworkPolicy, NodePort/LoadBalancer services, a DNS server (names
 
 Layout: ``network`` (address plan, names, settings), ``objects`` (``Node``,
 ``Pod``, ``External``, ``Service``), ``builder`` (``Cluster``, the facade),
+``members`` (its nodes, pods and external hosts by name),
 ``wiring`` (links, bridges and routes of nodes and pods), ``names`` (hosts
 files, the in-process resolver, kube-dns's zone), ``dns`` (the zone and
 server), ``services`` (a service's options, ClusterIPs), ``proxy`` (the

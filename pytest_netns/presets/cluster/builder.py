@@ -2,8 +2,8 @@
 
 ``wiring`` connects the namespaces (from the shared primitives), ``names`` answers the cluster's names (hosts
 files, the in-process resolver, kube-dns), ``services`` checks a service's options and hands out ClusterIPs,
-``proxy`` writes kube-proxy's rules.  What is left here is the bookkeeping: which nodes, pods, services and
-external hosts exist, and the order in which each change reaches the parts.
+``proxy`` writes kube-proxy's rules, ``members`` finds nodes, pods and external hosts.  What is left here is the
+order in which each change reaches those parts.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ...errors import NetnsError, TeardownError
 from ...namespace import Namespace
 from . import dns as _dns
 from . import proxy, wiring
+from .members import Members
 from .names import Names, k8s_namespaces
 from .network import (
     FIRST_EXTERNAL_HOST,
@@ -27,7 +28,6 @@ from .network import (
     PORT_PREFIX,
     IPv4,
     check_cni,
-    check_member_name,
     check_namespace_name,
     pod_cidr,
 )
@@ -65,9 +65,8 @@ class Cluster:
         self.cni: Literal["ptp", "bridge"] = "bridge" if check_cni(cni) == "bridge" else "ptp"
         self._namespace_created = _namespace_created
         self._owned: list[Namespace] = []
-        self._nodes: dict[str, Node] = {}
-        self._pods: dict[str, Pod] = {}
-        self._externals: dict[str, External] = {}
+        self._registry = Members()
+        self._nodes, self._pods, self._externals = self._registry.tables()
         self._services: dict[tuple[str, str], Service] = {}
         self._cluster_ips = ClusterIPs()
         self._naming = Names(self._lookup_host)
@@ -114,14 +113,10 @@ class Cluster:
         return self._closed
 
     def __getitem__(self, name: str) -> Namespace:
-        for table in self._tables():
-            if name in table:
-                return table[name]
-        known = ", ".join(self._names()) or "none"
-        raise KeyError(f"no node, pod or external host {name!r} in this cluster (it has {known})")
+        return self._registry[name]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._nodes or name in self._pods or name in self._externals
+        return name in self._registry
 
     def hosts(self) -> dict[str, IPv4]:
         """Every name of the cluster and its address: services (all their names), pods, nodes, external hosts."""
@@ -130,10 +125,7 @@ class Cluster:
             if service.ip is not None:
                 for name in service.names:
                     entries[name] = service.ip
-        for table in (self._pods, self._nodes, self._externals):
-            for name, member in table.items():
-                entries[name] = member.ip
-        return entries
+        return entries | self._registry.addresses()
 
     def resolve(self, name: str) -> IPv4:
         """The address a name of the cluster resolves to, for code that runs in the test process.
@@ -166,15 +158,7 @@ class Cluster:
 
     def describe(self) -> str:
         """The cluster as text: nodes with their pods, services, external hosts."""
-        lines = []
-        for node in self._nodes.values():
-            lines.append(f"node {node.name}: {node.ip} pods {node.pod_cidr} (gateway {node.gateway})")
-            lines += [f"  pod {pod.name}: {pod.ip} (port {pod.node_port})" for pod in node.pods]
-        for svc in self._services.values():
-            backends = ", ".join(f"{p.name}={p.ip}" for p in svc.pods) or "no pods"
-            lines.append(f"service {svc.name}: {svc.ip}:{svc.port}/{svc.proto} -> :{svc.target_port} [{backends}]")
-        lines += [f"external {ext.name}: {ext.ip}" for ext in self._externals.values()]
-        return "\n".join(lines)
+        return self._registry.describe(self._services.values())
 
     # -- building --------------------------------------------------------------------------
 
@@ -184,7 +168,7 @@ class Cluster:
         Services that exist already get their rules on it too.
         """
         self._check_open()
-        self._check_new_name(name, "node")
+        self._registry.check_new_name(name, "node")
         number = len(self._nodes)
         if number >= FIRST_EXTERNAL_HOST - FIRST_NODE_HOST or number >= 255:
             raise ValueError(f"a cluster holds at most {FIRST_EXTERNAL_HOST - FIRST_NODE_HOST} nodes")
@@ -214,7 +198,7 @@ class Cluster:
         started in it get kubelet's resolv.conf, searching ``<namespace>.svc.cluster.local`` first.
         """
         self._check_open()
-        self._check_new_name(name, "pod")
+        self._registry.check_new_name(name, "pod")
         namespace = check_namespace_name(namespace)
         checked = _validate.labels(labels)
         host = self._node(node)
@@ -363,7 +347,7 @@ class Cluster:
         Pods reach it through their node, which masquerades: it sees the node's IP.
         """
         self._check_open()
-        self._check_new_name(name, "external host")
+        self._registry.check_new_name(name, "external host")
         number = len(self._externals)
         if FIRST_EXTERNAL_HOST + number >= NODE_NETWORK.num_addresses - 1:
             limit = NODE_NETWORK.num_addresses - 1 - FIRST_EXTERNAL_HOST
@@ -398,21 +382,7 @@ class Cluster:
         self._check_open()
         from ..._net.partition import partition
 
-        members: list[list[Namespace]] = []
-        for number, group in enumerate(groups, 1):
-            if isinstance(group, (str, Namespace)):
-                items: list[object] = [group]
-            elif isinstance(group, Iterable):
-                items = list(group)
-            else:
-                raise ValueError(
-                    f"group {number} must be a node, an external host, a name or an iterable of them, got {group!r}"
-                )
-            side: list[Namespace] = []
-            for item in items:
-                side += self._partition_member(item)
-            members.append(side)
-        return partition(*members)
+        return partition(*self._registry.partition_groups(groups, self._naming.dns_pod))
 
     # -- teardown ----------------------------------------------------------------------------
 
@@ -449,18 +419,6 @@ class Cluster:
         if self._closed:
             raise NetnsError("this cluster is already torn down")
 
-    def _tables(self) -> tuple[dict[str, Node], dict[str, Pod], dict[str, External]]:
-        return self._nodes, self._pods, self._externals
-
-    def _names(self) -> list[str]:
-        return [*self._nodes, *self._pods, *self._externals]
-
-    def _check_new_name(self, name: object, what: str) -> str:
-        name = check_member_name(name, what)
-        if name in self._names():
-            raise ValueError(f"name {name!r} is already used in this cluster")
-        return name
-
     def _adopt(self, ns: Namespace) -> None:
         self._owned.append(ns)
         self._naming.register(ns)
@@ -468,51 +426,20 @@ class Cluster:
             self._namespace_created(ns)
 
     def _node(self, node: object) -> Node:
-        if isinstance(node, Node) and self._nodes.get(node.name) is node:
-            return node
-        if isinstance(node, str) and node in self._nodes:
-            return self._nodes[node]
-        raise ValueError(
-            f"node {getattr(node, 'name', node)!r} is not a node of this cluster "
-            f"(it has {', '.join(self._nodes) or 'none'})"
-        )
-
-    def _partition_member(self, item: object) -> list[Namespace]:
-        """A node with its pods, or an external host, for a partition's group."""
-        if isinstance(item, External) and self._externals.get(item.name) is item:
-            return [item]
-        if isinstance(item, str) and item in self._externals:
-            return [self._externals[item]]
-        pod = item if isinstance(item, Pod) else self._pods.get(item) if isinstance(item, str) else None
-        if pod is not None:
-            raise ValueError(f"pod {pod.name!r} cannot be in a group of a partition: pods follow their node")
-        node = self._node(item)
-        dns_pod = (
-            [self._naming.dns_pod] if self._naming.dns_pod is not None and self._naming.dns_pod.node is node else []
-        )
-        return [node, *node.pods, *dns_pod]
+        return self._registry.node(node)
 
     def _pod(self, pod: object) -> Pod:
-        if isinstance(pod, Pod) and self._pods.get(pod.name) is pod:
-            return pod
-        if isinstance(pod, str) and pod in self._pods:
-            return self._pods[pod]
-        raise ValueError(
-            f"pod {getattr(pod, 'name', pod)!r} is not a pod of this cluster (it has {', '.join(self._pods) or 'none'})"
-        )
+        return self._registry.pod(pod)
 
     def _install(self, service: Service) -> None:
         """Write (or atomically replace) the service's rules on every node."""
         if service.ip is not None:  # a headless service has no rules
             for node in self._nodes.values():
                 proxy.install_service(node, service)
-        self._naming.refresh(self._services.values(), self._pods.values(), self._members())
-
-    def _members(self) -> dict[str, IPv4]:
-        return {name: member.ip for table in self._tables() for name, member in table.items()}
+        self._naming.refresh(self._services.values(), self._pods.values(), self._registry.addresses())
 
     def _publish_names(self) -> None:
-        self._naming.publish(self.hosts(), self._services.values(), self._pods.values(), self._members())
+        self._naming.publish(self.hosts(), self._services.values(), self._pods.values(), self._registry.addresses())
 
     # -- cluster DNS ------------------------------------------------------------------------------
 
