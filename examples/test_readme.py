@@ -72,3 +72,24 @@ def test_leader_isolated(netns_bridge):
         assert followers[0].ping(str(followers[1].ip))
     assert not cut.active  # healed: traffic flows again
     assert leader.ping(str(followers[0].ip))
+
+
+# -- README, "A topology shared by several tests" -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def net():
+    from pytest_netns import Topology
+
+    with Topology() as t:
+        a, b = t.add("a"), t.add("b")
+        t.link(a, b)
+        yield t
+
+
+def test_lossy_link(net):
+    net.links[0].impair(loss=0.2)  # reverted after this test, not at the end of the module
+
+
+def test_clean_link(net):
+    assert net.links[0].impairments == []

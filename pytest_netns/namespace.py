@@ -9,13 +9,13 @@ import os
 import socket
 import subprocess
 import threading
-import time
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._kernel import netns as _kernel
+from ._kernel import ports as _ports
 from ._kernel import process as _process
 from ._kernel import rtnl as _rtnl
 from ._kernel import validate as _validate
@@ -27,8 +27,6 @@ from .errors import (
     NetnsError,
     NetnsLeakWarning,
     NetnsProcessWarning,
-    NetnsTimeout,
-    ProcessExited,
     TeardownError,
 )
 
@@ -254,87 +252,24 @@ class Namespace:
         timeout: float = 10.0,
         process: subprocess.Popen[Any] | None = None,
     ) -> None:
-        """Return once a TCP server at ``host:port`` accepts a connection made from inside.
+        """Return once a TCP server at ``host:port`` accepts a connection made from inside (for ``popen``'s servers).
 
-        For servers just started with ``popen``.  A server that dies does not
-        make it wait out ``timeout``: it raises ``ProcessExited`` at once, with
-        the exit code and the end of the process's stderr (when it is a pipe,
-        ``stderr=subprocess.PIPE``; read without taking it from you), when
-        ``process`` (a ``Popen``, from any namespace) exits, or, without
-        ``process``, when a process ``popen`` started in this namespace exits
-        with an error (non-zero or a signal) before you collected its status.
-        After ``timeout`` seconds it raises ``NetnsTimeout`` (a
-        ``TimeoutError``) naming the address.  Each probe connects and closes.
+        ``ProcessExited`` at once, with the exit code and the end of its stderr
+        if that is a pipe (read without taking it from you), when ``process``
+        (a ``Popen``, from any namespace) exits, or without it, when a process
+        ``popen`` started here fails before you collected its status.
+        ``NetnsTimeout`` (a ``TimeoutError``) naming the address after ``timeout``.
         """
         __tracebackhide__ = True
-        address = _validate.address(host)
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
+        address, port = _validate.address(host), _validate.port(port)
         _validate.duration(timeout, "timeout")
         if process is not None and not isinstance(process, subprocess.Popen):
             raise ValueError(f"process must be the subprocess.Popen that popen returned, got {process!r}")
         self._check_open()
-        where = f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
-        waiting = f"waiting for {where} to accept a connection from {self._name!r}"
-        if process is not None:
-            watched, any_exit = [process], True
-        else:
-            with self._lock:  # what the test has not seen end yet (returncode is set once someone waited)
-                watched, any_exit = [p for p in self._processes if p.returncode is None], False
-        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._handle.entered():
-                sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            with sock:
-                sock.settimeout(0.5)
-                try:
-                    sock.connect((str(address), port))
-                    return
-                except OSError as exc:
-                    last = exc
-            for proc in watched:
-                code = proc.poll()
-                if code is not None and (any_exit or code != 0):
-                    raise self._exited(proc, waiting)
-            if time.monotonic() > deadline:
-                running = (
-                    f"; pid {process.pid} ({_process.describe(process.args)}) is still running"
-                    if process is not None
-                    else ""
-                )
-                raise NetnsTimeout(
-                    f"nothing accepted a connection to {where} from {self._name!r} within {timeout:g}s "
-                    f"(last error: {last}){running}"
-                )
-            time.sleep(0.02)
-
-    def _exited(self, proc: subprocess.Popen[Any], waiting: str) -> ProcessExited:
-        """What ``wait_for_port`` raises when ``proc`` ended: the end of its output where the test could read it."""
-        namespace = _started_in.get(proc, "?")
-        found: dict[str, str | None] = {"stderr": None, "output": None}
-        for key, stream in (("stderr", proc.stderr), ("output", proc.stdout)):
-            if stream is not None:
-                data = _process.peek_pipe(stream.fileno())
-                found[key] = _process.tail(data) if data else None
-        note = ""
-        if proc.stderr is None:
-            note = (
-                "(its stderr is not a pipe to the test, so it cannot be shown here: popen(..., "
-                "stderr=subprocess.PIPE) shows its end; what it wrote to the test's own stderr is in the "
-                "report's captured stderr)"
-            )
-        elif not found["stderr"]:
-            note = "(it wrote nothing to its stderr that is still unread)"
-        return ProcessExited(
-            proc.returncode,
-            cast("str | list[str]", proc.args),  # popen's commands are; a Popen from elsewhere is shown as str()
-            pid=proc.pid,
-            waiting=waiting,
-            output=found["output"] if not found["stderr"] else None,
-            stderr=found["stderr"],
-            note=note,
-            namespace=namespace,
+        with self._lock:  # without process=: those the test has not seen end (returncode is set once waited for)
+            watched = [process] if process is not None else [p for p in self._processes if p.returncode is None]
+        _ports.wait_for_port(
+            self._handle, address, port, timeout, watched, any_exit=process is not None, homes=_started_in
         )
 
     # -- configuration ------------------------------------------------------

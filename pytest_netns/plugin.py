@@ -24,6 +24,7 @@ pytest_plugins: list[str] = [
     "pytest_netns._plugin.partition",
     "pytest_netns._plugin.tracebacks",
     "pytest_netns._plugin.preload",
+    "pytest_netns._plugin.shared",
 ]
 
 __all__ = ["NamespacePair", "netns", "netns_factory", "netns_pair"]

@@ -8,7 +8,7 @@ Bottom-up, as ``LAYERS`` lists them; a module imports only from its own layer or
 ``packets`` sits below ``namespace``: it types against its own ``NamespaceHandle`` protocol, and the
 ``send``/``sr1``/``sniff``/``capture`` methods of ``Namespace`` import it (downward).  Every import counts: at module
 level, inside functions, under ``TYPE_CHECKING``, the module names in ``pytest_plugins`` and the targets of the
-package root's lazy ``_LAZY`` map.
+package root's lazy ``_LAZY`` map.  Within a layer, no modules import each other in a circle (the same imports count).
 """
 
 from __future__ import annotations
@@ -205,6 +205,42 @@ def test_no_reach_into_a_namespace() -> None:
     assert not found, "reach a namespace with _kernel.handle.handle_of(ns) instead of:\n" + "\n".join(found)
 
 
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The modules that import each other in a circle (strongly connected components of more than one module)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:  # Tarjan's algorithm; the package is small enough to recurse
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for name in sorted(graph.get(module, ())):
+            if name not in index:
+                visit(name)
+                low[module] = min(low[module], low[name])
+            elif name in stack:
+                low[module] = min(low[module], index[name])
+        if low[module] == index[module]:
+            component = [stack.pop()]
+            while component[-1] != module:
+                component.append(stack.pop())
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return sorted(cycles)
+
+
+def test_no_import_cycle() -> None:
+    """No two modules import each other, directly or through others (imports under TYPE_CHECKING count)."""
+    graph = {module: {name for _, name in imports(module) if name != module and name in MODULES} for module in MODULES}
+    cycles = import_cycles(graph)
+    assert not cycles, "modules importing each other in a circle:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
 def test_the_checks_see_what_they_claim() -> None:
     """Imports in functions, under TYPE_CHECKING and in pytest_plugins count, and an upward one is flagged."""
     source = (
@@ -225,6 +261,12 @@ def test_the_checks_see_what_they_claim() -> None:
         "ns.node._handle",
     ]
     assert [text for _, text in guarded_attribute_uses(_HANDLE, reach)] == ["ns._nsfd"]
+    # A circle through TYPE_CHECKING is one, a package's __init__ importing its modules is not.
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"p": {"p.m"}, "p.m": set()}) == []
+    assert imports("pytest_netns._net.veth", ast.parse("if TYPE_CHECKING:\n    from ..topology import links\n")) == [
+        (2, "pytest_netns.topology.links")
+    ]
 
 
 @pytest.mark.parametrize("name", ["cluster", "docker"])

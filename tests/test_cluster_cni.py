@@ -13,7 +13,7 @@ from pytest_netns import FeatureUnavailable, Namespace, NetnsError
 from pytest_netns._kernel import rtnl as _rtnl
 from pytest_netns._kernel.handle import handle_of
 from pytest_netns.presets.cluster import Cluster
-from pytest_netns.presets.cluster import builder as _builder
+from pytest_netns.presets.cluster import wiring as _wiring
 
 BOTH_CNI = pytest.mark.parametrize("cni", ["ptp", pytest.param("bridge", marks=pytest.mark.netns(cni="bridge"))])
 
@@ -91,8 +91,8 @@ def test_ptp_needs_no_bridged_traffic_through_netfilter(netns_cluster: Cluster, 
 def test_bridge_mode_names_br_netfilter_where_it_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where /proc/sys/net/bridge is missing, bridge mode is unavailable (a skip naming br_netfilter), ptp works."""
     missing = "/proc/sys/net/bridge/no-such-setting"
-    monkeypatch.setattr(_builder, "BRIDGE_NF_CALL_IPTABLES", missing)
-    monkeypatch.setattr(_builder, "NODE_SYSCTLS", ((missing, "1"),))
+    monkeypatch.setattr(_wiring, "BRIDGE_NF_CALL_IPTABLES", missing)
+    monkeypatch.setattr(_wiring, "NODE_SYSCTLS", ((missing, "1"),))
     with Cluster(cni="bridge") as cluster:
         with pytest.raises(FeatureUnavailable, match="br_netfilter") as info:
             cluster.node("node1")

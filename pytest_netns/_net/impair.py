@@ -334,6 +334,11 @@ class Shaper:
         self._stack.append(impairment)
         return impairment
 
+    @property
+    def impairments(self) -> list[Impairment]:
+        """The impairments not yet reverted, oldest first (the last one is in force)."""
+        return list(self._stack)
+
     def refresh(self) -> None:
         """Apply the impairment in force again (after an MTU change: tbf's burst depends on it)."""
         if self._stack:

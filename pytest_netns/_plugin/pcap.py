@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import warnings
+import weakref
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,8 @@ class PcapSettings:
 
 PCAP_SETTINGS = pytest.StashKey[PcapSettings]()
 RECORDERS = pytest.StashKey[list["Recorder"]]()
+#: The recorders of namespaces the test used but did not make (a module-scoped topology): closed with the test.
+SHARED_RECORDERS = pytest.StashKey[list["Recorder"]]()
 TOLD = pytest.StashKey[str]()  # the directory a failed test's story was written to
 UNAVAILABLE = pytest.StashKey[bool]()  # recording failed once (warned)
 
@@ -136,6 +139,59 @@ def pytest_netns_namespace_created(item: pytest.Item, namespace: Namespace) -> N
     if settings is None or settings.mode == "never":
         return
     from .._kernel.handle import handle_of
+
+    recorder = _record(item, namespace, settings)
+    if recorder is not None:
+        handle_of(namespace).add_cleanup(
+            functools.partial(_stop, recorder, settings.mode == "always"),
+            f"stopping the packet recorder of {namespace.name!r}",
+        )
+
+
+def record_shared(item: pytest.Item, namespaces: list[Namespace]) -> None:
+    """Record, for ``item`` only, namespaces it uses that outlive it (a module- or session-scoped topology).
+
+    Their recorders stop with the test (``pytest_runtest_makereport`` of its
+    teardown), or with the namespace if that is torn down first.
+    """
+    settings = item.config.stash.get(PCAP_SETTINGS, None)
+    if settings is None or settings.mode == "never":
+        return
+    for namespace in namespaces:
+        if namespace.closed:
+            continue
+        recorder = _record(item, namespace, settings)
+        if recorder is not None:
+            item.stash.setdefault(SHARED_RECORDERS, []).append(recorder)
+            _stop_with_namespace(namespace, recorder, settings.mode == "always")
+
+
+#: The recorders each shared namespace holds now, stopped if it is torn down before the test ends.
+_shared_live: weakref.WeakKeyDictionary[Namespace, list[Recorder]] = weakref.WeakKeyDictionary()
+
+
+def _stop_with_namespace(namespace: Namespace, recorder: Recorder, keep: bool) -> None:
+    """One cleanup per namespace (not one per test: a module's tests would pile them up) stops what is live."""
+    from .._kernel.handle import handle_of
+
+    live = _shared_live.get(namespace)
+    if live is None:
+        live = _shared_live[namespace] = []
+        handle_of(namespace).add_cleanup(
+            functools.partial(_stop_all, weakref.ref(namespace), keep),
+            f"stopping the packet recorders of {namespace.name!r}",
+        )
+    live.append(recorder)
+
+
+def _stop_all(ref: weakref.ref[Namespace], keep: bool) -> None:
+    namespace = ref()
+    for recorder in _shared_live.pop(namespace, []) if namespace is not None else []:
+        _stop(recorder, keep)
+
+
+def _record(item: pytest.Item, namespace: Namespace, settings: PcapSettings) -> Recorder | None:
+    """A recorder of ``namespace`` for ``item``, labelled uniquely within the test; None where recording fails."""
     from ..packets.recorder import Recorder
 
     recorders = item.stash.setdefault(RECORDERS, [])
@@ -155,12 +211,9 @@ def pytest_netns_namespace_created(item: pytest.Item, namespace: Namespace) -> N
                 ),
                 stacklevel=1,
             )
-        return
+        return None
     recorders.append(recorder)
-    handle_of(namespace).add_cleanup(
-        functools.partial(_stop, recorder, settings.mode == "always"),
-        f"stopping the packet recorder of {namespace.name!r}",
-    )
+    return recorder
 
 
 def _stop(recorder: Recorder, keep: bool) -> None:
@@ -187,6 +240,13 @@ def pytest_runtest_makereport(
     if report.when == "teardown":
         # The session keeps every item: drop the recordings (up to the buffer size each) with the test.
         del item.stash[RECORDERS]
+        if SHARED_RECORDERS in item.stash:
+            for recorder in item.stash[SHARED_RECORDERS]:
+                recorder.close()
+                live = _shared_live.get(cast("Namespace", recorder.namespace), [])
+                if recorder in live:
+                    live.remove(recorder)
+            del item.stash[SHARED_RECORDERS]
     return report
 
 
@@ -203,6 +263,8 @@ def _tell(item: pytest.Item, report: pytest.TestReport, recorders: list[Recorder
         report.sections.append(("netns: pcap files", _files_section(files, recorders, directory)))
         _story_sections(report, recorders, directory)
     elif report.when == "teardown" and settings.mode == "always":
+        for recorder in item.stash.get(SHARED_RECORDERS, []):
+            recorder.collect()  # the test's own were collected when their namespaces were released
         directory = item.stash.get(TOLD, None) or _fresh_directory(item, settings)
         _recorder.write_recordings(recorders, directory)
 

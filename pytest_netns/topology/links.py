@@ -119,6 +119,11 @@ class _Network:
         """False between ``down()`` and ``up()``."""
         return self._is_up
 
+    @property
+    def impairments(self) -> list[Impairment]:
+        """The impairments not yet reverted, oldest first: the last one is in force."""
+        return self._shaper.impairments
+
     def impair(
         self,
         *,

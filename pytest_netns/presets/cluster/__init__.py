@@ -76,7 +76,11 @@ namespaces (never on the host):
 Not modelled: NetworkPolicy, NodePort/LoadBalancer services, a DNS server (names come from a hosts file), IPv6.
 
 Layout: ``network`` (address plan, names, settings), ``objects`` (``Node``,
-``Pod``, ``External``, ``Service``), ``builder`` (``Cluster``), ``proxy`` (the
+``Pod``, ``External``, ``Service``), ``builder`` (``Cluster``, the facade),
+``members`` (its nodes, pods and external hosts by name),
+``wiring`` (links, bridges and routes of nodes and pods), ``names`` (hosts
+files, the in-process resolver, kube-dns's zone), ``dns`` (the zone and
+server), ``services`` (a service's options, ClusterIPs), ``proxy`` (the
 nodes' nftables rules).
 """
 

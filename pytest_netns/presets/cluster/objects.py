@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import dns.exception
 
@@ -17,8 +17,20 @@ from ...namespace import Namespace
 from . import dns as _dns
 from .network import CLUSTER_DOMAIN, K8S_NAMESPACE, IPv4
 
-if TYPE_CHECKING:
-    from .builder import Cluster
+
+class Owner(Protocol):
+    """What pods and services ask of the cluster that made them: ``Cluster``, which imports this module."""
+
+    @property
+    def pods(self) -> list[Pod]: ...
+
+    def delete_pod(self, pod: Pod | str) -> None: ...
+
+    def _check_open(self) -> None: ...
+
+    def _pod(self, pod: object) -> Pod: ...
+
+    def _install(self, service: Service) -> None: ...
 
 
 class _Member(Namespace):
@@ -86,7 +98,7 @@ class Pod(_Member):
         *,
         ip: IPv4,
         node: Node,
-        cluster: Cluster,
+        cluster: Owner,
         hosts: HostsFile,
         kill_grace: float,
         namespace: str = K8S_NAMESPACE,
@@ -156,7 +168,7 @@ class Service:
 
     def __init__(
         self,
-        cluster: Cluster,
+        cluster: Owner,
         name: str,
         ip: IPv4 | None,
         port: int,
