@@ -59,6 +59,27 @@ def test_a_bridge_passing_a_frame_up_to_its_own_interface_is_the_same_line() -> 
     assert [row.path for row in rows] == ["h1:eth0 -> bridge1:h1, bridge1:br0", "bridge1:h2 -> h2:eth0"]
 
 
+def test_a_bridge_flooding_a_multicast_frame_before_passing_it_up_is_one_line_per_hop() -> None:
+    # Seen on a Segment: an MLD report from c is flooded out of the bridge's other ports
+    # first, then passed up to br0.  br0's copy was taken as the far end of the port
+    # bridge1:a sending it ("bridge1:a -> bridge1:br0"), and a's copy became a line of its own.
+    a, b, c, switch = Recorded("a"), Recorded("b"), Recorded("c"), Recorded("bridge1")
+    t = 1_700_000_000.0
+    c.add(t, OUT, b"mld", "eth1")
+    switch.add(t + 1e-6, IN, b"mld", "c")
+    switch.add(t + 2e-6, OUT, b"mld", "b")
+    b.add(t + 3e-6, IN, b"mld", "eth1")
+    switch.add(t + 4e-6, OUT, b"mld", "a")
+    switch.add(t + 5e-6, IN, b"mld", "br0")
+    a.add(t + 6e-6, IN, b"mld", "eth1")
+    rows = _story.ladder_rows([a, b, c, switch])  # type: ignore[list-item]
+    assert [row.path for row in rows] == [
+        "c:eth1 -> bridge1:c, bridge1:br0",
+        "bridge1:b -> b:eth1",
+        "bridge1:a -> a:eth1",
+    ]
+
+
 def test_the_same_bytes_received_twice_in_one_namespace_much_later_are_two_packets() -> None:
     a, b = Recorded("a"), Recorded("b")
     t = 1_700_000_000.0

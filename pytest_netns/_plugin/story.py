@@ -59,29 +59,37 @@ def ladder_rows(recorders: list[Recorder]) -> list[Row]:
         key=lambda item: item[:2],
     )
     rows: list[Row] = []
-    waiting: dict[bytes, deque[Row]] = defaultdict(deque)  # sent, not yet matched to a receiver
+    # Sent, not yet matched to a receiver, with the sending namespace's label.
+    waiting: dict[bytes, deque[tuple[Row, str]]] = defaultdict(deque)
     received: dict[tuple[str, bytes], Row] = {}  # the last row each namespace received these bytes in
     for stamp, _incoming, label, frame in seen:
         where = f"{label}:{frame.ifname or '?'}"
         if frame.outgoing:
             row = Row(stamp, frame.data, frame.hatype, frame.proto, sender=where)
             rows.append(row)
-            waiting[frame.data].append(row)
+            waiting[frame.data].append((row, label))
             continue
-        queue = waiting.get(frame.data)
-        while queue and stamp - queue[0].time > HOP_WINDOW:
+        queue = waiting.get(frame.data, deque())
+        while queue and stamp - queue[0][0].time > HOP_WINDOW:
             queue.popleft()
-        if queue and queue[0].sender != where:
-            row = queue.popleft()
+        earlier = received.get((label, frame.data))  # passed up from a port to the bridge device
+        if earlier is not None and (stamp - earlier.time > HOP_WINDOW or where in earlier.receivers):
+            earlier = None
+        # A bridge floods a multicast frame out of its other ports before passing it up to
+        # its own device: br0's copy is not the far end of the bridge's own port sending it.
+        match = next(
+            (entry for entry in queue if entry[0].sender != where and (earlier is None or entry[1] != label)), None
+        )
+        if match is not None:
+            queue.remove(match)
+            row = match[0]
+            row.receivers.append(where)
+        elif earlier is not None:
+            row = earlier
             row.receivers.append(where)
         else:
-            earlier = received.get((label, frame.data))  # passed up from a port to the bridge device
-            if earlier is not None and stamp - earlier.time <= HOP_WINDOW and where not in earlier.receivers:
-                row = earlier
-                row.receivers.append(where)
-            else:
-                row = Row(stamp, frame.data, frame.hatype, frame.proto, receivers=[where])
-                rows.append(row)
+            row = Row(stamp, frame.data, frame.hatype, frame.proto, receivers=[where])
+            rows.append(row)
         received[(label, frame.data)] = row
     return rows
 
