@@ -34,7 +34,7 @@ import time
 import pytest
 
 from pytest_netns import Namespace
-from pytest_netns._ping import _checksum
+from pytest_netns._kernel.ping import _checksum
 from pytest_netns.topology import Link, Topology
 
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # not exported by Python's socket module
