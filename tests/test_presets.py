@@ -185,8 +185,11 @@ def test_every_type_a_fixture_yields_is_exported() -> None:
     for info in pkgutil.iter_modules(_plugin.__path__):
         module = importlib.import_module(f"pytest_netns._plugin.{info.name}")
         for name, value in vars(module).items():
-            if name.startswith("netns") and hasattr(value, "_fixture_function_marker"):
-                fixtures[name] = value.__wrapped__
+            # pytest >= 8.4 makes a fixture an object (_fixture_function_marker); older ones mark the function.
+            if name.startswith("netns") and (
+                hasattr(value, "_fixture_function_marker") or hasattr(value, "_pytestfixturefunction")
+            ):
+                fixtures[name] = getattr(value, "__wrapped__", value)
     assert {"netns", "netns_factory", "netns_pair", "netns_bridge", "netns_nat", "netns_topology"} <= set(fixtures)
     assert {"netns_cluster", "netns_docker"} <= set(fixtures)
     for name, function in fixtures.items():
