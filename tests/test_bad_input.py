@@ -280,7 +280,7 @@ OPTIONS = [
     ([], {"PYTEST_NETNS_KILL_GRACE": "soon"}, "", "*environment variable PYTEST_NETNS_KILL_GRACE: 'soon'*"),
     ([], {}, "netns_kill_grace = forever", "*ini option netns_kill_grace: 'forever'*"),
     ([], {"PYTEST_NETNS_REQUIRE": "maybe"}, "", "*variable PYTEST_NETNS_REQUIRE: 'maybe' is not a boolean*"),
-    ([], {"PYTEST_NETNS_KEEP_ON_FAILURE": "2"}, "", "*PYTEST_NETNS_KEEP_ON_FAILURE: '2' is neither a boolean*nor processes*"),
+    ([], {"PYTEST_NETNS_KEEP_ON_FAILURE": "2"}, "", "*KEEP_ON_FAILURE: '2' is neither a boolean*nor processes*"),
 ]
 
 
