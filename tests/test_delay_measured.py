@@ -22,22 +22,19 @@ deviation of 60 round trips varies by about 0.6 ms, so the bound of 4 ms is
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import socket
 import statistics
 import struct
-import threading
 import time
 
 import pytest
+from test_topology_impair import tcp_rate  # bulk TCP, read from the receiving interface
 
 from pytest_netns import Namespace
 from pytest_netns._kernel.ping import _checksum
 from pytest_netns.topology import Link, Topology
-
-SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # not exported by Python's socket module
 
 
 def round_trips(src: Namespace, dst: str, count: int, *, timeout: float = 2.0) -> list[float]:
@@ -130,66 +127,9 @@ def test_delay_with_a_rate_keeps_both(link: Link) -> None:
     wanted = 4_000_000
     with link.impair(delay="20ms", rate="4mbit"):
         rtts = round_trips(a, str(b.ip), 20)
-        rate = tcp_rate(a, b, str(b.ip))
+        rate = tcp_rate(a, b, str(b.ip), warmup=1.5)
     report("delay=20ms rate=4mbit on a link", rtts)
     print(f"measured rate with delay=20ms rate=4mbit: {rate / 1e6:.2f} Mbit/s on the wire")
     assert 40.0 <= min(rtts) <= 44.0, rtts
     assert abs(rate - wanted) <= 0.10 * wanted, rate
 
-
-def wire_bytes(ns: Namespace, iface: str = "eth0") -> int:
-    """Bytes received on an interface, Ethernet headers included: what netem's rate meters."""
-    with ns, open("/proc/thread-self/net/dev") as table:
-        for line in table:
-            name, _, fields = line.partition(":")
-            if name.strip() == iface:
-                return int(fields.split()[0])
-    raise LookupError(iface)
-
-
-def tcp_rate(src: Namespace, dst: Namespace, address: str, *, warmup: float = 1.5, window: float = 2.0) -> float:
-    """Link bit/s of bulk TCP src -> dst, read from dst's interface over ``window`` s after ``warmup`` s."""
-    with dst:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    with src:
-        sender = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
-    listener.bind((address, 0))
-    listener.listen()
-    sender.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 4 << 20)
-    stop = threading.Event()
-
-    def pump() -> None:
-        chunk = bytes(65536)
-        sender.settimeout(0.05)
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                sender.send(chunk)
-
-    def drain(conn: socket.socket) -> None:
-        buffer = bytearray(1 << 20)
-        conn.settimeout(0.05)
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                conn.recv_into(buffer)
-
-    with listener, sender:
-        sender.connect(listener.getsockname())
-        conn, _ = listener.accept()
-        with conn:
-            threads = [
-                threading.Thread(target=pump, daemon=True),
-                threading.Thread(target=drain, args=(conn,), daemon=True),
-            ]
-            for thread in threads:
-                thread.start()
-            start = time.monotonic()
-            samples = []
-            for mark in (start + warmup, start + warmup + window):
-                time.sleep(max(0.0, mark - time.monotonic()))
-                samples.append((time.monotonic(), wire_bytes(dst)))
-            stop.set()
-            for thread in threads:
-                thread.join(5)
-    (t1, n1), (t2, n2) = samples
-    return (n2 - n1) * 8 / (t2 - t1)
