@@ -17,7 +17,7 @@ from ..._net.hosts import release
 from ...errors import NetnsError, TeardownError
 from ...namespace import Namespace
 from . import dns as _dns
-from . import proxy, wiring
+from . import enforce, proxy, wiring
 from .members import Members
 from .names import Names, k8s_namespaces
 from .network import (
@@ -32,6 +32,7 @@ from .network import (
     pod_cidr,
 )
 from .objects import DEFAULT_AFFINITY_TIMEOUT, External, Node, Pod, Service
+from .policy import NetworkPolicy, check_policy
 from .services import ClusterIPs, check_options
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ class Cluster:
         self._services: dict[tuple[str, str], Service] = {}
         self._cluster_ips = ClusterIPs()
         self._naming = Names(self._lookup_host)
+        self._policies: dict[tuple[str, str], NetworkPolicy] = {}
+        self._enforcer = enforce.Enforcer()
         self._closed = False
         try:
             #: The namespace of the node network's switch (``br0``).
@@ -224,6 +227,7 @@ class Cluster:
         for service in self._services.values():
             if service.selector is not None and pod in service.pods:
                 self._install(service)  # its endpoints follow the labels
+        self._enforce()
         self._publish_names()
         return pod
 
@@ -244,6 +248,7 @@ class Cluster:
         pod.node._veths.pop(pod.node_port, None)
         self._naming.unregister(pod)
         self._owned.remove(pod)
+        self._enforce()
         self._publish_names()
         try:
             pod.close()
@@ -341,6 +346,51 @@ class Cluster:
         self._publish_names()
         return service
 
+    def network_policy(
+        self,
+        name: str,
+        *,
+        namespace: str = K8S_NAMESPACE,
+        pod_selector: Mapping[str, object],
+        policy_types: Sequence[str] | None = None,
+        ingress: Sequence[Mapping[str, object]] | None = None,
+        egress: Sequence[Mapping[str, object]] | None = None,
+    ) -> NetworkPolicy:
+        """A NetworkPolicy (Kubernetes' spec in snake_case), enforced on every node at once (``policy``).
+
+        ``pod_selector`` picks the pods of ``namespace`` it isolates (``{}``: all of them).  An ingress
+        rule is ``{"from": [peer, ...], "ports": [...]}``, an egress rule ``{"to": [...], "ports": [...]}``;
+        a peer ``{"pod_selector": ...}``, ``{"namespace_selector": ...}`` (both in one dict: AND) or
+        ``{"ip_block": {"cidr": ..., "except": [...]}}``; a port an int or ``{"port", "protocol",
+        "end_port"}``.  ``policy_types`` defaults to ``["Ingress"]``, plus ``"Egress"`` when ``egress``
+        is given.  Peers and ports are the backend pod's after a Service's DNAT; replies pass; blocked
+        packets are dropped.  ``ValueError`` names any bad value before anything changes.
+        """
+        self._check_open()
+        spec = check_policy(
+            name,
+            namespace=namespace,
+            pod_selector=pod_selector,
+            policy_types=policy_types,
+            ingress=ingress,
+            egress=egress,
+        )
+        key = (spec.namespace, spec.name)
+        if key in self._policies:
+            raise ValueError(f"NetworkPolicy {spec.name!r} already exists in namespace {spec.namespace!r}")
+        policy = NetworkPolicy(self, spec)
+        self._policies[key] = policy
+        try:
+            self._enforce()
+        except BaseException:
+            del self._policies[key]
+            raise
+        return policy
+
+    @property
+    def network_policies(self) -> list[NetworkPolicy]:
+        return list(self._policies.values())
+
     def external(self, name: str) -> External:
         """A host outside the cluster on the node network (172.18.0.200 upwards), with no route to pods.
 
@@ -437,6 +487,23 @@ class Cluster:
             for node in self._nodes.values():
                 proxy.install_service(node, service)
         self._naming.refresh(self._services.values(), self._pods.values(), self._registry.addresses())
+
+    def _policy_pods(self) -> list[Pod]:
+        """Every pod policies see: the kube-dns pod and the test's own."""
+        dns_pod = self._naming.dns_pod
+        return [*([dns_pod] if dns_pod is not None else []), *(p for p in self._pods.values() if p is not dns_pod)]
+
+    def _enforce(self) -> None:
+        view = enforce.View(self._policy_pods(), self.k8s_namespaces)
+        self._enforcer.sync(self._nodes.values(), list(self._policies.values()), view)
+
+    def _delete_policy(self, policy: NetworkPolicy) -> None:
+        key = (policy.namespace, policy.name)
+        if self._policies.get(key) is not policy:
+            raise ValueError(f"NetworkPolicy {policy.name!r} is not a policy of this cluster")
+        del self._policies[key]
+        policy._deleted = True
+        self._enforce()
 
     def _publish_names(self) -> None:
         self._naming.publish(self.hosts(), self._services.values(), self._pods.values(), self._registry.addresses())
