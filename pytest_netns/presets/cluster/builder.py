@@ -281,8 +281,11 @@ class Cluster:
         selector: Mapping[str, str] | None = None,
         headless: bool = False,
         port_name: str | None = None,
+        type: Literal["ClusterIP", "NodePort"] = "ClusterIP",
+        node_port: int | None = None,
+        external_traffic_policy: Literal["Cluster", "Local"] = "Cluster",
     ) -> Service:
-        """A ClusterIP service: new connections to ``ip:port`` from any pod or node go to one of ``pods``.
+        """A service: new connections to ``ip:port`` from any pod or node go to one of ``pods``.
 
         ``target_port`` defaults to ``port``; ``cluster_ip`` to the next free
         address of 10.96.0.0/12.  ``spread="random"`` (kube-proxy's way)
@@ -298,6 +301,12 @@ class Cluster:
         created and deleted.  ``headless=True``: no ClusterIP (``ip`` is
         None), DNS answers with the pods' addresses.  ``port_name``: an IANA
         service name, for SRV records ``_<port_name>._<proto>.<name>.<namespace>.svc.cluster.local``.
+
+        ``type="NodePort"``: also served on every node's IP at ``node_port``
+        (default: the lowest free port of 30000-32767), for ``external`` hosts
+        too.  ``external_traffic_policy="Cluster"``: any pod, the client
+        masqueraded to the node; ``"Local"``: only a node's own pods, the
+        client's address kept, nodes without one drop the connection.
         """
         self._check_open()
         options = check_options(
@@ -315,6 +324,10 @@ class Cluster:
             selector=selector,
             headless=headless,
             port_name=port_name,
+            type=type,
+            node_port=node_port,
+            external_traffic_policy=external_traffic_policy,
+            node_ports=[svc.node_port for svc in self._services.values() if svc.node_port is not None],
         )
         if pods is not None and (isinstance(pods, (str, Namespace)) or not isinstance(pods, Sequence)):
             raise ValueError(f"pods must be a list of pods of this cluster, got {pods!r}")
@@ -338,6 +351,9 @@ class Cluster:
             namespace=options.namespace,
             selector=options.selector,
             port_name=options.port_name,
+            type=options.type,
+            node_port=options.node_port,
+            external_traffic_policy=options.external_traffic_policy,
         )
         service.session_affinity = options.session_affinity
         service.session_affinity_timeout = options.session_affinity_timeout

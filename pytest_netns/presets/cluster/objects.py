@@ -160,7 +160,7 @@ MAX_AFFINITY_TIMEOUT = 86400
 
 
 class Service:
-    """A ClusterIP service: new connections to ``ip:port`` go to one of ``pods`` at ``target_port``.
+    """A service: new connections to ``ip:port`` (and nodes' ``node_port``) go to one of ``pods`` at ``target_port``.
 
     Made with ``Cluster.service``.  ``add(pod)`` / ``remove(pod)`` change the
     set; ``names`` are the names that resolve to ``ip``.
@@ -180,6 +180,9 @@ class Service:
         namespace: str = K8S_NAMESPACE,
         selector: Mapping[str, str] | None = None,
         port_name: str | None = None,
+        type: Literal["ClusterIP", "NodePort"] = "ClusterIP",
+        node_port: int | None = None,
+        external_traffic_policy: Literal["Cluster", "Local"] = "Cluster",
     ) -> None:
         self._cluster = cluster
         #: The service name (a DNS label).
@@ -197,6 +200,13 @@ class Service:
         self.session_affinity_timeout = DEFAULT_AFFINITY_TIMEOUT
         #: The port's name (an IANA service name): SRV records ``_<port_name>._<proto>.<svc>...``.
         self.port_name = port_name
+        #: ``"ClusterIP"`` or ``"NodePort"`` (also reachable at every node's IP on ``node_port``).
+        self.type: Literal["ClusterIP", "NodePort"] = type
+        #: The port every node serves it on (30000-32767), or None for a ClusterIP service.
+        self.node_port = node_port
+        #: NodePort traffic: ``"Cluster"`` (any pod, client SNATed to the node) or ``"Local"`` (the node's own pods,
+        #: client address kept; nodes without one drop it).
+        self.external_traffic_policy: Literal["Cluster", "Local"] = external_traffic_policy
         self._selector: Mapping[str, str] | None = None if selector is None else MappingProxyType(dict(selector))
         self._pods = pods
 
@@ -283,4 +293,5 @@ class Service:
 
     def __repr__(self) -> str:
         pods = ", ".join(p.name for p in self.pods)
-        return f"<Service {self.name!r} {self.ip}:{self.port}/{self.proto} -> [{pods}]:{self.target_port}>"
+        node_port = "" if self.node_port is None else f" nodePort {self.node_port} ({self.external_traffic_policy})"
+        return f"<Service {self.name!r} {self.ip}:{self.port}/{self.proto}{node_port} -> [{pods}]:{self.target_port}>"

@@ -40,9 +40,9 @@ from ..._kernel.nft import objects as _objects
 from ..._kernel.nft import statements as _words
 from ..._net import rules as _rules
 from ...errors import FeatureUnavailable
-from ...namespace import Namespace
-from .network import CLUSTER_CIDR, K8S_NAMESPACE, NAT_TABLE, NODE_UPLINK
-from .objects import Service
+from . import nodeport as _nodeport
+from .network import CLUSTER_CIDR, K8S_NAMESPACE, NAT_TABLE, NODE_UPLINK, IPv4
+from .objects import Node, Service
 
 FAMILY = "ip"
 #: kube-proxy's table ``ip kube-proxy``, with this package's prefix.
@@ -61,28 +61,28 @@ _SERVICE_MAP = Set(
 _GOTO = _expr.NFT_GOTO
 
 
-def set_up_node(node: Namespace, services: Iterable[Service]) -> None:
+def set_up_node(node: Node, services: Iterable[Service]) -> None:
     """A new node's egress masquerade, kube-proxy's table and the services that exist already (one transaction)."""
     with handle_of(node).entered():
         _node_nat_table()
         batch = Batch()
-        _base(batch)
+        _base(batch, node)
         services = list(services)
         for service in services:
-            _service(batch, service, existing=set())
+            _service(batch, service, node, existing=set())
         with _nft.operation(f"setting up kube-proxy's rules on node {node.name!r}") as sock:
             _commit(batch, sock, services)
 
 
-def install_service(node: Namespace, service: Service) -> None:
-    """Write the service's chains on ``node``, or replace its endpoints, atomically."""
+def install_service(node: Node, service: Service) -> None:
+    """Write the service's chains on ``node`` (its node port's too), or replace its endpoints, atomically."""
     doing = f"installing service {service.name!r} on node {node.name!r}"
     with handle_of(node).entered(), _nft.operation(doing) as sock:
         batch = Batch()
         existing = _nft.chain_names(sock, FAMILY, TABLE)
         if "services" not in existing:  # the table is gone (deleted by hand): made again
-            _base(batch)
-        _service(batch, service, existing=existing)
+            _base(batch, node)
+        _service(batch, service, node, existing=existing)
         _commit(batch, sock, [service])
 
 
@@ -106,23 +106,24 @@ def _key(service: Service) -> str:
     return f"{namespace}/{service.name}/{service.proto}/{service.port}"
 
 
-def _base(batch: Batch) -> None:
-    """kube-proxy's table, base chains, helper chains and ``service-ips`` map, into ``batch``."""
+def _base(batch: Batch, node: Node) -> None:
+    """kube-proxy's table, base chains, helper chains and maps (``service-ips``, ``service-nodeports``)."""
     batch.add_table(FAMILY, TABLE)
-    chains = _base_chains()
+    chains = _base_chains(node)
     for chain in chains:
         batch.requests.append(_objects.new_chain(FAMILY, TABLE, chain))
     batch.add_set(FAMILY, TABLE, _SERVICE_MAP)
+    batch.add_set(FAMILY, TABLE, _nodeport.NODEPORTS)
     for chain in chains:
         for rule in chain.rules:
             batch.add_rule(FAMILY, TABLE, chain.name, rule)
 
 
-def _base_chains() -> list[Chain]:
+def _base_chains(node: Node) -> list[Chain]:
     jump_services = [_expr.Verdict(_expr.NFT_JUMP, "services")]
     return [
-        Chain("services", [_words.daddr_proto_dport_vmap(SERVICES_MAP)]),
-        Chain("mark-for-masquerade", [_words.mark_or(MASQUERADE_MARK)]),
+        Chain("services", [_words.daddr_proto_dport_vmap(SERVICES_MAP), _nodeport.nodeports_rule(node.ip)]),
+        Chain(_nodeport.MARK_FOR_MASQUERADE, [_words.mark_or(MASQUERADE_MARK)]),
         Chain(
             "masquerading",
             [
@@ -143,8 +144,8 @@ def _base_chains() -> list[Chain]:
     ]
 
 
-def _service(batch: Batch, service: Service, existing: set[str]) -> None:
-    """Add to ``batch`` what makes (or remakes) ``service`` in a table whose chains are ``existing``."""
+def _service(batch: Batch, service: Service, node: Node, existing: set[str]) -> None:
+    """Add to ``batch`` what makes (or remakes) ``service`` on ``node`` in a table whose chains are ``existing``."""
     vip = service.ip
     if vip is None:  # a headless service: kube-proxy has nothing to do
         return
@@ -152,6 +153,7 @@ def _service(batch: Batch, service: Service, existing: set[str]) -> None:
     affinity = service.session_affinity
     timeout = service.session_affinity_timeout
     endpoints = list(service.endpoints)
+    node_port = _nodeport.plan(service, node, key=_key(service), service_chain=chain)
     wanted = {endpoint_chain(service, ip, port) for ip, port in endpoints}
     _fresh_chain(batch, chain, existing)
     for ip, port in endpoints:
@@ -168,31 +170,12 @@ def _service(batch: Batch, service: Service, existing: set[str]) -> None:
         rules.append([*_words.l4proto(_words.IPPROTO[service.proto]), *_words.dnat_to(ip, port)])
         for rule in rules:
             batch.add_rule(FAMILY, TABLE, name, rule)
-    if affinity is not None:
-        for ip, port in endpoints:
-            goto = _expr.Verdict(_GOTO, endpoint_chain(service, ip, port))
-            batch.add_rule(FAMILY, TABLE, chain, [*_words.saddr_in(affinity_set(service, ip, port)), goto])
     if endpoints:
-        set_id = batch.set_id()
-        kind = _expr.NG_INCREMENTAL if service.spread == "round_robin" else _expr.NG_RANDOM
-        picks = Set(
-            "__map%d",
-            _objects.TYPE_INTEGER,
-            4,
-            _objects.SET_ANONYMOUS | _objects.SET_CONSTANT | _objects.SET_MAP,
-            data_type=_objects.DATA_VERDICT,
-            id=set_id,
-            host_endian_key=True,
-        )
-        batch.add_set(FAMILY, TABLE, picks)
-        elements = [
-            (_words.numgen_key(number), _expr.Verdict(_GOTO, endpoint_chain(service, ip, port)))
-            for number, (ip, port) in enumerate(endpoints)
-        ]
-        batch.add_elements(FAMILY, TABLE, picks.name, elements, set_id=set_id)
-        batch.add_rule(FAMILY, TABLE, chain, _words.numgen_vmap(len(endpoints), kind, picks.name, set_id))
+        _spread(batch, chain, service, endpoints)
     else:
         batch.add_rule(FAMILY, TABLE, chain, _words.reject_new(service.proto))
+    if node_port is not None:
+        _node_port(batch, node_port, service, existing)
     prefix = endpoint_chain(service, "", 0).removesuffix("/0")
     for stale in sorted(name for name in existing if name.startswith(prefix) and name not in wanted):
         batch.flush_chain(FAMILY, TABLE, stale)
@@ -201,6 +184,46 @@ def _service(batch: Batch, service: Service, existing: set[str]) -> None:
             batch.delete_set(FAMILY, TABLE, "affinity-" + stale.removeprefix("endpoint-"))
     key = _words.daddr_proto_dport_key(vip, service.proto, service.port)
     batch.add_elements(FAMILY, TABLE, SERVICES_MAP, [(key, _expr.Verdict(_GOTO, chain))])
+
+
+def _spread(batch: Batch, chain: str, service: Service, endpoints: Sequence[tuple[IPv4, int]]) -> None:
+    """Fill ``chain``: a client seen recently to its endpoint (affinity), then one ``numgen ... vmap`` over all."""
+    if service.session_affinity is not None:
+        for ip, port in endpoints:
+            goto = _expr.Verdict(_GOTO, endpoint_chain(service, ip, port))
+            batch.add_rule(FAMILY, TABLE, chain, [*_words.saddr_in(affinity_set(service, ip, port)), goto])
+    set_id = batch.set_id()
+    kind = _expr.NG_INCREMENTAL if service.spread == "round_robin" else _expr.NG_RANDOM
+    picks = Set(
+        "__map%d",
+        _objects.TYPE_INTEGER,
+        4,
+        _objects.SET_ANONYMOUS | _objects.SET_CONSTANT | _objects.SET_MAP,
+        data_type=_objects.DATA_VERDICT,
+        id=set_id,
+        host_endian_key=True,
+    )
+    batch.add_set(FAMILY, TABLE, picks)
+    elements = [
+        (_words.numgen_key(number), _expr.Verdict(_GOTO, endpoint_chain(service, ip, port)))
+        for number, (ip, port) in enumerate(endpoints)
+    ]
+    batch.add_elements(FAMILY, TABLE, picks.name, elements, set_id=set_id)
+    batch.add_rule(FAMILY, TABLE, chain, _words.numgen_vmap(len(endpoints), kind, picks.name, set_id))
+
+
+def _node_port(batch: Batch, rules: _nodeport.NodePortRules, service: Service, existing: set[str]) -> None:
+    """The service's node port on this node (``nodeport``): its chains filled, its ``@service-nodeports`` element."""
+    _fresh_chain(batch, rules.external, existing)
+    if rules.local is not None:
+        _fresh_chain(batch, rules.local, existing)
+        if rules.local_endpoints:
+            _spread(batch, rules.local, service, rules.local_endpoints)
+        else:
+            batch.add_rule(FAMILY, TABLE, rules.local, _nodeport.DROP)
+    for rule in rules.external_rules:
+        batch.add_rule(FAMILY, TABLE, rules.external, rule)
+    batch.add_elements(FAMILY, TABLE, _nodeport.NODEPORTS_MAP, [(rules.key, _expr.Verdict(_GOTO, rules.external))])
 
 
 def _commit(batch: Batch, sock: _nft.NftSocket, services: Sequence[Service]) -> None:

@@ -9,6 +9,7 @@ from typing import Literal
 
 from ..._kernel import validate as _validate
 from . import dns as _dns
+from . import nodeport as _nodeport
 from .network import SERVICE_CIDR, IPv4, check_namespace_name, check_service_name
 from .objects import MAX_AFFINITY_TIMEOUT
 
@@ -26,6 +27,9 @@ class ServiceOptions:
     session_affinity_timeout: int
     selector: Mapping[str, str] | None
     port_name: str | None
+    type: Literal["ClusterIP", "NodePort"] = "ClusterIP"
+    node_port: int | None = None
+    external_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
 
 
 def check_options(
@@ -44,8 +48,15 @@ def check_options(
     selector: Mapping[str, str] | None,
     headless: bool,
     port_name: str | None,
+    type: Literal["ClusterIP", "NodePort"] = "ClusterIP",
+    node_port: int | None = None,
+    external_traffic_policy: Literal["Cluster", "Local"] = "Cluster",
+    node_ports: Collection[int] = (),
 ) -> ServiceOptions:
-    """``ValueError`` naming the first bad value; ``taken`` are the (namespace, name) of existing services."""
+    """``ValueError`` naming the first bad value.
+
+    ``taken`` are the (namespace, name) of existing services, ``node_ports`` the node ports they hold.
+    """
     check_service_name(name)
     namespace = check_namespace_name(namespace)
     if (namespace, name) in taken:
@@ -72,7 +83,17 @@ def check_options(
     timeout = session_affinity_timeout
     if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 < timeout <= MAX_AFFINITY_TIMEOUT:
         raise ValueError(f"session_affinity_timeout {timeout!r} is not a whole number of seconds in 1-86400")
-    return ServiceOptions(namespace, port, target, proto, spread, session_affinity, timeout, wanted, port_name)
+    kind, node_port, policy = _nodeport.check_options(
+        name,
+        type=type,
+        node_port=node_port,
+        external_traffic_policy=external_traffic_policy,
+        headless=headless,
+        used=node_ports,
+    )
+    return ServiceOptions(
+        namespace, port, target, proto, spread, session_affinity, timeout, wanted, port_name, kind, node_port, policy
+    )
 
 
 class ClusterIPs:
