@@ -39,7 +39,7 @@ from ..namespace import Namespace
 from . import sysctl
 from .veth import offloads_off, wait_ready
 
-__all__ = ["Bridge", "Plug", "Plugged", "bridge_request", "plug", "router_bridge", "switch"]
+__all__ = ["Bridge", "Plug", "Plugged", "bridge_request", "plug", "plugged_ends", "router_bridge", "switch"]
 
 
 #: The namespace of a switch: no IPv6 on the ports (no link-local addresses, no solicitations
@@ -98,6 +98,10 @@ class Plug:
     ifname: str
     addresses: Sequence[IPInterface] = ()
     port: str | None = None
+    #: The member's interface index, taken with ``allocate_index`` so that ``then`` can name it (0: chosen here).
+    member_index: int = 0
+    #: Requests for the member sent with its own (routes, say), after its interface is up and addressed.
+    then: Sequence[_rtnl.Request] = ()
 
 
 @dataclass(frozen=True)
@@ -172,14 +176,23 @@ def router_bridge(
 
 
 def plug(
-    bridge: Bridge, plugs: Sequence[Plug], *, mtu: int, ipv6: bool = False, hairpin: bool = False, what: str = ""
+    bridge: Bridge,
+    plugs: Sequence[Plug],
+    *,
+    mtu: int,
+    ipv6: bool = False,
+    hairpin: bool = False,
+    what: str = "",
+    wait: bool = True,
 ) -> list[Plugged]:
     """Plug every member into ``bridge`` with a veth; return once every end is ready for its first packet.
 
     ``ipv6=False`` keeps the members' interfaces free of any IPv6 address
     (no link-local one either).  ``hairpin`` lets the bridge send a frame
     back out of the port it came in on (``bridge link set ... hairpin on``).
-    ``what`` names the bridge in error messages.
+    ``what`` names the bridge in error messages.  ``wait=False``: return at
+    once; the caller waits (``plugged_ends`` and ``_net.veth.wait_ready``)
+    before the first packet.
     """
     what = what or bridge.label
     ns = bridge.ns
@@ -190,9 +203,12 @@ def plug(
         port = item.port or bridge.port_name(item.member.name, [p.port for p in made])
         member = handle_of(item.member)
         port_index = here.allocate_index()
-        member_index = member.allocate_index()
+        member_index = item.member_index or member.allocate_index()
         if member_index == port_index:  # equal indexes on both ends make the link slow to come up
-            member_index = member.allocate_index()
+            if item.member_index:
+                port_index = here.allocate_index()
+            else:
+                member_index = member.allocate_index()
         create = _rtnl.new_veth(
             port,
             item.ifname,
@@ -225,11 +241,19 @@ def plug(
         requests = [] if ipv6 else [_rtnl.no_ipv6_link_local(index, f"switching IPv6 off on {where}")]
         requests.append(_rtnl.set_link(index, up=True, doing=f"bringing {where} up"))
         requests += [_rtnl.new_address(index, x, f"adding {x} to {where}") for x in item.addresses]
-        handle_of(item.member).execute(requests)
-    ends: list[tuple[Namespace, int, Sequence[IPInterface]]] = [(ns, p.port_index, []) for p in made]
-    ends += [(item.member, p.member_index, item.addresses) for item, p in zip(plugs, made, strict=True)]
-    wait_ready(ends, what)
+        handle_of(item.member).execute([*requests, *item.then])
+    if wait:
+        wait_ready(plugged_ends(bridge, plugs, made), what)
     return made
+
+
+def plugged_ends(
+    bridge: Bridge, plugs: Sequence[Plug], made: Sequence[Plugged]
+) -> list[tuple[Namespace, int, Sequence[IPInterface]]]:
+    """Both ends of every veth ``plug`` made, as ``wait_ready`` takes them."""
+    ends: list[tuple[Namespace, int, Sequence[IPInterface]]] = [(bridge.ns, p.port_index, []) for p in made]
+    ends += [(item.member, p.member_index, item.addresses) for item, p in zip(plugs, made, strict=True)]
+    return ends
 
 
 def _hairpin(index: int, doing: str) -> _rtnl.Request:

@@ -47,18 +47,29 @@ def veth(
     ipv6: bool = True,
     up: bool = True,
     offloads: bool = False,
+    indexes: tuple[int, int] | None = None,
+    then_a: Sequence[_rtnl.Request] = (),
+    then_b: Sequence[_rtnl.Request] = (),
+    wait: bool = True,
 ) -> tuple[int, int]:
     """Create a veth ``a:name_a <-> b:name_b`` with addresses; return both ifindexes.
 
     With ``up`` the call returns once the link is ready for its first packet.
     ``ipv6=False`` keeps the ends free of any IPv6 address (no link-local one either).
     ``offloads=False`` switches segmentation and receive offloads off on both ends.
+    ``indexes``: the ends' ifindexes, taken with ``allocate_index`` (distinct), so that
+    ``then_a``/``then_b`` (routes, say) can name them: those requests go in the same batch
+    as their end's, after its addresses.  ``wait=False`` (with ``up``): the caller does other
+    work first and calls ``wait_ready`` on both ends before the first packet.
     """
     here, there = handle_of(a), handle_of(b)
-    index_a = here.allocate_index()
-    index_b = there.allocate_index()
-    if index_b == index_a:
+    if indexes is not None:
+        index_a, index_b = indexes
+    else:
+        index_a = here.allocate_index()
         index_b = there.allocate_index()
+        if index_b == index_a:
+            index_b = there.allocate_index()
     what = f"{a.name}:{name_a} <-> {b.name}:{name_b}"
     # Below 1280 the kernel gives the link no IPv6 at all (nothing to switch off).
     suppress_link_local = not ipv6 and mtu >= 1280
@@ -77,12 +88,12 @@ def veth(
     if up:
         b_requests.append(_rtnl.set_link(index_b, up=True, doing=f"bringing {b.name}:{name_b} up"))
     b_requests += [_rtnl.new_address(index_b, x, f"adding {x} to {b.name}:{name_b}") for x in addresses_b]
-    here.execute(a_requests)
+    here.execute([*a_requests, *then_a])
     if not offloads:
         offloads_off(a, name_a)
         offloads_off(b, name_b)
-    there.execute(b_requests)
-    if up:
+    there.execute([*b_requests, *then_b])
+    if up and wait:
         wait_ready([(a, index_a, addresses_a), (b, index_b, addresses_b)], what)
     return index_a, index_b
 

@@ -183,12 +183,13 @@ class Cluster:
             kill_grace=self.kill_grace,
         )
         self._adopt(node)
-        wiring.wire_node(node, list(self._nodes.values()), fabric=self._fabric, cni=self.cni, mtu=self._mtu)
+        uplink = wiring.wire_node(node, list(self._nodes.values()), fabric=self._fabric, cni=self.cni, mtu=self._mtu)
         proxy.set_up_node(node, [s for s in [*self._naming.dns_services, *self._services.values()] if s.ip is not None])
         self._nodes[name] = node
         if self._naming.server is None:
             self._start_dns(node)
         self._publish_names()
+        uplink.wait()  # the link came up while the rest was set up
         return node
 
     def pod(
@@ -220,7 +221,7 @@ class Cluster:
             labels=checked,
         )
         self._adopt(pod)
-        wiring.wire_pod(host, pod, cni=self.cni, mtu=self._mtu)
+        link = wiring.wire_pod(host, pod, cni=self.cni, mtu=self._mtu)
         host._next_host += 1
         host.pods.append(pod)
         self._pods[name] = pod
@@ -229,6 +230,7 @@ class Cluster:
                 self._install(service)  # its endpoints follow the labels
         self._enforce()
         self._publish_names()
+        link.wait()  # the link came up while the rest was set up
         return pod
 
     def delete_pod(self, pod: Pod | str) -> None:

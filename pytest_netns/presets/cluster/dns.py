@@ -81,22 +81,35 @@ def dashed(ip: IPv4) -> str:
     return str(ip).replace(".", "-")
 
 
+def _absolute(name: str) -> str:
+    """The key of a name in a ``Zone``: lowercase, with the trailing dot."""
+    name = name.lower()
+    return name if name.endswith(".") else name + "."
+
+
+_ZONE_KEY = _absolute(CLUSTER_DOMAIN)
+
+
 @dataclass
 class Zone:
-    """Names to records, built once per change of the cluster."""
+    """Names to records, built once per change of the cluster.
 
-    a: dict[dns.name.Name, list[IPv4]] = field(default_factory=dict)
-    srv: dict[dns.name.Name, list[tuple[int, dns.name.Name]]] = field(default_factory=dict)
-    ptr: dict[dns.name.Name, list[dns.name.Name]] = field(default_factory=dict)
+    Names are keys as text (lowercase, absolute): building a zone is a few dict
+    operations per record (dnspython's ``Name`` objects are made per query).
+    """
+
+    a: dict[str, list[IPv4]] = field(default_factory=dict)
+    srv: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    ptr: dict[str, list[str]] = field(default_factory=dict)
     #: Every name with records and all its ancestors down to the zone (NODATA rather than NXDOMAIN).
-    exists: set[dns.name.Name] = field(default_factory=set)
+    exists: set[str] = field(default_factory=set)
 
     @classmethod
     def build(cls, services: Iterable[ServiceRecord], pods: Iterable[tuple[str, IPv4]], hosts: dict[str, IPv4]) -> Zone:
         """``pods``: (namespace, ip); ``hosts``: single-label names (pods, nodes, external hosts)."""
         zone = cls()
         for svc in services:
-            fqdn = dns.name.from_text(f"{svc.name}.{svc.namespace}.svc.{CLUSTER_DOMAIN}")
+            fqdn = _absolute(f"{svc.name}.{svc.namespace}.svc.{CLUSTER_DOMAIN}")
             if svc.ip is not None:
                 zone._add_a(fqdn, svc.ip)
                 zone._add_ptr(svc.ip, fqdn)
@@ -104,11 +117,11 @@ class Zone:
                     if port.name:
                         zone._add_srv(fqdn, port, port.port, fqdn)
                 for ip in svc.endpoints:
-                    zone._add_ptr(ip, dns.name.from_text(dashed(ip), fqdn))
+                    zone._add_ptr(ip, f"{dashed(ip)}.{fqdn}")
             else:
                 zone.exists.add(fqdn)
                 for ip in svc.endpoints:
-                    host = dns.name.from_text(dashed(ip), fqdn)
+                    host = f"{dashed(ip)}.{fqdn}"
                     zone._add_a(fqdn, ip)
                     zone._add_a(host, ip)
                     zone._add_ptr(ip, host)
@@ -116,47 +129,44 @@ class Zone:
                         if port.name:
                             zone._add_srv(fqdn, port, port.target_port, host)
         for namespace, ip in pods:
-            zone._add_a(dns.name.from_text(f"{dashed(ip)}.{namespace}.pod.{CLUSTER_DOMAIN}"), ip)
+            zone._add_a(_absolute(f"{dashed(ip)}.{namespace}.pod.{CLUSTER_DOMAIN}"), ip)
         for name, ip in hosts.items():
-            zone._add_a(dns.name.from_text(name), ip)
+            zone._add_a(_absolute(name), ip)
+        suffix = "." + _ZONE_KEY
         for owner in [*zone.a, *zone.srv, *zone.ptr]:
-            while owner.is_subdomain(_ZONE) and owner != _ZONE:
+            while owner.endswith(suffix):
                 zone.exists.add(owner)
-                owner = owner.parent()
+                owner = owner.split(".", 1)[1]
             zone.exists.add(owner)
-        zone.exists.add(_ZONE)
+        zone.exists.add(_ZONE_KEY)
         return zone
 
     def lookup(self, name: str) -> list[IPv4]:
         """The A records of an absolute name (a trailing dot or not), for code outside the cluster."""
-        try:
-            key = dns.name.from_text(name)
-        except dns.exception.DNSException:
-            return []
-        return list(self.a.get(key, []))
+        return list(self.a.get(_absolute(name), []))
 
-    def _add_a(self, name: dns.name.Name, ip: IPv4) -> None:
+    def _add_a(self, name: str, ip: IPv4) -> None:
         addresses = self.a.setdefault(name, [])
         if ip not in addresses:
             addresses.append(ip)
 
-    def _add_ptr(self, ip: IPv4, target: dns.name.Name) -> None:
-        targets = self.ptr.setdefault(dns.name.from_text(ip.reverse_pointer), [])
+    def _add_ptr(self, ip: IPv4, target: str) -> None:
+        targets = self.ptr.setdefault(ip.reverse_pointer + ".", [])
         if target not in targets:
             targets.append(target)
 
-    def _add_srv(self, fqdn: dns.name.Name, port: ServicePort, number: int, target: dns.name.Name) -> None:
-        name = dns.name.from_text(f"_{port.name}._{port.proto}", fqdn)
-        self.srv.setdefault(name, []).append((number, target))
+    def _add_srv(self, fqdn: str, port: ServicePort, number: int, target: str) -> None:
+        self.srv.setdefault(f"_{port.name}._{port.proto}.{fqdn}".lower(), []).append((number, target))
 
     def answer(self, query: dns.message.Message) -> dns.message.Message:
         """The response to ``query`` (one question, opcode QUERY: ``_net.dns_server.respond`` checked)."""
         response = dns.message.make_response(query)
         response.flags |= dns.flags.RA
         question = query.question[0]
-        name = question.name.canonicalize()
+        canonical = question.name.canonicalize()
+        name = canonical.to_text()
         rdtype = question.rdtype
-        in_zone = name.is_subdomain(_ZONE) or name.is_subdomain(_REVERSE)
+        in_zone = canonical.is_subdomain(_ZONE) or canonical.is_subdomain(_REVERSE)
         if in_zone:
             response.flags |= dns.flags.AA
         if question.rdclass != dns.rdataclass.IN:
@@ -178,16 +188,20 @@ class Zone:
                     response,
                     question.name,
                     dns.rdatatype.SRV,
-                    [f"0 {weight} {port} {target.to_text()}" for port, target in srv],
+                    [f"0 {weight} {port} {target}" for port, target in srv],
                 )
                 for _, target in srv:
                     self._put(
-                        response, target, dns.rdatatype.A, [str(ip) for ip in self.a.get(target, [])], "additional"
+                        response,
+                        dns.name.from_text(target),
+                        dns.rdatatype.A,
+                        [str(ip) for ip in self.a.get(target, [])],
+                        "additional",
                     )
         if name in self.ptr:
             found = True
             if rdtype in (dns.rdatatype.PTR, dns.rdatatype.ANY):
-                self._put(response, question.name, dns.rdatatype.PTR, [t.to_text() for t in self.ptr[name]])
+                self._put(response, question.name, dns.rdatatype.PTR, self.ptr[name])
         if not found and name not in self.exists:
             response.set_rcode(dns.rcode.NXDOMAIN)
         if not response.answer and (in_zone or found):

@@ -9,7 +9,7 @@ from types import MappingProxyType
 
 from ..._kernel.handle import handle_of
 from ..._net import resolver
-from ..._net.hosts import HostsFile, kubelet_resolv_conf
+from ..._net.hosts import FileSet, HostsFile, kubelet_resolv_conf
 from ...namespace import Namespace
 from . import dns as _dns
 from .network import CLUSTER_DOMAIN, NAMESPACE_NAME_LABEL, IPv4
@@ -20,8 +20,10 @@ class Names:
     """What answers a cluster's names, for its processes and for in-process code, and the kube-dns pod."""
 
     def __init__(self, lookup_host: Callable[[str], list[IPv4]]) -> None:
+        #: One directory for every private file of the cluster (removed by ``close_files``).
+        self._files = FileSet()
         #: The hosts file of nodes and external hosts (and the thread that starts their processes).
-        self.hosts = HostsFile()
+        self.hosts = HostsFile(files=self._files)
         self._lookup_host = lookup_host
         #: The kube-dns pod, its two services (UDP and TCP port 53) and server, made with the first node.
         self.dns_pod: Pod | None = None
@@ -31,6 +33,8 @@ class Names:
         self._pod_files: dict[IPv4, HostsFile] = {}
         #: The namespaces registered with the in-process resolver (by inode).
         self._resolving: list[int] = []
+        #: What the server's zone was last built from.
+        self._zone_inputs: object = None
 
     def register(self, ns: Namespace) -> None:
         """In-process getaddrinfo in ``ns``: a pod asks the cluster DNS, the rest the hosts table."""
@@ -48,7 +52,8 @@ class Names:
 
     def pod_files(self, name: str, ip: IPv4, namespace: str) -> HostsFile:
         """A pod's files as kubelet writes them: /etc/hosts with localhost and its own name, resolv.conf."""
-        files = HostsFile(resolv_conf=kubelet_resolv_conf(_dns.DNS_IP, namespace, CLUSTER_DOMAIN))
+        resolv_conf = kubelet_resolv_conf(_dns.DNS_IP, namespace, CLUSTER_DOMAIN)
+        files = HostsFile(resolv_conf=resolv_conf, files=self._files)
         self._pod_files[ip] = files
         files.update({name: [ip]})
         return files
@@ -93,7 +98,10 @@ class Names:
             )
         )
         addresses = [(pod.namespace, pod.ip) for pod in [*pods, self.dns_pod]]
-        self.server.zone = _dns.Zone.build(records, addresses, dict(members))
+        inputs = (records, addresses, dict(members))
+        if inputs != self._zone_inputs:  # a service's install and the publish after it: built once
+            self.server.zone = _dns.Zone.build(*inputs)
+            self._zone_inputs = inputs
 
     def close_server(self) -> None:
         """Stop the DNS server (its sockets pin the kube-dns pod's namespace) and leave the resolver."""
@@ -103,8 +111,11 @@ class Names:
             resolver.unregister(inode)
 
     def close_files(self) -> None:
-        for files in self._pod_files.values():
-            files.close()
+        try:
+            for files in self._pod_files.values():
+                files.close()
+        finally:
+            self._files.close()
 
 
 def k8s_namespaces(names: Iterable[str]) -> dict[str, Mapping[str, str]]:

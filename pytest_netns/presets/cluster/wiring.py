@@ -16,9 +16,11 @@ from typing import Literal
 from ..._kernel import rtnl as _rtnl
 from ..._kernel import validate as _validate
 from ..._kernel.handle import handle_of
+from ..._kernel.validate import IPInterface
 from ..._net import sysctl
-from ..._net.bridge import Bridge, Plug, plug, router_bridge
-from ..._net.veth import veth
+from ..._net.bridge import Bridge, Plug, plug, plugged_ends, router_bridge
+from ..._net.veth import veth, wait_ready
+from ...namespace import Namespace
 from .network import (
     BRIDGE_NF_CALL_IPTABLES,
     NODE_NETWORK,
@@ -39,19 +41,59 @@ DEFAULT_ROUTE = ipaddress.IPv4Network("0.0.0.0/0")
 Cni = Literal["ptp", "bridge"]
 
 
-def attach(fabric: Bridge, member: _Member, mtu: int) -> None:
-    """Plug a node or external host into the node network as ``eth0``."""
-    (plugged,) = plug(fabric, [Plug(member, NODE_UPLINK, [interface(member.ip, NODE_NETWORK)])], mtu=mtu)
-    member._uplink_index = plugged.member_index
+class Pending:
+    """Links made and brought up whose readiness is not waited for yet.
+
+    The kernel brings a new veth's carrier up from a workqueue: a node or pod
+    does the rest of its setup meanwhile and calls ``wait()`` last, before
+    ``Cluster.node``/``pod`` returns (packets sent earlier could be dropped).
+    """
+
+    def __init__(self, ends: list[tuple[Namespace, int, Sequence[IPInterface]]], what: str) -> None:
+        self.ends = ends
+        self.what = what
+
+    def wait(self) -> None:
+        """Return once every end is ready for its first packet (``_net.veth.wait_ready``)."""
+        ends, self.ends = self.ends, []
+        if ends:
+            wait_ready(ends, self.what)
 
 
-def wire_node(node: Node, others: Sequence[Node], *, fabric: Bridge, cni: Cni, mtu: int) -> None:
-    """A new node's sysctls, ``eth0`` on the node network, ``cni0`` (bridge mode) and routes both ways."""
+def attach(
+    fabric: Bridge, member: _Member, mtu: int, *, then: Sequence[_rtnl.Request] = (), wait: bool = True
+) -> Pending:
+    """Plug a node or external host into the node network as ``eth0`` (``then``: its requests to send with it).
+
+    ``wait=False``: the caller waits (``Pending.wait``) before the first packet.
+    """
+    item = Plug(member, NODE_UPLINK, [interface(member.ip, NODE_NETWORK)], member_index=member._uplink_index, then=then)
+    made = plug(fabric, [item], mtu=mtu, wait=wait)
+    member._uplink_index = made[0].member_index
+    return Pending([] if wait else plugged_ends(fabric, [item], made), f"{member.name}:{NODE_UPLINK}")
+
+
+def wire_node(node: Node, others: Sequence[Node], *, fabric: Bridge, cni: Cni, mtu: int) -> Pending:
+    """A new node's sysctls, ``eth0`` on the node network, ``cni0`` (bridge mode) and routes both ways.
+
+    Returns the node network link's readiness, to wait for once the node is set up.
+    """
     if cni == "bridge":
         sysctl.settle(node, NODE_SYSCTLS, required={BRIDGE_NF_CALL_IPTABLES}, needed_for=WITHOUT_BR_NETFILTER)
     else:
         sysctl.settle(node, PTP_NODE_SYSCTLS)
-    attach(fabric, node, mtu)
+    name = node.name
+    node._uplink_index = handle_of(node).allocate_index()
+    routes = [
+        # The node's own connections to a ClusterIP need a route before the nat
+        # output hook sees them (a real node has its default route for that).
+        _rtnl.new_route(SERVICE_CIDR, oif=node._uplink_index, doing=f"routing {SERVICE_CIDR} via {name}:{NODE_UPLINK}"),
+        *(
+            _rtnl.new_route(other.pod_cidr, via=other.ip, doing=f"routing {other.pod_cidr} via {other.name} on {name}")
+            for other in others
+        ),
+    ]
+    pending = attach(fabric, node, mtu, then=routes, wait=False)
     if cni == "bridge":
         node._bridge = router_bridge(
             node,
@@ -62,47 +104,32 @@ def wire_node(node: Node, others: Sequence[Node], *, fabric: Bridge, cni: Cni, m
             port_prefix=PORT_PREFIX,
             reserved=(NODE_UPLINK,),
         )
-    name = node.name
-    handle_of(node).execute(
-        [
-            # The node's own connections to a ClusterIP need a route before the nat
-            # output hook sees them (a real node has its default route for that).
-            _rtnl.new_route(
-                SERVICE_CIDR, oif=node._uplink_index, doing=f"routing {SERVICE_CIDR} via {name}:{NODE_UPLINK}"
-            ),
-        ]
-        + [
-            _rtnl.new_route(other.pod_cidr, via=other.ip, doing=f"routing {other.pod_cidr} via {other.name} on {name}")
-            for other in others
-        ]
-    )
     for other in others:
         handle_of(other).execute(
             [_rtnl.new_route(node.pod_cidr, via=node.ip, doing=f"routing {node.pod_cidr} via {name} on {other.name}")]
         )
+    return pending
 
 
-def wire_pod(host: Node, pod: Pod, *, cni: Cni, mtu: int) -> None:
-    """A new pod's ``eth0`` (a port of ``cni0``, or a veth routed by the node) and its default route."""
-    if cni == "bridge":
-        (plugged,) = plug(
-            host._bridge, [Plug(pod, POD_IFNAME, [interface(pod.ip, host.pod_cidr)])], mtu=mtu, hairpin=True
-        )
-        pod.node_port = plugged.port
-        pod._uplink_index = plugged.member_index
-        routes: list[_rtnl.Request] = []
-    else:
-        routes = _ptp_plug(host, pod, mtu)
-    routes.append(
-        _rtnl.new_route(
-            DEFAULT_ROUTE, via=host.gateway, doing=f"adding the default route via {host.gateway} in {pod.name!r}"
-        )
+def wire_pod(host: Node, pod: Pod, *, cni: Cni, mtu: int) -> Pending:
+    """A new pod's ``eth0`` (a port of ``cni0``, or a veth routed by the node) and its default route.
+
+    Returns the link's readiness, to wait for once the pod is set up.
+    """
+    default = _rtnl.new_route(
+        DEFAULT_ROUTE, via=host.gateway, doing=f"adding the default route via {host.gateway} in {pod.name!r}"
     )
-    handle_of(pod).execute(routes)
+    if cni == "bridge":
+        item = Plug(pod, POD_IFNAME, [interface(pod.ip, host.pod_cidr)], then=[default])
+        made = plug(host._bridge, [item], mtu=mtu, hairpin=True, wait=False)
+        pod.node_port = made[0].port
+        pod._uplink_index = made[0].member_index
+        return Pending(plugged_ends(host._bridge, [item], made), f"{pod.name}:{POD_IFNAME}")
+    return _ptp_plug(host, pod, mtu, default)
 
 
-def _ptp_plug(host: Node, pod: Pod, mtu: int) -> list[_rtnl.Request]:
-    """The ptp CNI plugin's veth (as kind's kindnet configures it); returns the pod's routes still to add.
+def _ptp_plug(host: Node, pod: Pod, mtu: int, default: _rtnl.Request) -> Pending:
+    """The ptp CNI plugin's veth (as kind's kindnet configures it), with the pod's ``default`` route.
 
     The node's end holds the gateway as a /32 (the same address on every
     pod's veth) and a /32 route to the pod; the pod keeps its /24 address
@@ -117,25 +144,38 @@ def _ptp_plug(host: Node, pod: Pod, mtu: int) -> list[_rtnl.Request]:
     while not port or port in taken:
         port, number = f"{PORT_PREFIX}{number}", number + 1
     gateway = ipaddress.IPv4Interface((host.gateway, 32))
-    port_index, pod_index = veth(host, pod, name_a=port, name_b=POD_IFNAME, mtu=mtu, ipv6=False)
+    port_index = handle_of(host).allocate_index()
+    pod_index = handle_of(pod).allocate_index()
+    if pod_index == port_index:  # equal indexes on both ends make the link slow to come up
+        pod_index = handle_of(pod).allocate_index()
+    where, there = f"{host.name}:{port}", f"{pod.name}:{POD_IFNAME}"
+    address = interface(pod.ip, host.pod_cidr)
+    veth(
+        host,
+        pod,
+        name_a=port,
+        name_b=POD_IFNAME,
+        mtu=mtu,
+        ipv6=False,
+        indexes=(port_index, pod_index),
+        then_a=[
+            _rtnl.new_address(port_index, gateway, f"adding {gateway} to {where}"),
+            _rtnl.new_route(ipaddress.IPv4Network(pod.ip), oif=port_index, doing=f"routing {pod.ip}/32 to {where}"),
+        ],
+        then_b=[
+            _rtnl.new_address(pod_index, address, f"adding {address} to {there}", noprefixroute=True),
+            _rtnl.new_route(gateway.network, oif=pod_index, doing=f"routing {gateway} to {there} in {pod.name!r}"),
+            _rtnl.new_route(
+                host.pod_cidr, via=host.gateway, doing=f"routing {host.pod_cidr} via {host.gateway} in {pod.name!r}"
+            ),
+            default,
+        ],
+        wait=False,
+    )
     host._veths[port] = port_index
     pod.node_port = port
     pod._uplink_index = pod_index
-    where, there = f"{host.name}:{port}", f"{pod.name}:{POD_IFNAME}"
-    address = interface(pod.ip, host.pod_cidr)
-    handle_of(host).execute(
-        [
-            _rtnl.new_address(port_index, gateway, f"adding {gateway} to {where}"),
-            _rtnl.new_route(ipaddress.IPv4Network(pod.ip), oif=port_index, doing=f"routing {pod.ip}/32 to {where}"),
-        ]
-    )
-    return [
-        _rtnl.new_address(pod_index, address, f"adding {address} to {there}", noprefixroute=True),
-        _rtnl.new_route(gateway.network, oif=pod_index, doing=f"routing {gateway} to {there} in {pod.name!r}"),
-        _rtnl.new_route(
-            host.pod_cidr, via=host.gateway, doing=f"routing {host.pod_cidr} via {host.gateway} in {pod.name!r}"
-        ),
-    ]
+    return Pending([(host, port_index, []), (pod, pod_index, [])], f"{where} <-> {there}")
 
 
 def set_mtu(fabric: Bridge, nodes: Iterable[Node], members: Iterable[_Member], *, cni: Cni, mtu: int) -> None:
