@@ -43,6 +43,16 @@ The network:
   one transaction: established connections keep their pod (conntrack), new
   ones only see the new set.  With no pod, new connections are refused (TCP
   reset), as kube-proxy does.
+* **NodePort** (``type="NodePort"``, ``nodeport``): also served at every
+  node's IP on ``service.node_port`` (30000-32767, the lowest free one unless
+  given), from external hosts too, in the same per-node transaction.
+  ``external_traffic_policy="Cluster"``: any pod, the client masqueraded
+  (the pod sees the node's IP, or its gateway when the pod is on that node);
+  ``"Local"``: only the node's own pods, the client's address kept; a node
+  without one drops the connection.
+* **Manifests**: ``cluster.apply(yaml_or_dicts)`` makes v1 Services and
+  networking.k8s.io/v1 NetworkPolicies (``manifests``); any other kind or
+  field is a ``ValueError`` naming it.
 * **Egress**: a pod's packet to anything outside the pod network (an
   ``external`` host, a node) leaves its node MASQUERADEd to the node IP.
 * **Names** (private hosts file for processes started with ``run``/``popen``
@@ -73,7 +83,7 @@ namespaces (never on the host):
 * every link of the cluster has no IPv6 address (the model is IPv4, as a
   default cluster is); ``lo`` of nodes, pods and external hosts keeps ``::1``.
 
-Not modelled: NetworkPolicy, NodePort/LoadBalancer services, a DNS server (names come from a hosts file), IPv6.
+Not modelled: LoadBalancer and ExternalName services, services with several ports, IPv6.
 
 Layout: ``network`` (address plan, names, settings), ``objects`` (``Node``,
 ``Pod``, ``External``, ``Service``), ``builder`` (``Cluster``, the facade),
@@ -81,7 +91,8 @@ Layout: ``network`` (address plan, names, settings), ``objects`` (``Node``,
 ``wiring`` (links, bridges and routes of nodes and pods), ``names`` (hosts
 files, the in-process resolver, kube-dns's zone), ``dns`` (the zone and
 server), ``services`` (a service's options, ClusterIPs), ``proxy`` (the
-nodes' nftables rules).
+nodes' nftables rules), ``nodeport`` (what a NodePort adds to them),
+``manifests`` (Kubernetes YAML as ``service``/``network_policy`` calls).
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ from ..._net.hosts import release
 from ...errors import NetnsError, TeardownError
 from ...namespace import Namespace
 from . import dns as _dns
-from . import enforce, proxy, wiring
+from . import enforce, manifests, proxy, wiring
+from .manifests import Manifest
 from .members import Members
 from .names import Names, k8s_namespaces
 from .network import (
@@ -408,6 +409,19 @@ class Cluster:
     @property
     def network_policies(self) -> list[NetworkPolicy]:
         return list(self._policies.values())
+
+    def apply(self, manifest: Manifest) -> list[Service | NetworkPolicy]:
+        """Make the objects of Kubernetes manifests in order (v1 Service, networking.k8s.io/v1 NetworkPolicy).
+
+        ``manifest`` is YAML text (several documents, read with PyYAML), a
+        dict or a list of dicts.  Each becomes a ``service()`` or
+        ``network_policy()`` call; a missing ``metadata.namespace`` is
+        ``default``.  Another kind, or a field the model does not have, is a
+        ``ValueError`` naming it (``spec.ports[0].appProtocol``), raised
+        before anything is made (``manifests`` lists the fields).
+        """
+        self._check_open()
+        return manifests.apply(manifest, service=self.service, network_policy=self.network_policy)
 
     def external(self, name: str) -> External:
         """A host outside the cluster on the node network (172.18.0.200 upwards), with no route to pods.
