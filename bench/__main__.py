@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _floor, _machine, _memory, _partition, _profile, _shapes, _suite
+from . import _floor, _machine, _memory, _partition, _policy, _profile, _shapes, _suite
 from ._report import Column, Growth, Report, ShapeRow, XdistRun
 from ._stats import Summary, fmt_ms
 
@@ -39,12 +39,13 @@ class Scale:
     burst: int  # pairs built back to back before the last freeing case
     freeing_sizes: tuple[int, int]  # the "many at once" freeing cases
     partition: int  # rounds of cutting and healing a partition
+    policy: int  # NetworkPolicy creations and deletions
 
 
 SCALE = {
-    "full": Scale((10_000, 1000), 1000, (1000, 3), 20, 1000, (100, 1000), 500),
-    "quick": Scale((1000, 200), 200, (300, 1), 5, 200, (100, 1000), 100),
-    "smoke": Scale((40, 10), 10, (10, 1), 1, 5, (5, 10), 5),
+    "full": Scale((10_000, 1000), 1000, (1000, 3), 20, 1000, (100, 1000), 500, 200),
+    "quick": Scale((1000, 200), 200, (300, 1), 5, 200, (100, 1000), 100, 50),
+    "smoke": Scale((40, 10), 10, (10, 1), 1, 5, (5, 10), 5, 3),
 }
 
 
@@ -78,7 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="",
         help="comma-separated parts to run: shape keys ("
         + ",".join(dict.fromkeys(s.key for s in _shapes.shapes("quick")))
-        + ") and freeing,growth,xdist,memory,partition",
+        + ") and freeing,growth,xdist,memory,partition,policy",
     )
     parser.add_argument(
         "--extra-baselines",
@@ -110,6 +111,8 @@ def measure_shape(shape: _shapes.Shape, features: _suite.PluginFeatures, report:
     plugin_ok = shape.needs in features.fixtures
     if not plugin_ok:
         row.notes.append(f"plugin fixture `{shape.needs}` does not exist yet: plugin columns skipped")
+    if shape.key == "docker" and plugin_ok and not _plugin_shapes_docker_network():
+        row.notes.append("`DockerHost.network` does not exist yet: both containers on the default bridge (docker0)")
     runs: list[tuple[str, str, str | None, str]] = []  # (column key, implementation, pcap mode, title)
     if plugin_ok:
         for column in report.plugin_columns:
@@ -131,11 +134,19 @@ def measure_shape(shape: _shapes.Shape, features: _suite.PluginFeatures, report:
     setups: dict[str, list[float]] = {}
     teardowns: dict[str, list[float]] = {}
     failed: set[str] = set()
+    if shape.key in _shapes.MODELS and plugin_ok:
+        # The yardstick: netns_pair with the default plugin column, in the same rounds.
+        runs.append((YARDSTICK, "pair", _default_pcap(report), "netns_pair (same rounds)"))
     for number in range(rounds):
         for key, impl, pcap, title in runs if number % 2 == 0 else runs[::-1]:
             if key in failed:
                 continue
             try:
+                if impl == "pair":
+                    pair = _shapes.Shape("pair", 2, "netns_pair", "netns_pair", max(part.tests, 20))
+                    result = _suite.run_shape(pair, "plugin", pcap=pcap)
+                    costs.setdefault(key, []).extend(result.costs[_shapes.warmup(pair) :])
+                    continue
                 if impl == "floor":
                     times = _floor.measure(shape.key, shape.size, max(part.tests - skip, 1), warmup=min(skip, 2))
                     costs.setdefault(key, []).extend(times)
@@ -152,11 +163,32 @@ def measure_shape(shape: _shapes.Shape, features: _suite.PluginFeatures, report:
     for key, _impl, _pcap, title in runs:
         if key in failed or not costs.get(key):
             continue
+        if key == YARDSTICK:
+            row.yardstick = Summary.of(costs[key])
+            log(f"{shape.label}: {title} {row.yardstick.cell()}")
+            continue
         summary = row.cells[key] = Summary.of(costs[key])
         if key in setups:
             row.phases[key] = (Summary.of(setups[key]), Summary.of(teardowns[key]))
         log(f"{shape.label}: {title} {summary.cell()}")
     return row
+
+
+YARDSTICK = "yardstick"
+
+
+def _default_pcap(report: Report) -> str | None:
+    key = report.default_plugin
+    return key.split(":", 1)[1] if ":" in key else None
+
+
+def _plugin_shapes_docker_network() -> bool:
+    from ._plugin_shapes import docker_network
+
+    try:
+        return docker_network()
+    except ImportError:
+        return False
 
 
 def measure_breakdown(mode: str, report: Report) -> None:
@@ -285,6 +317,22 @@ def measure_memory(mode: str, report: Report) -> None:
         log(f"memory {variant}: {result}")
 
 
+def measure_policy(mode: str, report: Report) -> None:
+    """Creating and deleting a NetworkPolicy in a cluster of 3 nodes and 20 pods, in a loop without pytest."""
+    try:
+        creates, deletes = _policy.measure(SCALE[mode].policy)
+    except _policy.Unavailable as exc:
+        report.notes.append(f"NetworkPolicy changes not measured: {exc}")
+        log(f"policy: skipped ({exc})")
+        return
+    report.policy = [
+        (f"create: network_policy() selecting {_policy.SELECTED} of {_policy.PODS} pods", Summary.of(creates)),
+        ("delete: NetworkPolicy.delete()", Summary.of(deletes)),
+    ]
+    for label, summary in report.policy:
+        log(f"policy {label}: {summary.cell()}")
+
+
 def measure_partition(mode: str, report: Report) -> None:
     """Cutting and healing a partition of 5 namespaces (2 | 3), in a loop without pytest."""
     cuts, heals = _partition.measure(SCALE[mode].partition)
@@ -306,7 +354,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     only = {part.strip() for part in args.only.split(",") if part.strip()}
-    wanted = lambda part: not only or part in only  # noqa: E731
+
+    def wanted(part: str) -> bool:
+        return not only or part in only
+
 
     log(f"{mode} run; probing the installed plugin")
     features = _suite.probe_plugin()
@@ -342,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         measure_memory(mode, report)
     if wanted("partition"):
         measure_partition(mode, report)
+    if wanted("policy"):
+        measure_policy(mode, report)
 
     report.duration = time.perf_counter() - _start
     report.load_end = _machine.load()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ._memory import MemoryResult
-from ._shapes import Shape
+from ._shapes import MODELS, Shape
 from ._stats import Summary, fmt_ms, ratio
 
 
@@ -22,6 +22,8 @@ class ShapeRow:
     notes: list[str] = field(default_factory=list)
     #: column key -> (setup, teardown) summaries
     phases: dict[str, tuple[Summary, Summary]] = field(default_factory=dict)
+    #: A model's yardstick: netns_pair (default plugin column) measured in the same rounds.
+    yardstick: Summary | None = None
 
 
 @dataclass
@@ -73,6 +75,8 @@ class Report:
     memory: list[tuple[str, MemoryResult]] = field(default_factory=list)
     #: (what, summary): cutting and healing a partition (issue 15)
     partition: list[tuple[str, Summary]] = field(default_factory=list)
+    #: (what, summary): creating and deleting a NetworkPolicy (issue 14)
+    policy: list[tuple[str, Summary]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     duration: float = 0.0
     load_end: str = ""
@@ -197,7 +201,43 @@ class Report:
                 verdict(slowest.median <= 5 if slowest else None),
             )
         )
+        for key, goal in MODELS.items():
+            row = self.row(key)
+            label = row.shape.label if row else key
+            model = row.cells.get(self.default_plugin) if row else None
+            pair = row.yardstick if row else None
+            result.append(
+                (
+                    f"{label}: setup + teardown <= {goal:g}x netns_pair in the same rounds (issue 13)",
+                    ratio(model, pair),
+                    verdict(model.median / pair.median <= goal if model and pair else None),
+                )
+            )
+        slowest = max(self.policy, key=lambda item: item[1].median)[1] if self.policy else None
+        result.append(
+            (
+                "a NetworkPolicy change in force <= 5 ms, 3 nodes and 20 pods (issue 14)",
+                " / ".join(fmt_ms(s.median) for _, s in self.policy) or "-",
+                verdict(slowest.median <= 5 if slowest else None),
+            )
+        )
         return result
+
+    def models_table(self) -> list[str]:
+        """The models of issue 13 against netns_pair measured in the same rounds."""
+        head = ["model", "setup + teardown", "netns_pair, same rounds", "model ÷ netns_pair", "goal", "n"]
+        lines = [_row(head), _row(["---"] * len(head))]
+        for key, goal in MODELS.items():
+            row = self.row(key)
+            if row is None:
+                continue
+            model = row.cells.get(self.default_plugin)
+            pair = row.yardstick
+            counts = "/".join(str(s.n) for s in (model, pair) if s) or "-"
+            lines.append(
+                _row([row.shape.label, _cell(model), _cell(pair), ratio(model, pair), f"<= {goal:g}x", counts])
+            )
+        return lines
 
     def markdown(self) -> str:
         out = [f"# pytest-netns benchmark ({self.mode} run)", ""]
@@ -223,6 +263,16 @@ class Report:
         row_notes = [f"- {row.shape.label}: {note}" for row in self.rows for note in row.notes]
         if row_notes:
             out += ["Notes:", "", *row_notes, ""]
+        if any(self.row(key) for key in MODELS):
+            out += [
+                "## The Kubernetes and Docker models against netns_pair (issue 13)",
+                "",
+                f"Each round runs the model's suite and a `netns_pair` suite (`{self.default_plugin}`) one after "
+                "the other, in alternating order, so the ratio compares tests run under the same load.",
+                "",
+                *self.models_table(),
+                "",
+            ]
         if self.breakdown:
             out += ["## Where the netns_pair time goes", "", _row(["what", "median / p90"]), _row(["---"] * 2)]
             out += [_row([label, summary.cell()]) for label, summary in self.breakdown] + [""]
@@ -331,7 +381,15 @@ class Report:
                 _row(["---"] * 3),
             ]
             out += [_row([label, s.cell(), str(s.n)]) for label, s in self.partition] + [""]
-        out += ["## Goals (issues 2, 6, 12 and 15)", "", _row(["goal", "measured", "verdict"]), _row(["---"] * 3)]
+        if self.policy:
+            out += [
+                "## NetworkPolicy changes: 3 nodes, 20 pods (issue 14)",
+                "",
+                _row(["what", "median / p90", "n"]),
+                _row(["---"] * 3),
+            ]
+            out += [_row([label, s.cell(), str(s.n)]) for label, s in self.policy] + [""]
+        out += ["## Goals (issues 2, 6, 12 to 15)", "", _row(["goal", "measured", "verdict"]), _row(["---"] * 3)]
         out += [_row(list(g)) for g in self.goals()] + [""]
         if self.notes:
             out += ["## Notes", "", *(f"- {n}" for n in self.notes), ""]

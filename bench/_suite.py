@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ._shapes import Shape
 
@@ -148,9 +149,9 @@ def run_shape(
         return SuiteResult([s + t for s, t in zip(setups, teardowns, strict=True)], setups, teardowns, samples, wall)
 
 
-def _read_records(path: Path) -> tuple[list[dict], list[dict]]:
-    rows: list[dict] = []
-    samples: list[dict] = []
+def _read_records(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    rows: list[dict[str, Any]] = []
+    samples: list[dict[str, Any]] = []
     if path.exists():
         for line in path.read_text().splitlines():
             item = json.loads(line)

@@ -31,7 +31,8 @@ SECTIONS = [
     "## pytest-xdist: 10 netns_pair tests",
     "## Memory per namespace (held at once)",
     "## Partitions: cutting and healing 5 namespaces (issue 15)",
-    "## Goals (issues 2, 6, 12 and 15)",
+    "## The Kubernetes and Docker models against netns_pair (issue 13)",
+    "## Goals (issues 2, 6, 12 to 15)",
 ]
 
 
