@@ -162,3 +162,33 @@ def test_forgetting_dns_breaks_every_name(shop):
     allow_dns.delete()
     assert connect(shop["frontend"], "api.shop.svc.cluster.local.", 9000) == "no-dns"
     assert connect(shop["frontend"], str(shop["api"].ip), 9000) == "answered-by api-0"  # only DNS is gone
+
+
+# The example of README.md's "Test your NetworkPolicies", as it is shown there.
+DNS_RULE = {
+    "to": [
+        {"namespace_selector": {"kubernetes.io/metadata.name": "kube-system"}, "pod_selector": {"k8s-app": "kube-dns"}}
+    ],
+    "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+}
+
+
+def test_only_the_ingress_namespace_reaches_the_shop(netns_cluster):
+    c = netns_cluster
+    n1, n2 = c.node("node1"), c.node("node2")
+    web = c.pod("web-0", node=n1, namespace="shop", labels={"app": "web"})
+    web.popen(["python3", "-m", "http.server", "8080"])
+    web.wait_for_port(str(web.ip), 8080)
+    c.service("web", namespace="shop", port=80, target_port=8080, selector={"app": "web"})
+    controller = c.pod("controller", node=n2, namespace="ingress-nginx")
+    stranger = c.pod("stranger", node=n2, namespace="analytics")
+    c.network_policy("default-deny", namespace="shop", pod_selector={}, policy_types=["Ingress", "Egress"])
+    c.network_policy("allow-dns", namespace="shop", pod_selector={}, egress=[DNS_RULE], policy_types=["Egress"])
+    c.network_policy(
+        "allow-from-ingress",
+        namespace="shop",
+        pod_selector={"app": "web"},
+        ingress=[{"from": [{"namespace_selector": {"kubernetes.io/metadata.name": "ingress-nginx"}}], "ports": [8080]}],
+    )
+    controller.run(["curl", "-sf", "http://web.shop/"])  # allowed
+    assert stranger.run(["curl", "-s", "-m1", "http://web.shop/"], check=False).returncode == 28  # dropped

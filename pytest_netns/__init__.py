@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ._plugin.fixtures import NamespaceFactory
     from .packets import Capture
     from .presets import BridgeMembers, NamespacePair, NatNetwork
-    from .presets.cluster import Cluster, External, Node, Pod, Service
+    from .presets.cluster import Cluster, External, NetworkPolicy, Node, Pod, Service
     from .presets.docker import Container, DockerHost, PublishedPort
     from .topology import Link, Segment, Topology
 
@@ -45,6 +45,7 @@ _LAZY = {
     "NamespaceFactory": "_plugin.fixtures",
     "NamespacePair": "presets",
     "NatNetwork": "presets",
+    "NetworkPolicy": "presets.cluster",
     "Node": "presets.cluster",
     "Partition": "_net.partition",
     "Pod": "presets.cluster",
@@ -97,6 +98,7 @@ __all__ = [
     "NetnsLeakWarning",
     "NetnsProcessWarning",
     "NetnsTimeout",
+    "NetworkPolicy",
     "Node",
     "Partition",
     "Pod",

@@ -53,6 +53,12 @@ The network:
 * **Manifests**: ``cluster.apply(yaml_or_dicts)`` makes v1 Services and
   networking.k8s.io/v1 NetworkPolicies (``manifests``); any other kind or
   field is a ``ValueError`` naming it.
+* **NetworkPolicy** (``cluster.network_policy``, ``policy``, ``enforce``):
+  Kubernetes' semantics on every node, in one nftables table per node on
+  the forward hook, after kube-proxy's DNAT (peers and ports are the
+  backend pod's): isolated pods admit what some policy allows, replies
+  pass, blocked packets are dropped.  Traffic between a pod and its own
+  node is always allowed; other nodes and external hosts are peers.
 * **Egress**: a pod's packet to anything outside the pod network (an
   ``external`` host, a node) leaves its node MASQUERADEd to the node IP.
 * **Names** (private hosts file for processes started with ``run``/``popen``
@@ -91,7 +97,8 @@ Layout: ``network`` (address plan, names, settings), ``objects`` (``Node``,
 ``wiring`` (links, bridges and routes of nodes and pods), ``names`` (hosts
 files, the in-process resolver, kube-dns's zone), ``dns`` (the zone and
 server), ``services`` (a service's options, ClusterIPs), ``proxy`` (the
-nodes' nftables rules), ``nodeport`` (what a NodePort adds to them),
+nodes' nftables rules), ``policy`` and ``selectors`` (NetworkPolicy
+specs, label selectors), ``enforce`` (their nftables rules), ``nodeport`` (what a NodePort adds to them),
 ``manifests`` (Kubernetes YAML as ``service``/``network_policy`` calls).
 """
 
@@ -101,6 +108,7 @@ from .builder import Cluster
 from .network import BRIDGE_NF_CALL_IPTABLES as BRIDGE_NF_CALL_IPTABLES  # the sysctl the nodes rely on
 from .network import CLUSTER_CIDR, CLUSTER_DOMAIN, NODE_NETWORK, SERVICE_CIDR
 from .objects import External, Node, Pod, Service
+from .policy import NetworkPolicy
 
 __all__ = [
     "CLUSTER_CIDR",
@@ -109,6 +117,7 @@ __all__ = [
     "SERVICE_CIDR",
     "Cluster",
     "External",
+    "NetworkPolicy",
     "Node",
     "Pod",
     "Service",
