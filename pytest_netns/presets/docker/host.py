@@ -350,9 +350,7 @@ class DockerHost:
         docker0 = router_bridge(host, DOCKER_BRIDGE, gateway, mtu=MTU, nf_call_iptables=False, reserved=(UPLINK,))
         network_id = _networks.network_id(DEFAULT_NETWORK)
         self._networks[DEFAULT_NETWORK] = Network(DEFAULT_NETWORK, DOCKER_NETWORK, DOCKER_BRIDGE, network_id, docker0)
-        with handle_of(host).entered():
-            _rules.masquerade(src=DOCKER_NETWORK, not_oifname=DOCKER_BRIDGE)
-            _rules.hairpin_masquerade(DOCKER_NETWORK, DOCKER_BRIDGE, table=HAIRPIN_TABLE)
+        _networks.install_nat_tables(host, DOCKER_NETWORK, DOCKER_BRIDGE, hairpin_table=HAIRPIN_TABLE)
         return host
 
     def _build_external(self) -> Namespace:

@@ -176,6 +176,21 @@ def install_bridge_rules(
         batch.commit(sock)
 
 
+def install_nat_tables(host: Namespace, subnet: IPv4Network, bridge: str, *, hairpin_table: str) -> None:
+    """A fresh host's masquerade and hairpin tables with the default bridge's rules, in one transaction."""
+    batch = _nft.Batch()
+    rules = (
+        (_rules.NAT_TABLE, _rules.masquerade_rule(not_oifname=bridge, src=subnet)),
+        (hairpin_table, _rules.hairpin_masquerade_rule(subnet, bridge)),
+    )
+    for table, rule in rules:
+        batch.add_table("inet", table)
+        batch.add_chain("inet", table, "postrouting", hook=_nft.HOOK_POSTROUTING, priority=_nft.PRIO_SRCNAT, kind="nat")
+        batch.add_rule("inet", table, "postrouting", rule)
+    with handle_of(host).entered(), _nft.operation(f"masquerading {subnet} leaving {bridge!r}") as sock:
+        batch.commit(sock)
+
+
 def install_loopback_masquerade(host: Namespace, bridge: str) -> None:
     """``ip saddr 127.0.0.0/8 oifname <bridge> masquerade``: the host's own connections DNAT-ed from 127.0.0.1."""
     rule = _rules.masquerade_rule(oifname=bridge, src=IPv4Network("127.0.0.0/8"))
