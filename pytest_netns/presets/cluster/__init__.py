@@ -98,7 +98,8 @@ Layout: ``network`` (address plan, names, settings), ``objects`` (``Node``,
 files, the in-process resolver, kube-dns's zone), ``dns`` (the zone and
 server), ``services`` (a service's options, ClusterIPs), ``proxy`` (the
 nodes' nftables rules), ``policy`` and ``selectors`` (NetworkPolicy
-specs, label selectors), ``enforce`` (their nftables rules), ``nodeport`` (what a NodePort adds to them),
+specs, label selectors), ``enforce`` (their nftables rules), ``nodeport``
+(what a NodePort adds to kube-proxy's rules),
 ``manifests`` (Kubernetes YAML as ``service``/``network_policy`` calls).
 """
 
