@@ -2,12 +2,12 @@
 
 The shop runs in namespace ``shop``: ``frontend`` (port 8080, behind Service ``frontend`` on 80),
 ``api`` (9000) and ``postgres`` (5432).  The ingress controller runs in ``ingress-nginx``.  The
-team's policy set, as it would ship it:
+team's policy set, as it ships it (YAML, applied with ``cluster.apply``):
 
 * ``default-deny``: nothing gets into or out of any pod of ``shop`` unless a policy allows it;
 * ``allow-dns``: every pod of ``shop`` may ask kube-dns (the rule everyone forgets);
 * ``allow-from-ingress``: the ingress controller's namespace reaches the frontend on 8080;
-* ``frontend-to-api`` and ``api-to-postgres``: each tier talks to the next one, and nothing else.
+* ``frontend``, ``api``, ``postgres``: each tier talks to the next one, and nothing else.
 
 Every pod's process resolves names through the cluster DNS (kubelet's resolv.conf), so a policy
 that forgets DNS shows up as a failed lookup, as it would in production.
@@ -47,61 +47,91 @@ CLIENT = textwrap.dedent("""
         print("blocked")
 """)
 
-DNS = {
-    "to": [
-        {
-            "namespace_selector": {"kubernetes.io/metadata.name": "kube-system"},
-            "pod_selector": {"k8s-app": "kube-dns"},
-        }
-    ],
-    "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
-}
-
-
-def shop_policies(cluster):
-    """The team's policy set (what a real repository keeps as YAML)."""
-    shop = "shop"
-    return [
-        cluster.network_policy("default-deny", namespace=shop, pod_selector={}, policy_types=["Ingress", "Egress"]),
-        cluster.network_policy("allow-dns", namespace=shop, pod_selector={}, egress=[DNS], policy_types=["Egress"]),
-        cluster.network_policy(
-            "allow-from-ingress",
-            namespace=shop,
-            pod_selector={"app": "frontend"},
-            ingress=[
-                {
-                    "from": [{"namespace_selector": {"kubernetes.io/metadata.name": "ingress-nginx"}}],
-                    "ports": [{"port": 8080, "protocol": "TCP"}],
-                }
-            ],
-        ),
-        cluster.network_policy(
-            "frontend-to-api",
-            namespace=shop,
-            pod_selector={"app": "api"},
-            ingress=[{"from": [{"pod_selector": {"app": "frontend"}}], "ports": [9000]}],
-        ),
-        cluster.network_policy(
-            "frontend-egress",
-            namespace=shop,
-            pod_selector={"app": "frontend"},
-            egress=[{"to": [{"pod_selector": {"app": "api"}}], "ports": [9000]}],
-            policy_types=["Egress"],
-        ),
-        cluster.network_policy(
-            "api-to-postgres",
-            namespace=shop,
-            pod_selector={"app": "postgres"},
-            ingress=[{"from": [{"pod_selector": {"app": "api"}}], "ports": [5432]}],
-        ),
-        cluster.network_policy(
-            "api-egress",
-            namespace=shop,
-            pod_selector={"app": "api"},
-            egress=[{"to": [{"pod_selector": {"app": "postgres"}}], "ports": [5432]}],
-            policy_types=["Egress"],
-        ),
-    ]
+#: The team's policy set, as its repository keeps it (applied with ``cluster.apply``).
+POLICIES = """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: default-deny, namespace: shop}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress, Egress]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-dns, namespace: shop}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - namespaceSelector:
+        matchLabels: {kubernetes.io/metadata.name: kube-system}
+      podSelector:
+        matchLabels: {k8s-app: kube-dns}
+    ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-from-ingress, namespace: shop}
+spec:
+  podSelector:
+    matchLabels: {app: frontend}
+  ingress:
+  - from:
+    - namespaceSelector:
+        matchLabels: {kubernetes.io/metadata.name: ingress-nginx}
+    ports:
+    - {port: 8080, protocol: TCP}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: frontend, namespace: shop}
+spec:
+  podSelector:
+    matchLabels: {app: frontend}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - podSelector:
+        matchLabels: {app: api}
+    ports:
+    - port: 9000
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api, namespace: shop}
+spec:
+  podSelector:
+    matchLabels: {app: api}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels: {app: frontend}
+    ports:
+    - port: 9000
+  egress:
+  - to:
+    - podSelector:
+        matchLabels: {app: postgres}
+    ports:
+    - port: 5432
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: postgres, namespace: shop}
+spec:
+  podSelector:
+    matchLabels: {app: postgres}
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels: {app: api}
+    ports:
+    - port: 5432
+"""
 
 
 @pytest.fixture
@@ -121,7 +151,7 @@ def shop(netns_cluster):
         "controller", node=node2, namespace="ingress-nginx", labels={"app.kubernetes.io/name": "ingress-nginx"}
     )
     pods["other-team"] = cluster.pod("batch-job", node=node1, namespace="analytics")
-    pods["policies"] = shop_policies(cluster)
+    pods["policies"] = cluster.apply(POLICIES)
     return pods
 
 
