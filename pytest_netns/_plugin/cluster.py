@@ -47,9 +47,13 @@ def netns_docker(request: pytest.FixtureRequest) -> Iterator[DockerHost]:
     """A ``DockerHost``: ``host`` with ``docker0`` 172.17.0.1/16, an ``external`` host outside, no containers yet.
 
     ``container(name)`` adds one on ``docker0`` (172.17.0.2, .3, ...);
+    ``network(name)`` a user-defined network (172.18.0.0/16, ...) with
+    Docker's embedded DNS and isolation, ``container(name, network=,
+    aliases=)`` and ``connect`` put containers on it;
     ``publish(container, host_port=, container_port=)`` makes it reachable
     from ``external`` at ``host.ip:host_port`` (a host port already taken
-    raises ``ValueError``).  Outbound traffic is masqueraded to ``host.ip``.
+    raises ``ValueError``; ``host_ip="127.0.0.1"``: the host's own processes
+    only).  Outbound traffic is masqueraded to ``host.ip``.
     Everything is torn down after the test.
     """
     require_namespaces(request)
