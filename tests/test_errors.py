@@ -36,6 +36,7 @@ from pytest_netns._kernel.nft import batch as _nft_batch
 from pytest_netns._net import rules as _rules
 from pytest_netns.presets.cluster import Cluster
 from pytest_netns.presets.docker import DockerHost
+from pytest_netns.presets.docker.networks import network_id
 from pytest_netns.topology import Link, Segment, Topology
 
 CAP_NET_ADMIN = 12
@@ -632,8 +633,11 @@ def _check_sweep(outcome: dict[str, BaseException | None], expected: dict[str, s
 def test_sweep_docker_host(netns_docker: DockerHost) -> None:
     web = netns_docker.container("web")
     published = netns_docker.publish(web, host_port=8081, container_port=81)
+    app = netns_docker.network("app")
     sweep: dict[str, tuple[Callable[[], object], str | None]] = {
+        "DockerHost.connect": (lambda: netns_docker.connect(web, app), "web:eth1"),
         "DockerHost.container": (lambda: netns_docker.container("db"), "db"),
+        "DockerHost.network": (lambda: netns_docker.network("back"), f"br-{network_id('back')[:12]}"),
         "DockerHost.publish": (
             lambda: netns_docker.publish(web, host_port=8080, container_port=80),
             "forwarding tcp port 8080",

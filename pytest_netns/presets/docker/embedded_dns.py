@@ -7,7 +7,7 @@ network with the asking container (their names and network aliases, also as
 container's networks are tried in the order it joined them.  Here the UDP and
 TCP sockets are made inside the container and served by the test process's
 one DNS thread (``_net.dns_server``); the names come from each network's
-snapshot (``Network.records``), so a change is in the next answer.
+snapshot (``Network._records``), so a change is in the next answer.
 
 * ``A``: the addresses (several containers with one alias: all of them), TTL 600 as Docker's;
 * ``AAAA`` and other types of a known name: NODATA (the networks are IPv4 only);
@@ -60,7 +60,7 @@ def find(name: str, networks: Sequence[Network]) -> list[IPv4]:
     """Addresses of ``name`` (``a.b.c`` also as ``a.b`` on network ``c``, ``a`` on ``b.c``) seen from ``networks``."""
     key = name.rstrip(".").lower()
     for network in networks:
-        found = network.records.get(key)
+        found = network._records.get(key)
         if found:
             return list(found)
     labels = key.split(".")
@@ -68,7 +68,7 @@ def find(name: str, networks: Sequence[Network]) -> list[IPv4]:
         host, net = ".".join(labels[:cut]), ".".join(labels[cut:])
         for network in networks:
             if network.name.lower() == net:
-                found = network.records.get(host)
+                found = network._records.get(host)
                 if found:
                     return list(found)
     return []
@@ -108,7 +108,7 @@ def _reverse(name: dns.name.Name, networks: Sequence[Network]) -> str | None:
     except (dns.exception.DNSException, ValueError):
         return None
     for network in networks:
-        found = network.reverse.get(address)
+        found = network._reverse.get(address)
         if found is not None:
             return found
     return None

@@ -173,12 +173,12 @@ class DockerHost:
             raise ValueError(f"container name {name!r} is already used")
         joined = self._network(network)
         checked = self._aliases(aliases, joined)
-        address = joined.allocate()
+        address = joined._allocate()
         ns = Container(name, ip=address, kill_grace=self.kill_grace)
         self._adopt(ns)
         self._attach(ns, joined, address, checked, default_route=True)
         self._containers[name] = ns
-        resolver.register(handle_of(ns).inode, ns.in_process_lookup)
+        resolver.register(handle_of(ns).inode, ns._in_process_lookup)
         return ns
 
     def connect(self, container: Container | str, network: Network | str, *, aliases: Iterable[str] = ()) -> IPv4:
@@ -194,7 +194,7 @@ class DockerHost:
         if joined.name in target.networks:
             raise ValueError(f"container {target.name!r} is already connected to network {joined.name!r}")
         checked = self._aliases(aliases, joined)
-        address = joined.allocate()
+        address = joined._allocate()
         self._attach(target, joined, address, checked, default_route=False)
         return address
 
@@ -270,12 +270,12 @@ class DockerHost:
         self._published.clear()
         for container in self._containers.values():
             resolver.unregister(handle_of(container).inode)
-            container.stop_dns()
+            container._stop_dns()
         try:
             close_all(self._owned)
         finally:
             for container in self._containers.values():
-                container.close_files()
+                container._close_files()
 
     def __enter__(self) -> DockerHost:
         return self
@@ -339,8 +339,8 @@ class DockerHost:
             gateway = network.gateway
             doing = f"adding the default route via {gateway} in {ns.name!r}"
             handle_of(ns).execute([_rtnl.new_route(ipaddress.IPv4Network("0.0.0.0/0"), via=gateway, doing=doing)])
-        ns.joined(network, address, aliases)
-        network.join(ns.name, aliases, address)
+        ns._joined(network, address, aliases)
+        network._join(ns.name, aliases, address)
 
     def _build_host(self) -> Namespace:
         host = _Addressed("host", ip=OUTSIDE_NETWORK[1], kill_grace=self.kill_grace)

@@ -86,7 +86,7 @@ class Container(_Addressed):
         if not found:
             raise ValueError(
                 f"no name {name!r} for container {self.name!r} in Docker's embedded DNS "
-                f"(networks {', '.join(n.name for n in self.dns_networks())})"
+                f"(networks {', '.join(n.name for n in self._dns_networks())})"
             )
         return found[0]
 
@@ -95,19 +95,19 @@ class Container(_Addressed):
 
     # -- the Docker host's side ----------------------------------------------------------------
 
-    def dns_networks(self) -> Sequence[Network]:
+    def _dns_networks(self) -> Sequence[Network]:
         """Its user-defined networks in joining order: where its embedded DNS looks names up."""
         return [network for network, _, _ in self._endpoints if network.user_defined]
 
-    def in_process_lookup(self, name: str) -> list[IPv4]:
+    def _in_process_lookup(self, name: str) -> list[IPv4]:
         """``socket.getaddrinfo``'s answer for a thread inside (``_net.resolver``): the embedded DNS, or no names."""
         return embedded_dns.lookup(name) if self._dns is not None else []
 
-    def joined(self, network: Network, address: IPv4, aliases: Sequence[str]) -> None:
+    def _joined(self, network: Network, address: IPv4, aliases: Sequence[str]) -> None:
         """Record a new endpoint; the first user-defined network starts the embedded DNS and resolv.conf."""
         self._endpoints = (*self._endpoints, (network, address, tuple(aliases)))
         if network.user_defined and self._dns is None:
-            self._dns = embedded_dns.EmbeddedDns(self, self.dns_networks)
+            self._dns = embedded_dns.EmbeddedDns(self, self._dns_networks)
             # The files are made when the first process starts: most containers of a test start none.
             handle_of(self).spawner = self._spawn_with_files
 
@@ -120,12 +120,12 @@ class Container(_Addressed):
                 self._files = files
         return self._files.spawn_via(start, kwargs)
 
-    def stop_dns(self) -> None:
+    def _stop_dns(self) -> None:
         """Close the DNS sockets (they pin the namespace); before the namespace is released."""
         if self._dns is not None:
             self._dns.close()
 
-    def close_files(self) -> None:
+    def _close_files(self) -> None:
         """Remove the private resolv.conf/hosts (after the namespace and its processes are gone)."""
         if self._files is not None:
             self._files.close()

@@ -12,7 +12,7 @@ address (``.1``).  Each network gets, in one nftables transaction on the host:
   (a transaction that deletes waits for an RCU grace period).  Traffic between
   bridges is routed, not bridged: no ``br_netfilter`` is involved.
 
-What each network's DNS knows (``records``, ``reverse``) is a snapshot rebuilt
+What each network's DNS knows (``_records``, ``_reverse``) is a snapshot rebuilt
 after every change and read without locks by the DNS server thread.
 """
 
@@ -70,8 +70,8 @@ class Network:
     #: The next host number to hand out.
     _next: int = field(default=2, repr=False)
     #: Name (lower case) -> addresses, and address -> name, for the embedded DNS (snapshots).
-    records: Mapping[str, tuple[IPv4, ...]] = field(default_factory=dict, repr=False)
-    reverse: Mapping[IPv4, str] = field(default_factory=dict, repr=False)
+    _records: Mapping[str, tuple[IPv4, ...]] = field(default_factory=dict, repr=False)
+    _reverse: Mapping[IPv4, str] = field(default_factory=dict, repr=False)
     _members: list[tuple[str, tuple[str, ...], IPv4]] = field(default_factory=list, repr=False)
 
     @property
@@ -83,7 +83,7 @@ class Network:
         """False for the default bridge, which has no embedded DNS."""
         return self.name != DEFAULT_NETWORK
 
-    def allocate(self) -> IPv4:
+    def _allocate(self) -> IPv4:
         """The next free address (ValueError when the subnet is full)."""
         if self._next >= self.subnet.num_addresses - 1:
             raise ValueError(f"no free address left in network {self.name!r} ({self.subnet})")
@@ -91,7 +91,7 @@ class Network:
         self._next += 1
         return address
 
-    def join(self, name: str, aliases: Sequence[str], address: IPv4) -> None:
+    def _join(self, name: str, aliases: Sequence[str], address: IPv4) -> None:
         """A container joined with ``aliases`` at ``address``: new DNS snapshots (the next answer sees it)."""
         self._members.append((name, tuple(aliases), address))
         if not self.user_defined:
@@ -102,8 +102,8 @@ class Network:
             for key in dict.fromkeys(n.lower() for n in (member, *names)):
                 records[key] = (*records.get(key, ()), ip)
             reverse[ip] = f"{member.lower()}.{self.name.lower()}"
-        self.records = MappingProxyType(records)
-        self.reverse = MappingProxyType(reverse)
+        self._records = MappingProxyType(records)
+        self._reverse = MappingProxyType(reverse)
 
 
 def network_id(name: str) -> str:
