@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 import socket
 from collections.abc import Iterator
 from typing import TypeVar
@@ -390,3 +391,47 @@ def test_a_second_policy_of_the_same_name_is_refused_and_the_spec_reads_back(net
     with pytest.raises(ValueError, match="'p' already exists in namespace 'shop'"):
         netns_cluster.network_policy("p", namespace="shop", pod_selector={})
     netns_cluster.network_policy("p", pod_selector={})  # another namespace
+
+
+def test_policies_follow_label_and_namespace_label_changes(netns_cluster: Cluster, servers: list[Responder]) -> None:
+    n1, n2 = two_nodes(netns_cluster)
+    web = serve(servers, netns_cluster.pod("web-0", node=n1, labels={"app": "web"}), 8080)
+    svc = netns_cluster.service("web", port=80, target_port=8080, selector={"app": "web"})
+    client = netns_cluster.pod("client", node=n2, namespace="team-a")
+    netns_cluster.network_policy(
+        "from-frontend-teams",
+        pod_selector={"app": "web"},
+        ingress=[{"from": [{"namespace_selector": {"tier": "frontend"}, "pod_selector": {"role": "client"}}]}],
+    )
+    assert not reach(client, web.ip, 8080)
+    netns_cluster.set_namespace_labels("team-a", {"tier": "frontend"})
+    assert netns_cluster.k8s_namespaces["team-a"] == {"tier": "frontend", "kubernetes.io/metadata.name": "team-a"}
+    assert not reach(client, web.ip, 8080)  # the namespace matches, the pod not yet
+    client.set_labels({"role": "client"})
+    assert reach(client, web.ip, 8080)
+    netns_cluster.set_namespace_labels("team-a", {})
+    assert not reach(client, web.ip, 8080)
+    # The isolated pod's own labels: relabelled out of the policy's pod_selector, it is open again,
+    # and the service's selector lets it go too (the service has no endpoint left).
+    web.set_labels({"app": "retired"})
+    assert reach(client, web.ip, 8080)
+    assert svc.pods == ()
+    web.set_labels({"app": "web"})
+    assert svc.pods == (web,) and not reach(client, web.ip, 8080)
+
+
+@pytest.mark.parametrize(
+    ("labels", "named"),
+    [({"kubernetes.io/metadata.name": "other"}, "other"), ({"tier": 1}, "1"), ({"bad key!": "x"}, "bad key!")],
+)
+def test_bad_namespace_and_pod_labels_are_refused(
+    netns_cluster: Cluster, labels: dict[str, object], named: str
+) -> None:
+    pod = netns_cluster.pod("p", node=netns_cluster.node("node1"), labels={"app": "x"})
+    with pytest.raises(ValueError, match=re.escape(named)):
+        netns_cluster.set_namespace_labels("team-a", labels)  # type: ignore[arg-type]
+    assert "team-a" not in netns_cluster.k8s_namespaces
+    if "kubernetes.io" not in str(labels):
+        with pytest.raises(ValueError, match=re.escape(named)):
+            pod.set_labels(labels)  # type: ignore[arg-type]
+        assert pod.labels == {"app": "x"}

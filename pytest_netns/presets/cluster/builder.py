@@ -9,6 +9,7 @@ order in which each change reaches those parts.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 from ..._kernel import validate as _validate
@@ -25,6 +26,7 @@ from .network import (
     FIRST_EXTERNAL_HOST,
     FIRST_NODE_HOST,
     K8S_NAMESPACE,
+    NAMESPACE_NAME_LABEL,
     NODE_NETWORK,
     PORT_PREFIX,
     IPv4,
@@ -34,6 +36,7 @@ from .network import (
 )
 from .objects import DEFAULT_AFFINITY_TIMEOUT, External, Node, Pod, Service
 from .policy import NetworkPolicy, check_policy
+from .selectors import matches_labels
 from .services import ClusterIPs, check_options
 
 if TYPE_CHECKING:
@@ -73,6 +76,7 @@ class Cluster:
         self._cluster_ips = ClusterIPs()
         self._naming = Names(self._lookup_host)
         self._policies: dict[tuple[str, str], NetworkPolicy] = {}
+        self._namespace_labels: dict[str, Mapping[str, str]] = {}
         self._enforcer = enforce.Enforcer()
         self._closed = False
         try:
@@ -262,11 +266,40 @@ class Cluster:
     def k8s_namespaces(self) -> dict[str, Mapping[str, str]]:
         """The Kubernetes namespaces (those something was created in) and their labels.
 
-        Each carries ``kubernetes.io/metadata.name=<namespace>``, as the API server sets it.
+        Each carries ``kubernetes.io/metadata.name=<namespace>``, as the API server sets it, and
+        those given with ``set_namespace_labels``.
         """
         dns_pod = self._naming.dns_pod
         names = [pod.namespace for pod in ([dns_pod] if dns_pod else []) + list(self._pods.values())]
-        return k8s_namespaces(names + [svc.namespace for svc in self._services.values()])
+        found = k8s_namespaces(names + [svc.namespace for svc in self._services.values()] + [*self._namespace_labels])
+        return {
+            name: MappingProxyType({**self._namespace_labels.get(name, {}), **labels}) for name, labels in found.items()
+        }
+
+    def set_namespace_labels(self, namespace: str, labels: Mapping[str, str]) -> None:
+        """Replace the labels of a Kubernetes namespace (making it if nothing is in it yet).
+
+        ``kubernetes.io/metadata.name=<namespace>`` stays, as the API server
+        keeps it.  NetworkPolicies' namespace selectors follow at once.
+        """
+        self._check_open()
+        namespace = check_namespace_name(namespace)
+        checked = _validate.labels(labels)
+        if checked.get(NAMESPACE_NAME_LABEL, namespace) != namespace:
+            raise ValueError(
+                f"label {NAMESPACE_NAME_LABEL}={checked[NAMESPACE_NAME_LABEL]!r} of namespace {namespace!r} "
+                "must be the namespace's own name"
+            )
+        previous = self._namespace_labels.get(namespace)
+        self._namespace_labels[namespace] = MappingProxyType(checked)
+        try:
+            self._enforce()
+        except BaseException:
+            if previous is None:
+                del self._namespace_labels[namespace]
+            else:
+                self._namespace_labels[namespace] = previous
+            raise
 
     def service(
         self,
@@ -528,6 +561,16 @@ class Cluster:
     def _enforce(self) -> None:
         view = enforce.View(self._policy_pods(), self.k8s_namespaces)
         self._enforcer.sync(self._nodes.values(), list(self._policies.values()), view)
+
+    def _relabel(self, pod: Pod, previous: Mapping[str, str]) -> None:
+        """A pod's labels changed from ``previous``: services selecting it, DNS and policies follow."""
+        for service in self._services.values():
+            wanted = service.selector
+            if service.namespace == pod.namespace and wanted is not None:
+                if matches_labels(wanted, previous) != matches_labels(wanted, pod.labels):
+                    self._install(service)
+        self._enforce()
+        self._publish_names()
 
     def _delete_policy(self, policy: NetworkPolicy) -> None:
         key = (policy.namespace, policy.name)

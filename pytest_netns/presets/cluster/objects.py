@@ -9,6 +9,7 @@ from typing import Literal, Protocol
 
 import dns.exception
 
+from ..._kernel import validate as _validate
 from ..._kernel.handle import handle_of
 from ..._net.bridge import Bridge
 from ..._net.hosts import HostsFile
@@ -31,6 +32,8 @@ class Owner(Protocol):
     def _pod(self, pod: object) -> Pod: ...
 
     def _install(self, service: Service) -> None: ...
+
+    def _relabel(self, pod: Pod, previous: Mapping[str, str]) -> None: ...
 
 
 class _Member(Namespace):
@@ -115,8 +118,20 @@ class Pod(_Member):
 
     @property
     def labels(self) -> Mapping[str, str]:
-        """Its labels (read-only): services select pods by them."""
+        """Its labels (read-only; ``set_labels`` replaces them): services and NetworkPolicies select pods by them."""
         return self._labels
+
+    def set_labels(self, labels: Mapping[str, str]) -> None:
+        """Replace its labels: services' selectors, DNS and NetworkPolicies follow at once."""
+        self._cluster._check_open()
+        checked = _validate.labels(labels)
+        previous = self._labels
+        self._labels = MappingProxyType(checked)
+        try:
+            self._cluster._relabel(self, previous)
+        except BaseException:
+            self._labels = previous
+            raise
 
     def delete(self) -> None:
         """Remove the pod (``Cluster.delete_pod``): services stop sending to it, DNS forgets it."""
