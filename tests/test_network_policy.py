@@ -366,7 +366,8 @@ BAD_POLICIES: list[tuple[dict[str, object], str]] = [
     ({"ingress": [{"ports": [{"port": 90, "end_port": 80}]}]}, "80"),
     ({"ingress": [{"ports": [{"end_port": 80}]}]}, "80"),
     ({"ingress": [{"ports": [{"port": 80, "endPort": 90}]}]}, "endPort"),
-    ({"ingress": [{"ports": ["http"]}]}, "http"),
+    ({"ingress": [{"ports": ["Not_A_Name"]}]}, "Not_A_Name"),
+    ({"ingress": [{"ports": [{"port": "http", "end_port": 90}]}]}, "90"),
     ({"ingress": [{"ports": [True]}]}, "True"),
 ]
 
@@ -435,3 +436,28 @@ def test_bad_namespace_and_pod_labels_are_refused(
         with pytest.raises(ValueError, match=re.escape(named)):
             pod.set_labels(labels)  # type: ignore[arg-type]
         assert pod.labels == {"app": "x"}
+
+
+def test_named_ports_are_the_target_ports_of_the_pods_services(
+    netns_cluster: Cluster, servers: list[Responder]
+) -> None:
+    n1, n2 = two_nodes(netns_cluster)
+    web = serve(servers, netns_cluster.pod("web-0", node=n1, labels={"app": "web"}), 8080, 9090)
+    unnamed = serve(servers, netns_cluster.pod("other", node=n2, labels={"app": "web", "port": "unnamed"}), 8080)
+    client = netns_cluster.pod("client", node=n2, labels={"role": "client"})
+    netns_cluster.network_policy("http-in", pod_selector={"app": "web"}, ingress=[{"ports": ["http"]}])
+    assert not reach(client, web.ip, 8080)  # no service names the port yet
+    svc = netns_cluster.service("web", port=80, target_port=8080, port_name="http", pods=[web])
+    assert reach(client, web.ip, 8080) and reach(client, svc.ip, 80)
+    assert not reach(client, web.ip, 9090)
+    assert not reach(client, unnamed.ip, 8080)  # selected, but no service of it names a port "http"
+    svc.add(unnamed)
+    assert reach(client, unnamed.ip, 8080)
+    # Egress: the peer's port of that name; kube-dns's ports are named dns (UDP) and dns-tcp (TCP).
+    netns_cluster.network_policy(
+        "client-out",
+        pod_selector={"role": "client"},
+        egress=[{"ports": [{"port": "http"}]}, {"ports": [{"port": "dns", "protocol": "UDP"}]}],
+    )
+    assert reach(client, web.ip, 8080) and not reach(client, web.ip, 9090)
+    assert client.resolve("web") == svc.ip

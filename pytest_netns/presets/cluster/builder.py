@@ -395,6 +395,7 @@ class Cluster:
         service.session_affinity_timeout = options.session_affinity_timeout
         self._install(service)
         self._services[options.namespace, name] = service
+        self._enforce()  # named ports
         self._publish_names()
         return service
 
@@ -552,6 +553,7 @@ class Cluster:
             for node in self._nodes.values():
                 proxy.install_service(node, service)
         self._naming.refresh(self._services.values(), self._pods.values(), self._registry.addresses())
+        self._enforce()  # a named port of a policy follows the service's pods
 
     def _policy_pods(self) -> list[Pod]:
         """Every pod policies see: the kube-dns pod and the test's own."""
@@ -559,7 +561,8 @@ class Cluster:
         return [*([dns_pod] if dns_pod is not None else []), *(p for p in self._pods.values() if p is not dns_pod)]
 
     def _enforce(self) -> None:
-        view = enforce.View(self._policy_pods(), self.k8s_namespaces)
+        services = [*self._naming.dns_services, *self._services.values()]
+        view = enforce.View(self._policy_pods(), self.k8s_namespaces, services)
         self._enforcer.sync(self._nodes.values(), list(self._policies.values()), view)
 
     def _relabel(self, pod: Pod, previous: Mapping[str, str]) -> None:

@@ -28,6 +28,7 @@ base chain waits for an RCU grace period).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import socket
@@ -41,7 +42,7 @@ from ..._kernel.nft import Batch, Set
 from ..._kernel.nft import expr as _expr
 from ..._kernel.nft import objects as _objects
 from ..._kernel.nft import statements as _words
-from .objects import Node, Pod
+from .objects import Node, Pod, Service
 from .policy import IPBlock, NetworkPolicy, Port, Rule
 from .selectors import Selector
 
@@ -62,6 +63,8 @@ class Match:
     pods: tuple[ipaddress.IPv4Address, ...] | None = None  # None: not a pod set
     block: IPBlock | None = None
     port: Port | None = None
+    #: A named port resolved for one destination pod: ``ip daddr <dest>`` too.
+    dest: ipaddress.IPv4Address | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,16 @@ class View:
 
     pods: Sequence[Pod]
     namespaces: Mapping[str, Mapping[str, str]]
+    services: Sequence[Service] = ()
+
+    def named_ports(self, pod: Pod, port: Port) -> list[int]:
+        """The target ports of ``pod``'s services whose port has the name ``port.port`` (and its protocol)."""
+        found = {
+            svc.target_port
+            for svc in self.services
+            if svc.port_name == port.port and svc.proto == port.protocol.lower() and pod in svc.pods
+        }
+        return sorted(found)
 
     def peers(
         self, policy: NetworkPolicy, pod_selector: Selector | None, namespace_selector: Selector | None
@@ -125,26 +138,59 @@ def pod_chain(pod: Pod, direction: str) -> str:
     return f"{direction}-{pod.name}"
 
 
+def _addresses(rule: Rule, field: str, policy: NetworkPolicy, view: View) -> list[Match]:
+    """The rule's peers as address matches (no port yet): anyone, a set of pods, ip blocks."""
+    if not rule.peers:
+        return [Match(field)]
+    addresses: list[Match] = []
+    selected: set[ipaddress.IPv4Address] = set()
+    for peer in rule.peers:
+        if peer.ip_block is not None:
+            if peer.ip_block.cidr.version == 4:  # the cluster has no IPv6 traffic
+                addresses.append(Match(field, block=peer.ip_block))
+        else:
+            selected.update(pod.ip for pod in view.peers(policy, peer.pod_selector, peer.namespace_selector))
+    if selected:
+        addresses.insert(0, Match(field, pods=tuple(sorted(selected))))
+    return addresses
+
+
+def _peer_pods(rule: Rule, policy: NetworkPolicy, view: View) -> list[Pod]:
+    """The pods an egress rule's peers cover (ip blocks too), for its named ports."""
+    if not rule.peers:
+        return list(view.pods)
+    found: dict[str, Pod] = {}
+    for peer in rule.peers:
+        block = peer.ip_block
+        if block is None:
+            found |= {pod.name: pod for pod in view.peers(policy, peer.pod_selector, peer.namespace_selector)}
+        elif block.cidr.version == 4:
+            found |= {
+                pod.name: pod
+                for pod in view.pods
+                if pod.ip in block.cidr and not any(pod.ip in excluded for excluded in block.excepts)
+            }
+    return list(found.values())
+
+
 def _policy_matches(rules: Iterable[Rule], field: str, policy: NetworkPolicy, view: View) -> tuple[Spec, ...]:
     specs: list[Spec] = []
     for rule in rules:
-        ports: list[Port | None] = list(rule.ports) or [None]
-        addresses: list[Match] = []
-        if not rule.peers:
-            addresses.append(Match(field))
-        else:
-            selected: set[ipaddress.IPv4Address] = set()
-            for peer in rule.peers:
-                if peer.ip_block is not None:
-                    if peer.ip_block.cidr.version == 4:  # the cluster has no IPv6 traffic
-                        addresses.append(Match(field, block=peer.ip_block))
-                else:
-                    selected.update(pod.ip for pod in view.peers(policy, peer.pod_selector, peer.namespace_selector))
-            if selected:
-                addresses.insert(0, Match(field, pods=tuple(sorted(selected))))
+        addresses = _addresses(rule, field, policy, view)
+        numbered: list[Port | None] = [p for p in rule.ports if not isinstance(p.port, str)]
         for address in addresses:
-            for port in ports:
-                specs.append(Match(address.field, address.pods, address.block, port))
+            for port in numbered if rule.ports else [None]:
+                specs.append(dataclasses.replace(address, port=port))
+        for named in (p for p in rule.ports if isinstance(p.port, str)):
+            if field == "saddr":  # ingress: the port of that name of the isolated pod itself
+                for pod in (p for p in view.pods if policy.selects(p)):
+                    for number in view.named_ports(pod, named):
+                        port = Port(named.protocol, number)
+                        specs += [dataclasses.replace(a, port=port, dest=pod.ip) for a in addresses]
+            else:  # egress: the peer's port of that name
+                for pod in _peer_pods(rule, policy, view):
+                    for number in view.named_ports(pod, named):
+                        specs.append(Match("daddr", port=Port(named.protocol, number), dest=pod.ip))
     return tuple(specs)
 
 
@@ -186,7 +232,7 @@ def _ct_established() -> list[_expr.Expr]:
 
 def _port_exprs(port: Port) -> list[_expr.Expr]:
     exprs: list[_expr.Expr] = [*_words.l4proto(IPPROTO[port.protocol])]
-    if port.port is None:
+    if not isinstance(port.port, int):  # None: every port (a named one is resolved by render)
         return exprs
     exprs.append(_expr.Payload(_expr.PAYLOAD_TRANSPORT, 2, 2))
     if port.end_port is None or port.end_port == port.port:
@@ -231,6 +277,8 @@ def _encode(batch: Batch, chain: str, spec: Spec) -> None:
             rule += _words.addr(spec.block.cidr, field)  # type: ignore[arg-type]
             for excluded in spec.block.excepts:
                 rule += _words.addr(excluded, field, _expr.CMP_NEQ)  # type: ignore[arg-type]
+        if spec.dest is not None:
+            rule += _words.addr(ipaddress.IPv4Network(spec.dest), "daddr")
         if spec.port is not None:
             rule += _port_exprs(spec.port)
         rule.append(_expr.Verdict(_expr.NF_ACCEPT))

@@ -10,7 +10,8 @@
   (every pod of the selected namespaces), both in one dict (pods matching both), or
   ``{"ip_block": {"cidr": "...", "except": [...]}}``.
 * A port: an int (TCP), or ``{"port": 5432, "protocol": "TCP"|"UDP"|"SCTP", "end_port": 5440}``
-  (``port`` omitted: every port of the protocol).
+  (``port`` omitted: every port of the protocol), or a named port (``"http"``, ``{"port": "dns", "protocol":
+  "UDP"}``): the target port of the destination pod's services with that ``port_name``.
 * ``policy_types`` defaults to ``["Ingress"]``, plus ``"Egress"`` when ``egress`` is given.
 """
 
@@ -64,10 +65,14 @@ class Peer:
 
 @dataclass(frozen=True)
 class Port:
-    """``protocol`` and a port (``None``: every port), or the range ``port``-``end_port``."""
+    """``protocol`` and a port (``None``: every port), the range ``port``-``end_port``, or a named port.
+
+    A named port (a string) is the target port of the services of the destination pod whose
+    ``port_name`` it is (the model's pods declare no container ports); a pod without one is not matched.
+    """
 
     protocol: Protocol_ = "TCP"
-    port: int | None = None
+    port: int | str | None = None
     end_port: int | None = None
 
 
@@ -216,7 +221,7 @@ def _port(value: object, what: str) -> Port:
     if isinstance(value, int) and not isinstance(value, bool):
         return Port("TCP", _validate.port(value, what))
     if isinstance(value, str):
-        raise ValueError(f"{what}: named port {value!r} is not supported; give its number")
+        return Port("TCP", _named_port(value, what))
     if not isinstance(value, Mapping):
         raise ValueError(f"{what} must be a port number or a mapping with port, protocol, end_port, got {value!r}")
     _unknown(value, _PORT_KEYS, what)
@@ -228,7 +233,9 @@ def _port(value: object, what: str) -> Port:
     raw = value.get("port")
     end = value.get("end_port")
     if isinstance(raw, str):
-        raise ValueError(f"{what}: named port {raw!r} is not supported; give its number")
+        if end is not None:
+            raise ValueError(f"{what}: end_port {end!r} cannot follow the named port {raw!r}")
+        return Port(protocol, _named_port(raw, what))
     port = None if raw is None else _validate.port(raw, f"{what}: port")
     if end is not None:
         if port is None:
@@ -238,6 +245,10 @@ def _port(value: object, what: str) -> Port:
             raise ValueError(f"{what}: end_port {end_port!r} is below port {port!r}")
         return Port(protocol, port, end_port)
     return Port(protocol, port)
+
+
+def _named_port(value: str, what: str) -> str:
+    return _validate.check_name(value, what=f"{what}: named port", rule=_validate.IANA_SVC_NAME)
 
 
 class PolicyOwner(Protocol):
