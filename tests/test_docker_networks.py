@@ -102,7 +102,7 @@ def unreachable(ns: Namespace, address: IPv4 | str, port: int = PORT) -> bool:
 def query(ns: Namespace, name: str, rdtype: str = "A", *, tcp: bool = False) -> dns.message.Message:
     """dnspython asking 127.0.0.11 from inside ``ns``; a server that stays silent raises Timeout after 1 s."""
     message = dns.message.make_query(name, rdtype)
-    with handle_of(ns).entered():
+    with ns:
         if tcp:
             return dns.query.tcp(message, "127.0.0.11", timeout=1.0)
         return dns.query.udp(message, "127.0.0.11", timeout=1.0)
@@ -410,3 +410,23 @@ def test_a_network_works_without_pytest_and_is_torn_down() -> None:
         assert isinstance(app, Network) and web.resolve("web") == web.ip
         namespaces = docker.namespaces
     assert all(ns.closed for ns in namespaces) and proc.poll() is not None
+
+
+def test_the_dns_thread_starts_when_something_runs_inside_and_answers_what_waited(netns_docker: DockerHost) -> None:
+    """The sockets exist from the start; the server thread gets them once code or a process runs inside."""
+    from pytest_netns._net import dns_server
+
+    docker = netns_docker
+    app = docker.network("app")
+    db = docker.container("db", network=app)
+    web = docker.container("web", network=app)
+    assert not dns_server.running()  # nothing ran inside yet: no thread started and stopped for nothing
+    with handle_of(web).entered():  # the plugin's own entry: not code of the test's
+        early = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with early:
+        early.settimeout(5.0)
+        early.sendto(dns.message.make_query("db", "A").to_wire(), ("127.0.0.11", 53))  # queued
+        web.run(["true"])  # a process starts inside: the server takes the sockets
+        assert dns_server.running()
+        reply = dns.message.from_wire(early.recv(512))
+    assert addresses(reply) == [str(db.ip)]

@@ -7,7 +7,10 @@ network with the asking container (their names and network aliases, also as
 container's networks are tried in the order it joined them.  Here the UDP and
 TCP sockets are made inside the container and served by the test process's
 one DNS thread (``_net.dns_server``); the names come from each network's
-snapshot (``Network._records``), so a change is in the next answer.
+snapshot (``Network._records``), so a change is in the next answer.  The
+thread is handed the sockets the first time anything runs inside the container
+(``with``, ``call``, ``run``/``popen``, ``fd``/``path``, ``resolve``): a query
+sent before waits in the socket's queue.
 
 * ``A``: the addresses (several containers with one alias: all of them), TTL 600 as Docker's;
 * ``AAAA`` and other types of a known name: NODATA (the networks are IPv4 only);
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 from collections.abc import Callable, Sequence
 
 import dns.exception
@@ -136,14 +140,34 @@ class EmbeddedDns:
             raise NetnsError(
                 f"starting Docker's embedded DNS in container {container.name!r} ({DNS_IP}:{DNS_PORT}): {exc}"
             ) from exc
-        self._served = dns_server.serve(sockets, self.answer)
+        self._sockets = sockets
+        self._served: dns_server.Served | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def serve(self) -> None:
+        """Hand the sockets to the DNS thread (once; the container calls it before anything runs inside).
+
+        Until then a query waits in the socket's queue: made and bound, the
+        sockets cost ~20 us, while starting and stopping the server thread for a
+        test whose containers never run anything would cost a millisecond or more.
+        """
+        with self._lock:
+            if self._served is None and not self._closed:
+                self._served = dns_server.serve(self._sockets, self.answer)
 
     def answer(self, query: dns.message.Message) -> dns.message.Message:
         return answer(query, self._networks())
 
     def close(self) -> None:
         """Stop serving and close the sockets (they pin the container's namespace)."""
-        self._served.close()
+        with self._lock:
+            self._closed = True
+            if self._served is not None:
+                self._served.close()
+            else:
+                for sock in self._sockets:
+                    sock.close()
 
 
 def lookup(name: str, *, timeout: float = 2.0) -> list[IPv4]:

@@ -76,6 +76,7 @@ class Container(_Addressed):
                 f"no name {name!r} for container {self.name!r}: it is only on the default bridge, "
                 "which has no embedded DNS (use a user-defined network)"
             )
+        self._serve_dns()
         try:
             with handle_of(self).entered():
                 found = embedded_dns.lookup(name)
@@ -93,7 +94,28 @@ class Container(_Addressed):
     def __repr__(self) -> str:
         return f"<Container {self.name!r} {self.ip}>" if not self.closed else super().__repr__()
 
+    # Whatever runs inside may ask 127.0.0.11: the server is handed its sockets first.
+
+    def __enter__(self) -> Container:
+        self._serve_dns()
+        super().__enter__()
+        return self
+
+    @property
+    def fd(self) -> int:
+        self._serve_dns()
+        return super().fd
+
+    @property
+    def path(self) -> str:
+        self._serve_dns()
+        return super().path
+
     # -- the Docker host's side ----------------------------------------------------------------
+
+    def _serve_dns(self) -> None:
+        if self._dns is not None:
+            self._dns.serve()
 
     def _dns_networks(self) -> Sequence[Network]:
         """Its user-defined networks in joining order: where its embedded DNS looks names up."""
@@ -113,6 +135,7 @@ class Container(_Addressed):
 
     def _spawn_with_files(self, start: Start, kwargs: dict[str, Any]) -> Any:
         """Start a process under Docker's resolv.conf and hosts file (made on first use)."""
+        self._serve_dns()
         with self._files_lock:
             if self._files is None:
                 files = HostsFile(resolv_conf=embedded_dns.RESOLV_CONF)
