@@ -461,3 +461,32 @@ def test_named_ports_are_the_target_ports_of_the_pods_services(
     )
     assert reach(client, web.ip, 8080) and not reach(client, web.ip, 9090)
     assert client.resolve("web") == svc.ip
+
+
+@pytest.mark.parametrize("traffic_policy", ["Cluster", "Local"])
+def test_node_port_traffic_is_matched_with_the_source_the_pods_node_sees(
+    netns_cluster: Cluster, servers: list[Responder], traffic_policy: str
+) -> None:
+    """As documented: a NodePort connection with "Cluster" that crossed nodes arrives from the forwarding node."""
+    n1, n2 = two_nodes(netns_cluster)
+    serve(servers, netns_cluster.pod("web-0", node=n1, labels={"app": "web"}), 8080)
+    client = netns_cluster.external("client")
+    svc = netns_cluster.service(
+        "web",
+        port=80,
+        target_port=8080,
+        selector={"app": "web"},
+        type="NodePort",
+        external_traffic_policy=traffic_policy,  # type: ignore[arg-type]
+    )
+    assert svc.node_port is not None
+    netns_cluster.network_policy(
+        "from-client", pod_selector={"app": "web"}, ingress=[{"from": [{"ip_block": {"cidr": f"{client.ip}/32"}}]}]
+    )
+    assert reach(client, n1.ip, svc.node_port)  # the backend's own node: the client's address, before masquerade
+    if traffic_policy == "Cluster":
+        assert not reach(client, n2.ip, svc.node_port)  # forwarded by node2, masqueraded to node2's address
+        netns_cluster.network_policy(
+            "from-nodes", pod_selector={"app": "web"}, ingress=[{"from": [{"ip_block": {"cidr": "172.18.0.0/24"}}]}]
+        )
+        assert reach(client, n2.ip, svc.node_port)
