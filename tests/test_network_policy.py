@@ -243,9 +243,10 @@ DNS_RULE = {
 }
 
 
+@BOTH_CNI
 @pytest.mark.parametrize("where", ["same node as kube-dns", "other node"])
 def test_egress_policy_blocks_dns_until_it_is_allowed(
-    netns_cluster: Cluster, servers: list[Responder], where: str
+    netns_cluster: Cluster, servers: list[Responder], where: str, cni: str
 ) -> None:
     n1, n2 = two_nodes(netns_cluster)
     web = serve(servers, netns_cluster.pod("web-0", node=n2, labels={"app": "web"}), 8080)
@@ -265,8 +266,9 @@ def test_egress_policy_blocks_dns_until_it_is_allowed(
     assert app.resolve("web") == netns_cluster.resolve("web")
 
 
+@BOTH_CNI
 def test_service_traffic_matches_the_backend_and_its_target_port(
-    netns_cluster: Cluster, servers: list[Responder]
+    netns_cluster: Cluster, servers: list[Responder], cni: str
 ) -> None:
     n1, n2 = two_nodes(netns_cluster)
     backends = [

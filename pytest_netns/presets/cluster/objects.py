@@ -17,6 +17,7 @@ from ...errors import NetnsError
 from ...namespace import Namespace
 from . import dns as _dns
 from .network import CLUSTER_DOMAIN, K8S_NAMESPACE, IPv4
+from .selectors import matches_labels
 
 
 class Owner(Protocol):
@@ -239,11 +240,9 @@ class Service:
         """The pods new connections are spread over: in the order added, or in creation order for a selector."""
         if self._selector is None:
             return tuple(self._pods)
-        wanted = self._selector.items()
+        wanted = self._selector
         return tuple(
-            pod
-            for pod in self._cluster.pods
-            if pod.namespace == self.namespace and all(pod.labels.get(key) == value for key, value in wanted)
+            pod for pod in self._cluster.pods if pod.namespace == self.namespace and matches_labels(wanted, pod.labels)
         )
 
     @property
