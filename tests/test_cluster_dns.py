@@ -390,3 +390,19 @@ def test_getaddrinfo_inside_a_topology_namespace_reads_its_names() -> None:
         assert [info[4] for info in found] == [(expected, 80)]
         with a, pytest.raises(socket.gaierror):
             socket.getaddrinfo("nothing", 80)
+
+
+def test_a_service_made_before_the_first_node_does_not_send_to_the_kube_dns_pod(cluster: Cluster) -> None:
+    # Its selector matches the kube-dns pod's labels, but that pod is not one of the cluster's pods: the
+    # first node's rules must not DNAT to it (they did: it was installed while the pod was being made).
+    lookalike = cluster.service("lookalike", namespace="kube-system", selector={"k8s-app": "kube-dns"}, port=53)
+    n1 = cluster.node("n1")
+    client = cluster.pod("client", node=n1)
+    assert lookalike.pods == ()
+    with client:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with sock:
+        sock.settimeout(2)
+        with pytest.raises(ConnectionRefusedError):  # no endpoint: kube-proxy resets (kube-dns would accept)
+            sock.connect(lookalike.address)
+    assert addresses(ask(client, "kube-dns.kube-system.svc.cluster.local", tcp=True)) == [DNS]  # the real one works

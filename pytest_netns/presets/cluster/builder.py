@@ -189,10 +189,10 @@ class Cluster:
         )
         self._adopt(node)
         uplink = wiring.wire_node(node, list(self._nodes.values()), fabric=self._fabric, cni=self.cni, mtu=self._mtu)
-        proxy.set_up_node(node, [s for s in [*self._naming.dns_services, *self._services.values()] if s.ip is not None])
         self._nodes[name] = node
         if self._naming.server is None:
-            self._start_dns(node)
+            self._start_dns(node)  # its services' rules come with the node's, in one transaction
+        proxy.set_up_node(node, [s for s in [*self._naming.dns_services, *self._services.values()] if s.ip is not None])
         self._publish_names()
         uplink.wait()  # the link came up while the rest was set up
         return node
@@ -231,7 +231,8 @@ class Cluster:
         host.pods.append(pod)
         self._pods[name] = pod
         for service in self._services.values():
-            if service.selector is not None and pod in service.pods:
+            # Not for the kube-dns pod (no server yet): its node is set up with every service right after.
+            if service.selector is not None and pod in service.pods and self._naming.server is not None:
                 self._install(service)  # its endpoints follow the labels
         self._enforce()
         self._publish_names()
@@ -602,7 +603,10 @@ class Cluster:
         return self._naming.dns_pod
 
     def _start_dns(self, node: Node) -> None:
-        """The kube-dns pod on ``node`` (the last address of its pod CIDR), its services and server."""
+        """The kube-dns pod on ``node`` (the last address of its pod CIDR), its services and server.
+
+        ``node`` is the first node, not set up for kube-proxy yet: ``node()`` writes the services' rules with its own.
+        """
         saved = node._next_host
         node._next_host = node.pod_cidr.num_addresses - 2
         try:
@@ -628,7 +632,6 @@ class Cluster:
                 port_name=port_name,
             )
             self._naming.dns_services.append(service)
-            self._install(service)
 
     def _lookup_host(self, name: str) -> list[IPv4]:
         """A node's or external host's in-process lookup: the cluster's hosts table, as its processes see."""
