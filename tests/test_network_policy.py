@@ -492,3 +492,18 @@ def test_node_port_traffic_is_matched_with_the_source_the_pods_node_sees(
             "from-nodes", pod_selector={"app": "web"}, ingress=[{"from": [{"ip_block": {"cidr": "172.18.0.0/24"}}]}]
         )
         assert reach(client, n2.ip, svc.node_port)
+
+
+def test_selector_semantics_without_a_kernel() -> None:
+    """Kubernetes' reading: NotIn and DoesNotExist match a pod without the key; {} matches everything."""
+    from pytest_netns.presets.cluster.selectors import selector
+
+    not_in = selector({"match_expressions": [{"key": "env", "operator": "NotIn", "values": ["dev"]}]}, "s")
+    assert not_in.matches({}) and not_in.matches({"env": "prod"}) and not not_in.matches({"env": "dev"})
+    in_ = selector({"match_expressions": [{"key": "env", "operator": "In", "values": ["dev"]}]}, "s")
+    assert not in_.matches({}) and in_.matches({"env": "dev"})
+    both = selector({"match_labels": {"app": "web"}, "match_expressions": [{"key": "x", "operator": "Exists"}]}, "s")
+    assert both.matches({"app": "web", "x": ""}) and not both.matches({"app": "web"})
+    assert selector({}, "s").empty and selector({}, "s").matches({"any": "thing"})
+    # A plain mapping is match_labels, even with keys that look like the structured form's neighbours.
+    assert selector({"match_labels_x": "1"}, "s").match_labels == {"match_labels_x": "1"}
