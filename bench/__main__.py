@@ -95,7 +95,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile",
         metavar="SHAPE[:SIZE]",
         help="instead of the benchmark, cProfile the library calls of a fixture and print the top "
-        f"functions; SHAPE is one of {', '.join(_profile.SHAPES)} (SIZE: members or routers)",
+        f"functions; SHAPE is one of {', '.join(_profile.SHAPES)} (SIZE: members, routers or pods)",
     )
     return parser.parse_args(argv)
 
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     check_private_netns()
     if args.profile:
         shape, _, size = args.profile.partition(":")
-        count = int(size or 3)
+        count = int(size or (4 if shape == "cluster" else 3))
         print(_profile.profile(shape, max(10, 300 // count), size=count))
         return 0
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"

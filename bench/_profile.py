@@ -1,10 +1,10 @@
 """The fixture path without pytest: timing and cProfile of what the fixtures call.
 
 Each cycle makes the same library calls as the fixture (``Namespace``,
-``pytest_netns.presets.pair``/``bridge``/``nat`` or ``Topology``, then the
+``pytest_netns.presets.pair``/``bridge``/``nat``, ``Topology`` or ``Cluster``, then the
 teardown), so the difference to the pytest-measured figure is pytest's own fixture machinery plus the plugin's
 hooks (tracking, pcap recording).  ``python -m bench --profile pair`` (or
-``bridge:100``, ``chain:100``, ``nat``, ``netns``) prints where the time goes.
+``bridge:100``, ``chain:100``, ``nat``, ``netns``, ``cluster``) prints where the time goes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pstats
 import time
 from collections.abc import Callable
 
-SHAPES = ("netns", "pair", "bridge", "chain", "nat")
+SHAPES = ("netns", "pair", "bridge", "chain", "nat", "cluster")
 
 
 def _cycle(shape: str, size: int = 3) -> Callable[[], None]:
@@ -44,7 +44,15 @@ def _cycle(shape: str, size: int = 3) -> Callable[[], None]:
         with presets.nat():
             pass
 
-    cycles = {"netns": netns, "pair": pair, "bridge": bridge, "chain": chain, "nat": nat}
+    def cluster() -> None:  # as bench._plugin_shapes.bench_cluster does it (size: pods)
+        from pytest_netns.presets.cluster import Cluster
+
+        with Cluster() as made:
+            nodes = [made.node("n1"), made.node("n2")]
+            pods = [made.pod(f"p{i}", node=nodes[i % 2]) for i in range(size)]
+            made.service("web", port=80, pods=pods)
+
+    cycles = {"netns": netns, "pair": pair, "bridge": bridge, "chain": chain, "nat": nat, "cluster": cluster}
     if shape not in cycles:
         raise ValueError(f"no library path for shape {shape!r} (choose one of {', '.join(SHAPES)})")
     return cycles[shape]
