@@ -125,3 +125,18 @@ def test_the_marker_takes_cni_and_refuses_a_bad_one(pytester: pytest.Pytester) -
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*cni 'calico' is not one of 'ptp', 'bridge'*"])
+
+
+@BOTH_CNI
+def test_cluster_links_carry_no_ipv6_link_local_address(netns_cluster: Cluster, cni: str) -> None:
+    # IPv6 is off on the cluster's links (no link-local address, no solicitations of their own): a
+    # link brought up in the same message that switches its addresses off must be the end whose
+    # peer is still down, or it gets one when the carrier comes.
+    n1, n2 = netns_cluster.node("n1"), netns_cluster.node("n2")
+    pods = [netns_cluster.pod(f"p{i}", node=(n1, n2)[i % 2]) for i in range(3)]
+    assert netns_cluster.dns_pod is not None
+    for ns in [n1, n2, *pods, netns_cluster.dns_pod, netns_cluster.fabric]:
+        with handle_of(ns).entered():
+            with open("/proc/thread-self/net/if_inet6") as table:
+                ipv6 = [line.split() for line in table]
+        assert [(fields[5], fields[0]) for fields in ipv6 if fields[5] != "lo"] == [], ns.name

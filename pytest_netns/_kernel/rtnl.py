@@ -188,14 +188,18 @@ def set_link(
     return Request(RTM_NEWLINK, 0, body, doing or f"changing link {index}")
 
 
-def no_ipv6_link_local(index: int, doing: str = "") -> Request:
+def no_ipv6_link_local(index: int, doing: str = "", *, up: bool = False) -> Request:
     """Stop the kernel from giving a link an IPv6 link-local address (before it goes up).
 
     The kernel refuses this attribute while creating a link (EAFNOSUPPORT: the
     IPv6 part of the device does not exist yet), so it is a separate change.
+    ``up`` brings the link up in the same message: only for a veth end whose
+    peer is still down (the kernel brings it up before it reads the mode, and
+    adds the link-local address when the carrier comes, which needs the peer).
     """
     mode = attr(IFLA_INET6_ADDR_GEN_MODE, bytes([IN6_ADDR_GEN_MODE_NONE]))
-    body = ifinfo(index) + attr(IFLA_AF_SPEC, attr(socket.AF_INET6, mode))
+    flags = IFF_UP if up else 0
+    body = ifinfo(index, flags, flags) + attr(IFLA_AF_SPEC, attr(socket.AF_INET6, mode))
     return Request(RTM_NEWLINK, 0, body, doing or f"disabling IPv6 link-local on link {index}")
 
 

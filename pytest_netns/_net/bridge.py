@@ -221,11 +221,9 @@ def plug(
         create.body += _rtnl.attr_u32(_rtnl.IFLA_MASTER, bridge.index)
         create.doing = f"plugging {item.member.name}:{item.ifname} into {what} (port {port})"
         bridge_requests.append(create)
-        if not bridge.ipv6_off:
-            bridge_requests += [
-                _rtnl.no_ipv6_link_local(port_index, f"switching IPv6 off on port {port} of {what}"),
-                _rtnl.set_link(port_index, up=True, doing=f"bringing port {port} of {what} up"),
-            ]
+        if not bridge.ipv6_off:  # up in the same message: the member's end is still down
+            doing = f"bringing port {port} of {what} up without IPv6"
+            bridge_requests.append(_rtnl.no_ipv6_link_local(port_index, doing, up=True))
         if hairpin:
             bridge_requests.append(_hairpin(port_index, f"turning hairpin mode on for port {port} of {what}"))
         made.append(Plugged(port, port_index, member_index))

@@ -80,10 +80,9 @@ def veth(
     a_requests = [create]
     b_requests = []
     if suppress_link_local:
-        a_requests.append(_rtnl.no_ipv6_link_local(index_a))
+        # a's end goes up in the same message: its peer is still down (b's requests come later).
+        a_requests.append(_rtnl.no_ipv6_link_local(index_a, f"bringing {a.name}:{name_a} up without IPv6", up=up))
         b_requests.append(_rtnl.no_ipv6_link_local(index_b))
-        if up:
-            a_requests.append(_rtnl.set_link(index_a, up=True, doing=f"bringing {a.name}:{name_a} up"))
     a_requests += [_rtnl.new_address(index_a, x, f"adding {x} to {a.name}:{name_a}") for x in addresses_a]
     if up:
         b_requests.append(_rtnl.set_link(index_b, up=True, doing=f"bringing {b.name}:{name_b} up"))
