@@ -9,6 +9,7 @@ import sys
 import warnings
 
 import pytest
+from _timescale import scaled
 from scapy.all import (
     ARP,
     ICMP,
@@ -477,7 +478,7 @@ def test_sniff_in_a_thread(netns_pair, sniff_one):
     seen = []
     thread = threading.Thread(target=lambda: seen.extend(sniff_one(b)))
     thread.start()
-    time.sleep(0.2)  # the head start
+    time.sleep(HEAD_START)
     assert a.ping("10.0.0.2")
     thread.join()
     assert [p.summary() for p in seen] and "echo-request" in seen[0].summary()
@@ -504,12 +505,15 @@ def sniff_one():
 @pytest.mark.parametrize("where", ["test module", "hidden helper"])
 def test_a_sniff_with_a_head_start_sees_the_first_packet(pytester: pytest.Pytester, where: str) -> None:
     """scapy's import (~0.4 s here, 0.6 s elsewhere) came before the sniff listened: the ping went by unseen."""
+    # 0.2 s natively, where scapy's import takes 0.4-0.6 s; scaled under emulation, where the thread took
+    # longer than 0.2 s to listen with scapy already imported.
+    source = SNIFF_IN_A_THREAD.replace("HEAD_START", repr(scaled(0.2)))
     if where == "test module":
-        pytester.makepyfile(SNIFF_IN_A_THREAD.replace("netns_pair, sniff_one", "netns_pair") + SNIFF_ONE_HERE
+        pytester.makepyfile(source.replace("netns_pair, sniff_one", "netns_pair") + SNIFF_ONE_HERE
                             .replace("@pytest.fixture\n", "").replace("def sniff_one():\n    return ", "sniff_one = "))
     else:
         pytester.makeconftest(SNIFF_ONE_IN_CONFTEST)
-        pytester.makepyfile(SNIFF_IN_A_THREAD)
+        pytester.makepyfile(source)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--netns-pcap=never")
     result.assert_outcomes(passed=1)
 
