@@ -66,22 +66,35 @@ BRIDGE_ROUTER: tuple[Setting, ...] = IPV4_FORWARDING + NO_RP_FILTER + BRIDGED_IP
 _PROVIDERS = (("/proc/sys/net/bridge/", "br_netfilter", "load it with `modprobe br_netfilter`"),)
 
 
+#: Files whose write takes the RTNL lock with ``rtnl_trylock`` and, while another holds it, restarts
+#: in a busy loop (ERESTARTNOINTR): the IPv4 and IPv6 forwarding switches, disable_ipv6 of ``all``.
+_SPINNING = ("/forwarding", "/ip_forward", "/all/disable_ipv6")
+
+
 def settle(ns: Namespace, settings: Sequence[Setting], *, required: Collection[str] = (), needed_for: str = "") -> None:
     """Write the settings that differ, in one namespace switch.
 
     A missing file in ``required`` raises ``FeatureUnavailable`` (saying what it
     is ``needed_for``); other missing files are skipped.
     """
-    with handle_of(ns).entered():
+    handle = handle_of(ns)
+    with handle.entered():
+        waited = False
         for path, value in settings:
             try:
-                with open(path) as handle:
-                    if handle.read().strip() == value:
+                with open(path) as file:
+                    if file.read().strip() == value:
                         continue
             except FileNotFoundError:
                 if path in required:
                     raise _missing(path, needed_for) from None
                 continue
+            if not waited and path.endswith(_SPINNING):
+                # A write that finds the lock taken spins, on a CPU its holder may need: the namespace's
+                # deferred setup (lo up, if still pending) waits for it asleep first, and the write then
+                # rarely finds it taken.
+                handle.execute([])
+                waited = True
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
                 try:
