@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from _timescale import scaled
 from faults.harness import SETTLE, SETTLE_ORPHANED_WORKERS, InnerRun, alive
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -141,7 +142,7 @@ def test_ctrl_c_twice_interrupting_teardown_leaves_nothing(pytester: pytest.Pyte
     # Teardown closes `netns` first (its process dies), then waits up to 5 s
     # for the process in `b` that ignores SIGTERM: aim the second Ctrl-C there.
     first = next(p for p in events.processes if p.label == "user-popen-under-with")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + scaled(30)
     while alive(first) and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.5)

@@ -38,13 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from _timescale import scaled
 
 HERE = Path(__file__).parent
 SO_NETNS_COOKIE = 71
 #: How long the kernel and the watchdog may take to make everything disappear.
-SETTLE = 10.0
+SETTLE = scaled(10.0)
 #: xdist workers whose controller died wait 5 s before interrupting themselves (execnet).
-SETTLE_ORPHANED_WORKERS = 25.0
+SETTLE_ORPHANED_WORKERS = scaled(25.0)
 
 
 @dataclass(frozen=True)
@@ -252,9 +253,9 @@ class InnerRun:
         return Events.read(self.log)
 
     def wait_ready(self, count: int = 1, timeout: float = 60) -> Events:
-        """Wait until ``count`` tests said ``ready`` (the inner run must still be going)."""
+        """Wait until ``count`` tests said ``ready`` (the inner run must still be going; ``timeout`` is scaled)."""
         assert self.proc is not None
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while time.monotonic() < deadline:
             events = self.events()
             if len(events.ready) >= count:
@@ -274,9 +275,10 @@ class InnerRun:
             os.kill(self.proc.pid, sig)
 
     def finish(self, timeout: float = 120) -> pytest.RunResult:
+        """Wait for the inner run to end (``timeout``, scaled; then it is killed) and read its output."""
         assert self.proc is not None
         try:
-            ret = self.proc.wait(timeout)
+            ret = self.proc.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             ret = self.proc.wait()

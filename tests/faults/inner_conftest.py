@@ -79,7 +79,7 @@ def wait_for_my_turn_to_crash() -> None:
     path = os.environ["NETNS_FAULT_LOG"]
     lock = os.open(path + ".lock", os.O_WRONLY | os.O_CREAT, 0o644)  # left open: released by death
     fcntl.flock(lock, fcntl.LOCK_EX)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 60 * float(os.environ.get("PYTEST_NETNS_TIMEOUT_SCALE", "1"))
     while True:
         with open(path) as handle:
             kinds = [line.split(" ", 1)[0] for line in handle]
