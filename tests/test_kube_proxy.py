@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from collections import Counter
 from collections.abc import Iterator
 
@@ -94,6 +95,26 @@ def test_round_robin_goes_through_the_endpoints_in_turn(netns_cluster: Cluster, 
     seen = [ask(client, svc.address)[0] for _ in range(9)]
     assert Counter(seen) == Counter({pod.name: 3 for pod in pods})
     assert seen[:3] == seen[3:6] == seen[6:]
+
+
+@BOTH_CNI
+def test_a_service_without_endpoints_refuses_udp_too(netns_cluster: Cluster, cni: str) -> None:
+    """kube-proxy rejects what comes to a ClusterIP with no endpoint: ICMP port unreachable for UDP.
+
+    An ``ip`` table's reject of type icmpx sends nothing: the datagram was dropped silently and recv timed out.
+    """
+    n1, n2 = netns_cluster.node("node1"), netns_cluster.node("node2")
+    clients = [netns_cluster.pod("client-1", node=n1), netns_cluster.pod("client-2", node=n2)]
+    empty = netns_cluster.service("empty", port=53, proto="udp", pods=[])
+    for client in clients:
+        with client:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with sock:
+            sock.settimeout(5)
+            sock.connect(empty.address)
+            sock.send(b"query")
+            with pytest.raises(ConnectionRefusedError):
+                sock.recv(100)
 
 
 def test_bad_session_affinity_is_refused_naming_it(netns_cluster: Cluster) -> None:

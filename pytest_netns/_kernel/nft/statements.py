@@ -39,6 +39,7 @@ from .expr import (
     REG_1,
     REG_2,
     REG_VERDICT,
+    REJECT_ICMP_UNREACH,
     REJECT_ICMPX_UNREACH,
     REJECT_TCP_RST,
     REJECTX_PORT_UNREACH,
@@ -74,6 +75,7 @@ LOOPBACK_IFINDEX = 1  # lo is interface 1 in every namespace
 IFNAMSIZ = 16
 IPPROTO = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 ICMP_DEST_UNREACH = 3
+ICMP_PORT_UNREACH = 3  # the code, with ICMP_DEST_UNREACH
 ICMPV6_DEST_UNREACH = 1
 #: Neighbour discovery: router solicitation (133) to redirect (137).
 ICMPV6_ND_FIRST, ICMPV6_ND_LAST = 133, 137
@@ -167,10 +169,15 @@ def dnat_to(address: IPAddress, port: int) -> list[Expr]:
     ]
 
 
-def reject_new(proto: Literal["tcp", "udp"]) -> list[Expr]:
-    """``ct state new reject with tcp reset`` (TCP) or ``... with icmpx port-unreachable`` (UDP), as kube-proxy."""
+def reject_new(proto: Literal["tcp", "udp"], family: Literal["inet", "ip"] = "inet") -> list[Expr]:
+    """``ct state new reject with tcp reset`` (TCP) or ``... with icmpx port-unreachable`` (UDP), as kube-proxy.
+
+    An ``ip`` table's reject knows only ICMP: it drops without an error for an icmpx type.
+    """
     if proto == "tcp":
         return [*ct_state_new(), Reject(REJECT_TCP_RST)]
+    if family == "ip":
+        return [*ct_state_new(), Reject(REJECT_ICMP_UNREACH, ICMP_PORT_UNREACH)]
     return [*ct_state_new(), Reject(REJECT_ICMPX_UNREACH, REJECTX_PORT_UNREACH)]
 
 

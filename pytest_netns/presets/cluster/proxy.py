@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 from ..._kernel import nft as _nft
 from ..._kernel.handle import handle_of
@@ -44,7 +45,7 @@ from . import nodeport as _nodeport
 from .network import CLUSTER_CIDR, K8S_NAMESPACE, NAT_TABLE, NODE_UPLINK, IPv4
 from .objects import Node, Service
 
-FAMILY = "ip"
+FAMILY: Final = "ip"
 #: kube-proxy's table ``ip kube-proxy``, with this package's prefix.
 TABLE = f"{_nft.TABLE_PREFIX}_kube_proxy"
 SERVICES_MAP = "service-ips"
@@ -173,7 +174,7 @@ def _service(batch: Batch, service: Service, node: Node, existing: set[str]) -> 
     if endpoints:
         _spread(batch, chain, service, endpoints)
     else:
-        batch.add_rule(FAMILY, TABLE, chain, _words.reject_new(service.proto))
+        batch.add_rule(FAMILY, TABLE, chain, _words.reject_new(service.proto, FAMILY))
     if node_port is not None:
         _node_port(batch, node_port, service, existing)
     prefix = endpoint_chain(service, "", 0).removesuffix("/0")
