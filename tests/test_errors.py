@@ -653,10 +653,18 @@ def test_sweep_docker_host(netns_docker: DockerHost) -> None:
 def test_sweep_cluster(netns_cluster: Cluster) -> None:
     node = netns_cluster.node("n1")
     netns_cluster.pod("p1", node=node)
-    netns_cluster.pod("p2", node=node)
+    p2 = netns_cluster.pod("p2", node=node)
     netns_cluster.pod("gone", node=node)  # in no service: deleting it only releases its namespace
+    other = netns_cluster.pod("other", node=node, namespace="batch")  # in no service, selected by no policy
     service = netns_cluster.service("web", port=80, pods=["p1"])
     netns_cluster.external("e0")
+    # Isolates pods app=db of "default" against namespaces team=a: relabelling p2 or "default" changes n1's rules.
+    peers = [{"from": [{"namespace_selector": {"match_labels": {"team": "a"}}}]}]
+    policy = netns_cluster.network_policy("db", pod_selector={"app": "db"}, ingress=peers)
+    netns_cluster.pod("db-0", node=node, labels={"app": "db"})
+    spec = {"selector": {"app": "api"}, "ports": [{"port": 82}]}
+    manifest = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api"}, "spec": spec}
+    enforcing = "enforcing NetworkPolicies on node 'n1'"
     sweep: dict[str, tuple[Callable[[], object], str | None]] = {
         "Cluster.delete_pod": (lambda: netns_cluster.delete_pod("gone"), None),
         "Cluster.describe": (netns_cluster.describe, None),
@@ -668,13 +676,31 @@ def test_sweep_cluster(netns_cluster: Cluster) -> None:
         "Cluster.resolve": (lambda: netns_cluster.resolve("p1"), None),
         "Cluster.service": (lambda: netns_cluster.service("db", port=81, pods=["p1"]), "installing service 'db'"),
         "Cluster.set_mtu": (lambda: netns_cluster.set_mtu(1400), "1400"),
+        "Cluster.apply": (lambda: netns_cluster.apply(manifest), "installing service 'api'"),
+        "Cluster.network_policy": (lambda: netns_cluster.network_policy("all", pod_selector={}), enforcing),
+        "Cluster.set_namespace_labels": (
+            lambda: netns_cluster.set_namespace_labels("default", {"team": "a"}),
+            enforcing,
+        ),
         "Service.add": (lambda: service.add(netns_cluster.pods[1]), "installing service 'web'"),
         "Service.remove": (lambda: service.remove(netns_cluster.pods[0]), "installing service 'web'"),
+        "Pod.delete": (other.delete, None),
+        "Pod.resolve": (lambda: p2.resolve("web"), None),
+        "Pod.set_labels": (lambda: p2.set_labels({"app": "db"}), enforcing),
+        "NetworkPolicy.delete": (policy.delete, enforcing),
+        "NetworkPolicy.selects": (lambda: policy.selects(p2), None),
     }
-    classes = (Cluster, type(service))
-    assert _unswept(*classes) == set(sweep), "add the method to the sweep"
+    classes = (Cluster, type(service), type(policy))
+    sweep_pod = {name for name in sweep if name.startswith("Pod.")}
+    pod_own = {f"Pod.{name}" for name, _ in inspect.getmembers(type(p2), callable) if not hasattr(Namespace, name)}
+    assert {name for name in pod_own if not name.startswith("Pod._")} == sweep_pod, "add the pod's method to the sweep"
+    assert _unswept(*classes) == set(sweep) - sweep_pod, "add the method to the sweep"
     outcome = without_net_admin({name: call for name, (call, _) in sweep.items()})
     _check_sweep(outcome, {name: words for name, (_, words) in sweep.items()})
+    # Nothing a refused call tried to change was kept.
+    assert p2.labels == {} and netns_cluster.k8s_namespaces["default"] == {"kubernetes.io/metadata.name": "default"}
+    assert netns_cluster.network_policies == [policy] and not policy.deleted
+    assert [svc.name for svc in netns_cluster.services if svc.name == "api"] == []
 
 
 def test_probes_report_a_refusal_instead_of_raising() -> None:

@@ -580,9 +580,14 @@ class Cluster:
         key = (policy.namespace, policy.name)
         if self._policies.get(key) is not policy:
             raise ValueError(f"NetworkPolicy {policy.name!r} is not a policy of this cluster")
+        kept = dict(self._policies)
         del self._policies[key]
+        try:
+            self._enforce()
+        except BaseException:
+            self._policies = kept  # refused: the policy stays (a node that did change gets it back next sync)
+            raise
         policy._deleted = True
-        self._enforce()
 
     def _publish_names(self) -> None:
         self._naming.publish(self.hosts(), self._services.values(), self._pods.values(), self._registry.addresses())
