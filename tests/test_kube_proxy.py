@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import pytest
 from test_cluster import Responder, ask
 
+from pytest_netns._kernel import nft as _nft
+from pytest_netns._kernel.handle import handle_of
 from pytest_netns.presets.cluster import Cluster, Node, Pod
 from pytest_netns.presets.cluster import proxy as _proxy
 
@@ -115,6 +117,22 @@ def test_a_service_without_endpoints_refuses_udp_too(netns_cluster: Cluster, cni
             sock.send(b"query")
             with pytest.raises(ConnectionRefusedError):
                 sock.recv(100)
+
+
+def test_a_table_deleted_behind_kube_proxys_back_is_made_again(
+    netns_cluster: Cluster, servers: list[Responder]
+) -> None:
+    """kube-proxy keeps the chain names it committed; a table gone behind its back is read back and remade."""
+    n1, _, pods = three_backends(netns_cluster, servers)
+    client = netns_cluster.pod("client", node=n1)
+    svc = netns_cluster.service("web", port=80, target_port=8080, pods=pods[:2])
+    with handle_of(n1).entered():
+        _nft.delete_table(_proxy.FAMILY, _proxy.TABLE)
+    with pytest.raises((TimeoutError, ConnectionRefusedError)):
+        ask(client, svc.address, timeout=0.5)  # no DNAT on n1 any more
+    svc.add(pods[2])
+    seen = {ask(client, svc.address)[0] for _ in range(30)}
+    assert seen == {pod.name for pod in pods}  # p of missing one of 3 in 30 draws: 3 * (2/3)**30 = 1.6e-5
 
 
 def test_bad_session_affinity_is_refused_naming_it(netns_cluster: Cluster) -> None:

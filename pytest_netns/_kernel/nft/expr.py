@@ -14,6 +14,7 @@ messages are packed by hand is in ``docs/kernel-facts.md``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -117,8 +118,14 @@ class Expr:
         raise NotImplementedError
 
     def encode(self) -> bytes:
-        data = self.data()
-        return attr_str(NFTA_EXPR_NAME, self.name) + (nested(NFTA_EXPR_DATA, data) if data else b"")
+        return _encode(self)
+
+
+@functools.lru_cache(maxsize=4096)
+def _encode(expr: Expr) -> bytes:
+    """An expression's bytes, kept: expressions are frozen values, and most rules repeat from test to test."""
+    data = expr.data()
+    return attr_str(NFTA_EXPR_NAME, expr.name) + (nested(NFTA_EXPR_DATA, data) if data else b"")
 
 
 @dataclass(frozen=True)

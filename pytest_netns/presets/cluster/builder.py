@@ -34,6 +34,7 @@ from .network import (
     check_namespace_name,
     pod_cidr,
 )
+from .nftsockets import NodeSockets
 from .objects import DEFAULT_AFFINITY_TIMEOUT, External, Node, Pod, Service
 from .policy import NetworkPolicy, check_policy
 from .selectors import matches_labels
@@ -77,7 +78,9 @@ class Cluster:
         self._naming = Names(self._lookup_host)
         self._policies: dict[tuple[str, str], NetworkPolicy] = {}
         self._namespace_labels: dict[str, Mapping[str, str]] = {}
-        self._enforcer = enforce.Enforcer()
+        sockets = NodeSockets()
+        self._enforcer = enforce.Enforcer(sockets)
+        self._proxy = proxy.KubeProxy(sockets)
         self._closed = False
         try:
             #: The namespace of the node network's switch (``br0``).
@@ -192,7 +195,8 @@ class Cluster:
         self._nodes[name] = node
         if self._naming.server is None:
             self._start_dns(node)  # its services' rules come with the node's, in one transaction
-        proxy.set_up_node(node, [s for s in [*self._naming.dns_services, *self._services.values()] if s.ip is not None])
+        services = [s for s in [*self._naming.dns_services, *self._services.values()] if s.ip is not None]
+        self._proxy.set_up_node(node, services)
         self._publish_names()
         uplink.wait()  # the link came up while the rest was set up
         return node
@@ -552,7 +556,7 @@ class Cluster:
         """Write (or atomically replace) the service's rules on every node."""
         if service.ip is not None:  # a headless service has no rules
             for node in self._nodes.values():
-                proxy.install_service(node, service)
+                self._proxy.install_service(node, service)
         self._naming.refresh(self._services.values(), self._pods.values(), self._registry.addresses())
         self._enforce()  # a named port of a policy follows the service's pods
 

@@ -37,11 +37,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..._kernel import nft as _nft
-from ..._kernel.handle import handle_of
 from ..._kernel.nft import Batch, Set
 from ..._kernel.nft import expr as _expr
 from ..._kernel.nft import objects as _objects
 from ..._kernel.nft import statements as _words
+from .nftsockets import NodeSockets
 from .objects import Node, Pod, Service
 from .policy import IPBlock, NetworkPolicy, Port, Rule
 from .selectors import Selector
@@ -288,14 +288,12 @@ def _encode(batch: Batch, chain: str, spec: Spec) -> None:
 class Enforcer:
     """The chains each node has, and the transactions that bring every node to what the policies want.
 
-    Each node keeps one nf_tables socket from its first policy to its teardown: closing a socket
-    after a transaction that removed rules waits for the kernel's deferred destruction of them (an
-    RCU grace period, ~13 ms), which would be paid on every change.
+    Each node's transactions go through its socket of ``sockets`` (kept until the node's teardown).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, sockets: NodeSockets) -> None:
         self._installed: dict[str, Chains] = {}  # node name -> its chains as committed
-        self._sockets: dict[str, _nft.NftSocket] = {}
+        self._sockets = sockets
 
     def sync(self, nodes: Iterable[Node], policies: Sequence[NetworkPolicy], view: View) -> None:
         """One transaction per node whose chains change."""
@@ -310,26 +308,10 @@ class Enforcer:
             _changes(batch, have, want)
             doing = f"enforcing NetworkPolicies on node {node.name!r}"
             try:
-                batch.commit(self._socket(node))
+                batch.commit(self._sockets.of(node))
             except _nft.NftError as exc:
                 raise _nft.NftError(exc.errno or errno.EIO, exc.request, exc.detail, doing) from None
             self._installed[node.name] = want
-
-    def _socket(self, node: Node) -> _nft.NftSocket:
-        sock = self._sockets.get(node.name)
-        if sock is None:
-            handle = handle_of(node)
-            with handle.entered():
-                sock = _nft.NftSocket()  # a netlink socket acts in the namespace it was made in
-            self._sockets[node.name] = sock
-            handle.add_cleanup(lambda: self._close(node.name), f"closing the NetworkPolicy socket of {node.name!r}")
-        return sock
-
-    def _close(self, name: str) -> None:
-        sock = self._sockets.pop(name, None)
-        self._installed.pop(name, None)
-        if sock is not None:
-            sock.close()
 
 
 def _changes(batch: Batch, have: Chains | None, want: Chains) -> None:

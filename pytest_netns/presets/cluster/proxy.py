@@ -21,21 +21,23 @@ kube-proxy's nftables mode (``pkg/proxy/nftables``), in one ``ip`` table per nod
 
 A change to a service's endpoints is one transaction per node: its chain is
 flushed and refilled, new endpoint chains added, gone ones flushed and
-deleted.  Each function acts on the node through its namespace fd, in the
-calling thread only (the node is not entered with ``with node:``, which
-would mark it as hosting processes).
+deleted.  Everything goes through the node's nf_tables socket
+(``nftsockets``), made in its namespace (the node is not entered with
+``with node:``, which would mark it as hosting processes); a new node's
+egress masquerade comes in the same transaction as its kube-proxy table.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 from typing import Final
 
 from ..._kernel import nft as _nft
-from ..._kernel.handle import handle_of
-from ..._kernel.nft import Batch, Chain, Set
+from ..._kernel.netlink import Request
+from ..._kernel.nft import Batch, Chain, Set, Table
 from ..._kernel.nft import expr as _expr
 from ..._kernel.nft import objects as _objects
 from ..._kernel.nft import statements as _words
@@ -43,6 +45,7 @@ from ..._net import rules as _rules
 from ...errors import FeatureUnavailable
 from . import nodeport as _nodeport
 from .network import CLUSTER_CIDR, K8S_NAMESPACE, NAT_TABLE, NODE_UPLINK, IPv4
+from .nftsockets import NodeSockets
 from .objects import Node, Service
 
 FAMILY: Final = "ip"
@@ -62,29 +65,56 @@ _SERVICE_MAP = Set(
 _GOTO = _expr.NFT_GOTO
 
 
-def set_up_node(node: Node, services: Iterable[Service]) -> None:
-    """A new node's egress masquerade, kube-proxy's table and the services that exist already (one transaction)."""
-    with handle_of(node).entered():
-        _node_nat_table()
-        batch = Batch()
-        _base(batch, node)
+class KubeProxy:
+    """kube-proxy on every node: the chain names each node's table has, written through the node's socket.
+
+    The names are kept as committed, so that a change needs no dump first; a
+    table changed behind its back (deleted by hand) is read back once and the
+    change made again.
+    """
+
+    def __init__(self, sockets: NodeSockets) -> None:
+        self._sockets = sockets
+        self._chains: dict[str, set[str]] = {}  # node name -> kube-proxy's chains there, as committed
+
+    def set_up_node(self, node: Node, services: Iterable[Service]) -> None:
+        """A new node's egress masquerade, kube-proxy's table and the services that exist already (one transaction)."""
         services = list(services)
-        for service in services:
-            _service(batch, service, node, existing=set())
-        with _nft.operation(f"setting up kube-proxy's rules on node {node.name!r}") as sock:
-            _commit(batch, sock, services)
-
-
-def install_service(node: Node, service: Service) -> None:
-    """Write the service's chains on ``node`` (its node port's too), or replace its endpoints, atomically."""
-    doing = f"installing service {service.name!r} on node {node.name!r}"
-    with handle_of(node).entered(), _nft.operation(doing) as sock:
         batch = Batch()
-        existing = _nft.chain_names(sock, FAMILY, TABLE)
-        if "services" not in existing:  # the table is gone (deleted by hand): made again
-            _base(batch, node)
-        _service(batch, service, node, existing=existing)
-        _commit(batch, sock, [service])
+        batch.requests += _node_requests(node.ip)
+        chains = set(_BASE_CHAIN_NAMES)
+        for service in services:
+            chains = _service(batch, service, node, existing=chains)
+        doing = f"setting up kube-proxy's rules on node {node.name!r}"
+        _commit(batch, self._sockets.of(node), services, doing)
+        self._chains[node.name] = chains
+
+    def install_service(self, node: Node, service: Service) -> None:
+        """Write the service's chains on ``node`` (its node port's too), or replace its endpoints, atomically."""
+        doing = f"installing service {service.name!r} on node {node.name!r}"
+        sock = self._sockets.of(node)
+        existing = self._chains.get(node.name, set())
+        try:
+            self._chains[node.name] = _install(sock, node, service, existing, doing)
+        except _nft.NftError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            try:  # the table changed behind our back: as it is now
+                existing = _nft.chain_names(sock, FAMILY, TABLE)
+            except _nft.NftError as again:
+                raise _nft.NftError(again.errno or errno.EIO, again.request, again.detail, doing) from None
+            self._chains[node.name] = _install(sock, node, service, existing, doing)
+
+
+def _install(sock: _nft.NftSocket, node: Node, service: Service, existing: set[str], doing: str) -> set[str]:
+    """One transaction making ``service`` on ``node`` whose table has the chains ``existing``; the chains after it."""
+    batch = Batch()
+    if "services" not in existing:  # the table is gone (deleted by hand): made again
+        batch.requests += _node_requests(node.ip)[_KUBE_PROXY_START:]
+        existing = set(_BASE_CHAIN_NAMES)
+    after = _service(batch, service, node, existing=existing)
+    _commit(batch, sock, [service], doing)
+    return after
 
 
 def service_chain(service: Service) -> str:
@@ -107,10 +137,15 @@ def _key(service: Service) -> str:
     return f"{namespace}/{service.name}/{service.proto}/{service.port}"
 
 
-def _base(batch: Batch, node: Node) -> None:
-    """kube-proxy's table, base chains, helper chains and maps (``service-ips``, ``service-nodeports``)."""
+@functools.lru_cache(maxsize=256)
+def _node_requests(node_ip: IPv4) -> tuple[Request, ...]:
+    """A new node's egress masquerade table, then kube-proxy's table with its base chains and maps (constant)."""
+    batch = Batch()
+    batch.add_table("inet", NAT_TABLE)
+    batch.add_contents(_node_nat_table())
+    assert len(batch.requests) == _KUBE_PROXY_START
     batch.add_table(FAMILY, TABLE)
-    chains = _base_chains(node)
+    chains = _base_chains(node_ip)
     for chain in chains:
         batch.requests.append(_objects.new_chain(FAMILY, TABLE, chain))
     batch.add_set(FAMILY, TABLE, _SERVICE_MAP)
@@ -118,12 +153,13 @@ def _base(batch: Batch, node: Node) -> None:
     for chain in chains:
         for rule in chain.rules:
             batch.add_rule(FAMILY, TABLE, chain.name, rule)
+    return tuple(batch.requests)
 
 
-def _base_chains(node: Node) -> list[Chain]:
+def _base_chains(node_ip: IPv4) -> list[Chain]:
     jump_services = [_expr.Verdict(_expr.NFT_JUMP, "services")]
     return [
-        Chain("services", [_words.daddr_proto_dport_vmap(SERVICES_MAP), _nodeport.nodeports_rule(node.ip)]),
+        Chain("services", [_words.daddr_proto_dport_vmap(SERVICES_MAP), _nodeport.nodeports_rule(node_ip)]),
         Chain(_nodeport.MARK_FOR_MASQUERADE, [_words.mark_or(MASQUERADE_MARK)]),
         Chain(
             "masquerading",
@@ -145,11 +181,14 @@ def _base_chains(node: Node) -> list[Chain]:
     ]
 
 
-def _service(batch: Batch, service: Service, node: Node, existing: set[str]) -> None:
-    """Add to ``batch`` what makes (or remakes) ``service`` on ``node`` in a table whose chains are ``existing``."""
+def _service(batch: Batch, service: Service, node: Node, existing: set[str]) -> set[str]:
+    """Add to ``batch`` what makes (or remakes) ``service`` on ``node`` in a table whose chains are ``existing``.
+
+    Returns the table's chains once the batch is committed.
+    """
     vip = service.ip
     if vip is None:  # a headless service: kube-proxy has nothing to do
-        return
+        return existing
     chain = service_chain(service)
     affinity = service.session_affinity
     timeout = service.session_affinity_timeout
@@ -175,16 +214,20 @@ def _service(batch: Batch, service: Service, node: Node, existing: set[str]) -> 
         _spread(batch, chain, service, endpoints)
     else:
         batch.add_rule(FAMILY, TABLE, chain, _words.reject_new(service.proto, FAMILY))
+    after = existing | wanted | {chain}
     if node_port is not None:
         _node_port(batch, node_port, service, existing)
+        after |= {rules for rules in (node_port.external, node_port.local) if rules is not None}
     prefix = endpoint_chain(service, "", 0).removesuffix("/0")
-    for stale in sorted(name for name in existing if name.startswith(prefix) and name not in wanted):
+    stales = sorted(name for name in existing if name.startswith(prefix) and name not in wanted)
+    for stale in stales:
         batch.flush_chain(FAMILY, TABLE, stale)
         batch.delete_chain(FAMILY, TABLE, stale)
         if affinity is not None:
             batch.delete_set(FAMILY, TABLE, "affinity-" + stale.removeprefix("endpoint-"))
     key = _words.daddr_proto_dport_key(vip, service.proto, service.port)
     batch.add_elements(FAMILY, TABLE, SERVICES_MAP, [(key, _expr.Verdict(_GOTO, chain))])
+    return after - set(stales)
 
 
 def _spread(batch: Batch, chain: str, service: Service, endpoints: Sequence[tuple[IPv4, int]]) -> None:
@@ -227,8 +270,11 @@ def _node_port(batch: Batch, rules: _nodeport.NodePortRules, service: Service, e
     batch.add_elements(FAMILY, TABLE, _nodeport.NODEPORTS_MAP, [(rules.key, _expr.Verdict(_GOTO, rules.external))])
 
 
-def _commit(batch: Batch, sock: _nft.NftSocket, services: Sequence[Service]) -> None:
-    """Commit; a kernel without dynamic sets with timeouts is ``FeatureUnavailable`` for session affinity."""
+def _commit(batch: Batch, sock: _nft.NftSocket, services: Sequence[Service], doing: str) -> None:
+    """Commit; a kernel without dynamic sets with timeouts is ``FeatureUnavailable`` for session affinity.
+
+    A refusal is an ``NftError`` naming ``doing``.
+    """
     try:
         batch.commit(sock)
     except _nft.NftError as exc:
@@ -239,7 +285,7 @@ def _commit(batch: Batch, sock: _nft.NftSocket, services: Sequence[Service]) -> 
                 f"(nft_set_hash, nft_dynset), which this kernel refused: {exc}",
                 feature=None,  # every kernel doctor accepts has them: no probe of its own
             ) from None
-        raise
+        raise _nft.NftError(exc.errno or errno.EIO, exc.request, exc.detail, doing) from None
 
 
 def _fresh_chain(batch: Batch, name: str, existing: set[str]) -> None:
@@ -249,11 +295,18 @@ def _fresh_chain(batch: Batch, name: str, existing: set[str]) -> None:
         batch.add_chain(FAMILY, TABLE, name)
 
 
-def _node_nat_table() -> None:
-    """A node's egress masquerade, in the calling thread's namespace.
+def _node_nat_table() -> Table:
+    """A node's egress masquerade: ``inet pytest_netns_cluster``, as ``_net.rules.masquerade`` makes it.
 
     ``ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 oifname "eth0" masquerade``:
     what leaves a node for anything outside the pod network goes out with the
     node's IP; pod-to-pod traffic between nodes keeps its addresses.
     """
-    _rules.masquerade(NODE_UPLINK, src=CLUSTER_CIDR, not_dst=CLUSTER_CIDR, table=NAT_TABLE)
+    rule = _rules.masquerade_rule(oifname=NODE_UPLINK, src=CLUSTER_CIDR, not_dst=CLUSTER_CIDR)
+    post = Chain("postrouting", [rule], hook=_nft.HOOK_POSTROUTING, priority=_nft.PRIO_SRCNAT, type="nat")
+    return Table("inet", NAT_TABLE, [post])
+
+
+#: Where kube-proxy's own requests start in ``_node_requests``: after the masquerade table's.
+_KUBE_PROXY_START = 1 + 1 + 1
+_BASE_CHAIN_NAMES = frozenset(chain.name for chain in _base_chains(ipaddress.IPv4Address("0.0.0.0")))
