@@ -127,7 +127,7 @@ def choose_subnet(subnet: object, used: Mapping[str, IPv4Network]) -> IPv4Networ
                 return candidate
         raise ValueError("no free subnet left in Docker's default address pools")
     try:
-        network = IPv4Network(subnet)  # type: ignore[arg-type]
+        network = IPv4Network(subnet)
     except (ValueError, TypeError):
         raise ValueError(f"subnet {subnet!r} is not an IPv4 network (host bits must be 0)") from None
     if network.prefixlen > 30:

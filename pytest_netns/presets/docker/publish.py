@@ -18,7 +18,7 @@ def host_address(host_ip: object, outside: IPv4) -> IPv4 | None:
     if host_ip is None:
         return None
     try:
-        address = ipaddress.IPv4Address(host_ip)  # type: ignore[arg-type]
+        address = ipaddress.IPv4Address(host_ip)
     except (ValueError, TypeError):
         raise ValueError(f"host_ip {host_ip!r} is not an IPv4 address") from None
     if address.is_unspecified:
