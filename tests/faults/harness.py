@@ -98,6 +98,10 @@ def starttime(pid: int) -> int:
     return stat[1] if stat else -1
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def alive(proc: Proc) -> bool:
     """The very process logged (not a reuse of its pid) still exists and is not a zombie."""
     stat = proc_stat(proc.pid)
@@ -246,6 +250,10 @@ class InnerRun:
              "--netns-kill-grace=0.3", *args],
             cwd=self.path, env=env, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
             start_new_session=True,
+            # A shell without job control starts background commands with SIGINT
+            # ignored, and the ignoring is inherited: Python then never installs
+            # its KeyboardInterrupt handler, so a Ctrl-C test would see nothing.
+            preexec_fn=_default_sigint,
         )
         return self
 
