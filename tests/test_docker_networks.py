@@ -4,7 +4,8 @@ Names are asked with real resolvers from inside containers: glibc (``getent`` st
 dnspython and ``dig`` (where installed) against 127.0.0.11, and ``socket.getaddrinfo`` of code running inside.
 Servers are threads of the test process listening inside the namespaces (``Greeter``): each TCP connection is
 answered with "<label> <peer address>", so a test sees who served it and whom the server saw.  Nothing here
-needs br_netfilter (this machine has none; where it is loaded, the host switches bridged frames off netfilter).
+needs br_netfilter (where the kernel has it, the host switches bridged frames off netfilter; the VM's pass without
+the module shows the same results).
 """
 
 from __future__ import annotations
