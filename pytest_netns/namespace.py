@@ -334,11 +334,15 @@ class Namespace:
     def add_address(self, iface: str, address: str | _validate.IPInterface | _validate.IPAddress) -> None:
         """Add an address like ``10.0.0.5/24`` or ``fd00::5/64`` (IPv6 usable at once, no DAD).
 
-        A string or an ``ipaddress`` object; a bare address gets /32 or /128.
+        A string or an ``ipaddress`` object; a bare address gets /32 or /128.  On an interface
+        that is up, an IPv6 address is returned usable: its local route and solicited-node group
+        exist (``NetnsTimeout`` if the kernel has not made them within 5 s).
         """
         addr = _validate.interface(address)
-        index = self._index(iface)
-        self._handle.execute([_rtnl.new_address(index, addr, f"adding {addr} to {iface} in {self._name!r}")])
+        link = self._link(iface)
+        self._handle.execute([_rtnl.new_address(link["index"], addr, f"adding {addr} to {iface} in {self._name!r}")])
+        if isinstance(addr, ipaddress.IPv6Interface) and _rtnl.joins_solicited_node_groups(link):
+            self._handle.rtnl.wait_ipv6_usable(link["index"], [addr.ip], 5.0, f"{iface} in {self._name!r}")
 
     def mac(self, iface: str) -> str:
         """The link-layer address of an interface, like ``"02:42:ac:11:00:02"``."""
@@ -368,10 +372,18 @@ class Namespace:
         self._handle.execute([_rtnl.set_link(index, up=False, doing=f"taking {iface} down in {self._name!r}")])
 
     def up(self, iface: str, *, timeout: float = 2.0) -> None:
-        """Bring an interface up; returns once it is operationally UP or has no carrier."""
+        """Bring an interface up; returns once it is operationally UP or has no carrier.
+
+        With carrier, its IPv6 addresses are usable again too (the kernel redoes their local
+        routes and solicited-node groups a moment after the link comes up).
+        """
         index = self._index(iface)
-        self._handle.execute([_rtnl.set_link(index, up=True, doing=f"bringing {iface} up in {self._name!r}")])
-        self._handle.rtnl.wait_settled(index, timeout, f"{iface} in {self._name!r}")
+        what = f"{iface} in {self._name!r}"
+        rtnl = self._handle.rtnl
+        self._handle.execute([_rtnl.set_link(index, up=True, doing=f"bringing {what} up")])
+        rtnl.wait_settled(index, timeout, what)
+        if _rtnl.joins_solicited_node_groups(rtnl.link(_rtnl.get_link(index))):
+            rtnl.wait_ipv6_usable(index, rtnl.ipv6_addresses(index, f"listing addresses of {what}"), timeout, what)
 
     def link_down(self, iface: str) -> None:
         """Deprecated spelling of ``down(iface)``."""

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import KernelError
+from ..errors import KernelError, NetnsTimeout
 from .netlink import NETLINK_ROUTE, NetlinkSocket
 
 # Re-exported: the encoders elsewhere build their requests from these.
@@ -35,8 +35,11 @@ from .netlink import parse_attrs as parse_attrs
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_GETMULTICAST = 58
 
 IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
+IFF_NOARP = 0x80
 IFF_PROMISC = 0x100
 
 IFLA_ADDRESS = 1
@@ -69,8 +72,11 @@ IF_OPER_UP = 6
 
 IFA_ADDRESS = 1
 IFA_LOCAL = 2
+IFA_MULTICAST = 7
 IFA_FLAGS = 8
 IFA_F_NODAD = 0x02
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
 #: No prefix route for the address's network (IFA_FLAGS only: it does not fit ifa_flags' byte).
 IFA_F_NOPREFIXROUTE = 0x200
 
@@ -82,6 +88,7 @@ RTPROT_STATIC = 4
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 RTN_UNICAST = 1
+RTN_LOCAL = 2
 
 #: The fixed headers of link, address and route messages (ifinfomsg, ifaddrmsg, rtmsg).
 IFINFO = struct.Struct("=BxHiII")
@@ -256,6 +263,16 @@ def get_link(index: int) -> Request:
     return Request(RTM_GETLINK, 0, ifinfo(index), f"reading link {index}")
 
 
+def solicited_node_group(address: ipaddress.IPv6Address) -> bytes:
+    """ff02::1:ffXX:XXXX, the group a neighbour solicitation for ``address`` is sent to."""
+    return b"\xff\x02" + bytes(9) + b"\x01\xff" + address.packed[-3:]
+
+
+def joins_solicited_node_groups(link: dict[str, int]) -> bool:
+    """Whether the kernel joins the solicited-node groups of the link's IPv6 addresses now (up, carrier, ARP)."""
+    return bool(link["flags"] & IFF_UP and link["carrier"] and not link["flags"] & (IFF_LOOPBACK | IFF_NOARP))
+
+
 class RtnlSocket(NetlinkSocket):
     """A NETLINK_ROUTE socket bound inside the namespace it was created in.
 
@@ -354,5 +371,77 @@ class RtnlSocket(NetlinkSocket):
                 return
             if time.monotonic() > deadline:
                 raise KernelError(errno.ETIMEDOUT, f"waiting for {what} to become operationally UP")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.005)
+
+    # -- IPv6 addresses usable ---------------------------------------------------------------------
+    #
+    # With IFA_F_NODAD the kernel still finishes an address from its addrconf work queue
+    # (addrconf_dad_work): it joins the solicited-node group (a neighbour solicitation that
+    # arrives before is dropped: a 1 s retransmit) and inserts the local route (a packet
+    # that arrives before is forwarded, or dropped with forwarding off).  After an interface
+    # comes up again the same work redoes both for every kept address, ~3 ms later here.
+
+    def ipv6_addresses(self, index: int, doing: str) -> list[ipaddress.IPv6Address]:
+        """The IPv6 addresses of a link that are usable once the kernel has finished them (not tentative)."""
+        found = []
+        for message in self.dump_raw(Request(RTM_GETADDR, 0, IFADDR.pack(socket.AF_INET6, 0, 0, 0, index), doing)):
+            family, _prefix, flags, _scope, where = IFADDR.unpack_from(message, 16)
+            if family != socket.AF_INET6 or where != index:
+                continue
+            attrs = parse_attrs(message, 16 + IFADDR.size, len(message))
+            if IFA_FLAGS in attrs:
+                flags = struct.unpack("=I", attrs[IFA_FLAGS])[0]
+            packed = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+            if packed and not flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
+                found.append(ipaddress.IPv6Address(packed))
+        return found
+
+    def multicast_groups(self, index: int, doing: str) -> set[bytes]:
+        """The IPv6 multicast groups a link has joined (pyroute2 0.9 does not decode these replies)."""
+        joined = set()
+        for message in self.dump_raw(Request(RTM_GETMULTICAST, 0, IFADDR.pack(socket.AF_INET6, 0, 0, 0, index), doing)):
+            if IFADDR.unpack_from(message, 16)[4] == index:
+                group = parse_attrs(message, 16 + IFADDR.size, len(message)).get(IFA_MULTICAST)
+                if group:
+                    joined.add(group)
+        return joined
+
+    def is_local(self, address: ipaddress.IPv6Address, index: int, doing: str) -> bool:
+        """Whether a packet to ``address`` arriving on the link would be delivered here (its local route exists)."""
+        body = RTMSG.pack(socket.AF_INET6, 0, 128, 0, 0, 0, 0, 0, 0) + attr(RTA_DST, address.packed)
+        body += attr_u32(RTA_OIF, index)
+        try:
+            reply = self.query(Request(RTM_GETROUTE, 0, body, doing))
+        except KernelError:
+            return False  # no route at all yet (an address without a prefix route)
+        return bool(RTMSG.unpack_from(reply, 16)[7] == RTN_LOCAL)
+
+    def wait_ipv6_usable(
+        self, index: int, addresses: Iterable[ipaddress.IPv6Address], timeout: float, what: str
+    ) -> None:
+        """Wait until each address on the link has its local route and solicited-node group.
+
+        Only for a link that joins groups now (``joins_solicited_node_groups``).  ``what``
+        names the link; ``NetnsTimeout`` names the addresses still unfinished.
+        """
+        deadline = time.monotonic() + timeout
+        wanted = remaining = list(addresses)
+        delay = 0.0001
+        doing = f"checking the IPv6 addresses of {what}"
+        while remaining:
+            # The route is inserted after the join (one work item): checked first, it is the usual miss.
+            remaining = [x for x in remaining if not self.is_local(x, index, doing)]
+            if not remaining:
+                groups = self.multicast_groups(index, doing)
+                remaining = [x for x in wanted if solicited_node_group(x) not in groups]
+            if not remaining:
+                return
+            if time.monotonic() > deadline:
+                shown = ", ".join(map(str, remaining))
+                raise NetnsTimeout(
+                    f"IPv6 address {shown} on {what} not usable after {timeout:g} s: the kernel had not "
+                    "installed its local route and joined its solicited-node group (addrconf work queue stalled?)"
+                )
             time.sleep(delay)
             delay = min(delay * 2, 0.005)
