@@ -380,7 +380,7 @@ class Namespace:
         index = self._index(iface)
         what = f"{iface} in {self._name!r}"
         rtnl = self._handle.rtnl
-        self._handle.execute([_rtnl.set_link(index, up=True, doing=f"bringing {what} up")])
+        self._handle.execute([_rtnl.set_link(index, up=True, doing=f"bringing {iface} up in {self._name!r}")])
         rtnl.wait_settled(index, timeout, what)
         if _rtnl.joins_solicited_node_groups(rtnl.link(_rtnl.get_link(index))):
             rtnl.wait_ipv6_usable(index, rtnl.ipv6_addresses(index, f"listing addresses of {what}"), timeout, what)
