@@ -29,6 +29,10 @@ import dns.message
 import dns.opcode
 import dns.rcode
 
+from .._kernel.handle import handle_of
+from ..errors import NetnsError
+from ..namespace import Namespace
+
 Answer = Callable[[dns.message.Message], dns.message.Message]
 
 _MAX_TCP_BUFFER = 65535 + 2
@@ -47,6 +51,29 @@ class Served:
             return
         self._closed = True
         self._server.remove(self)
+
+
+def listen(ns: Namespace, address: str, port: int, *, backlog: int, doing: str) -> list[socket.socket]:
+    """A UDP socket and a listening TCP socket on ``address:port``, made inside ``ns`` (they stay in it).
+
+    A failure closes what was made and raises ``NetnsError`` starting with ``doing``.
+    """
+    sockets: list[socket.socket] = []
+    try:
+        with handle_of(ns).entered():
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                sock = socket.socket(socket.AF_INET, kind | socket.SOCK_CLOEXEC)
+                sockets.append(sock)
+                if kind == socket.SOCK_STREAM:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((address, port))
+                if kind == socket.SOCK_STREAM:
+                    sock.listen(backlog)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise NetnsError(f"{doing}: {exc}") from exc
+    return sockets
 
 
 def serve(sockets: Sequence[socket.socket], answer: Answer) -> Served:

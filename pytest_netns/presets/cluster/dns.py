@@ -22,7 +22,6 @@ a name that exists without records of the type asked is NODATA.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -36,9 +35,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from ..._kernel.handle import handle_of
 from ..._net import dns_server
-from ...errors import NetnsError
 from ...namespace import Namespace
 from .network import CLUSTER_DOMAIN, IPv4
 
@@ -226,21 +223,13 @@ class KubeDns:
 
     def __init__(self, pod: Namespace) -> None:
         self.zone = Zone()
-        sockets: list[socket.socket] = []
-        try:
-            with handle_of(pod).entered():
-                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                    sock = socket.socket(socket.AF_INET, kind | socket.SOCK_CLOEXEC)
-                    sockets.append(sock)
-                    if kind == socket.SOCK_STREAM:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    sock.bind(("0.0.0.0", DNS_PORT))
-                    if kind == socket.SOCK_STREAM:
-                        sock.listen(64)
-        except OSError as exc:
-            for sock in sockets:
-                sock.close()
-            raise NetnsError(f"starting the cluster DNS in pod {pod.name!r} (port {DNS_PORT}): {exc}") from exc
+        sockets = dns_server.listen(
+            pod,
+            "0.0.0.0",
+            DNS_PORT,
+            backlog=64,
+            doing=f"starting the cluster DNS in pod {pod.name!r} (port {DNS_PORT})",
+        )
         self._served = dns_server.serve(sockets, self.answer)
 
     def answer(self, query: dns.message.Message) -> dns.message.Message:

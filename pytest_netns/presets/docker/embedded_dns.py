@@ -25,7 +25,6 @@ container resolves through the same server (``lookup``).
 from __future__ import annotations
 
 import ipaddress
-import socket
 import threading
 from collections.abc import Callable, Sequence
 
@@ -40,9 +39,7 @@ import dns.rdatatype
 import dns.reversename
 import dns.rrset
 
-from ..._kernel.handle import handle_of
 from ..._net import dns_server
-from ...errors import NetnsError
 from ...namespace import Namespace
 from .networks import IPv4, Network
 
@@ -123,23 +120,13 @@ class EmbeddedDns:
 
     def __init__(self, container: Namespace, networks: Endpoints) -> None:
         self._networks = networks
-        sockets: list[socket.socket] = []
-        try:
-            with handle_of(container).entered():
-                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                    sock = socket.socket(socket.AF_INET, kind | socket.SOCK_CLOEXEC)
-                    sockets.append(sock)
-                    if kind == socket.SOCK_STREAM:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    sock.bind((str(DNS_IP), DNS_PORT))
-                    if kind == socket.SOCK_STREAM:
-                        sock.listen(16)
-        except OSError as exc:
-            for sock in sockets:
-                sock.close()
-            raise NetnsError(
-                f"starting Docker's embedded DNS in container {container.name!r} ({DNS_IP}:{DNS_PORT}): {exc}"
-            ) from exc
+        sockets = dns_server.listen(
+            container,
+            str(DNS_IP),
+            DNS_PORT,
+            backlog=16,
+            doing=f"starting Docker's embedded DNS in container {container.name!r} ({DNS_IP}:{DNS_PORT})",
+        )
         self._sockets = sockets
         self._served: dns_server.Served | None = None
         self._lock = threading.Lock()
