@@ -21,7 +21,8 @@ from pytest_netns._net import kept as _kept
 #: Root without the two capabilities namespaces need (the bounding set limits what exec grants).
 UNPRIVILEGED = ["setpriv", "--bounding-set=-net_admin,-sys_admin", "--"]
 CHECKS = [
-    "privileges", "network namespaces", "kernel", "user namespaces", "veth", "bridge", "tbf (rate limits)",
+    "privileges", "network namespaces", "kernel", "user namespaces", "veth", "bridge", "macvlan",
+    "tbf (rate limits)",
     "netem (delay, jitter)", "nftables NAT (masquerade)", "nftables netdev ingress", "nftables reject (partitions)",
     "nftables dup", "br_netfilter",
     "private mount namespaces", "libpcap", "scapy", "kept namespaces (/run/netns)",

@@ -454,7 +454,7 @@ def test_set_mtu_changes_every_link_and_large_transfers_cross_nodes(two_nodes, s
     assert two_nodes[0].cni == cni
     pod_side = n1.mtu("cni0" if cni == "bridge" else a.node_port)
     assert {a.mtu("eth0"), b.mtu("eth0"), n1.mtu("eth0"), pod_side, n2.mtu(b.node_port),
-            cluster.fabric.mtu("br0")} == {9000}
+            cluster.fabric.mtu("lan0")} == {9000}
     with b:
         listener = socket.create_server(("0.0.0.0", 9100))
     received = []

@@ -165,7 +165,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
 
 def test_every_interface_of_a_cluster_has_its_offloads_off(cluster: Cluster) -> None:
     found = offloads_on(cluster.namespaces)
-    assert len(found) >= 5  # the fabric's bridge and ports, the node's and pod's ends (and cni0)
+    assert len(found) >= 5  # the fabric's lan0 and lan1, the node's and pod's ends (and cni0)
     assert not {where: on for where, on in found.items() if on}
 
 

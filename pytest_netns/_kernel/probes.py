@@ -103,6 +103,7 @@ _FEATURES: dict[str, tuple[str, str]] = {
     # doctor's name: (feature name, what it disables when missing)
     "veth": ("veth", "netns_pair and every link between namespaces"),
     "bridge": ("bridge", "netns_bridge and topologies with shared segments"),
+    "macvlan": ("macvlan", "netns_cluster (its node network)"),
     "tbf (rate limits)": ("tbf", "impair(rate=...)"),
     "netem (delay, jitter)": ("netem", "impair(delay=..., jitter=..., corrupt=..., reorder=...)"),
     "nftables NAT (masquerade)": ("nft-nat", "netns_nat, Topology.nat and masquerading routers"),
@@ -122,7 +123,7 @@ FEATURES: tuple[str, ...] = (*(feature for feature, _ in _FEATURES.values()), "m
 
 @functools.lru_cache(maxsize=1)
 def kernel_features() -> tuple[Probe, ...]:
-    """veth, bridge, tbf, netem and nftables, each tried in one throwaway namespace (cached)."""
+    """veth, bridge, macvlan, tbf, netem and nftables, each tried in one throwaway namespace (cached)."""
     from .netns import unavailable_reason
 
     reason = unavailable_reason()
@@ -168,6 +169,15 @@ def _probe_features(results: dict[str, tuple[bool, str]]) -> None:
         finally:
             os.close(here)
         results["bridge"] = _try(rtnl, _rtnl.new_bridge("probebr", index=102, up=False))
+        if results["veth"][0]:
+            here = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                macvlan = _rtnl.new_macvlan("probemv", lower=100, netns_fd=here, index=103, mtu=1500)
+                results["macvlan"] = _try(rtnl, macvlan)
+            finally:
+                os.close(here)
+        else:
+            results["macvlan"] = (False, f"no veth to put it on ({results['veth'][1]})")
         results["tbf (rate limits)"] = _qdisc_kind(rtnl, "tbf")
         results["netem (delay, jitter)"] = _qdisc_kind(rtnl, "netem")
     finally:

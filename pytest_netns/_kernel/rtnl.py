@@ -65,6 +65,8 @@ IFLA_BR_NF_CALL_IPTABLES = 36
 IFLA_BR_NF_CALL_IP6TABLES = 37
 IFLA_BR_NF_CALL_ARPTABLES = 38
 IFLA_BRPORT_MODE = 4  # hairpin
+IFLA_MACVLAN_MODE = 1
+MACVLAN_MODE_BRIDGE = 4
 IFLA_INET6_ADDR_GEN_MODE = 8
 IN6_ADDR_GEN_MODE_NONE = 1
 IF_OPER_UNKNOWN = 0
@@ -166,6 +168,26 @@ def new_bridge(
         body += attr_u32(IFLA_MTU, mtu)
     body += attr(IFLA_LINKINFO, linkinfo)
     return Request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"creating bridge {name}")
+
+
+def new_macvlan(name: str, *, lower: int, netns_fd: int, index: int, mtu: int) -> Request:
+    """Create a macvlan in bridge mode on the link ``lower`` (here), born down in the namespace behind ``netns_fd``.
+
+    Macvlans of one lower device in bridge mode reach each other directly,
+    as ports of one switch do; ``index`` is the new link's ifindex there.
+    """
+    linkinfo = attr(IFLA_INFO_KIND, b"macvlan\0") + attr(
+        IFLA_INFO_DATA, attr_u32(IFLA_MACVLAN_MODE, MACVLAN_MODE_BRIDGE)
+    )
+    body = (
+        ifinfo(index)
+        + attr_str(IFLA_IFNAME, name)
+        + attr_u32(IFLA_MTU, mtu)
+        + attr_u32(IFLA_LINK, lower)
+        + attr_u32(IFLA_NET_NS_FD, netns_fd)
+        + attr(IFLA_LINKINFO, linkinfo)
+    )
+    return Request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"creating macvlan {name}")
 
 
 def set_bridge_port(index: int, *, hairpin: bool, doing: str) -> Request:

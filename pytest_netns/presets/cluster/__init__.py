@@ -15,10 +15,12 @@ works without pytest; ``netns_cluster`` is the function-scoped fixture::
 
 The network:
 
-* **Node network** 172.18.0.0/24: a bridge ``br0`` in a namespace of its own
-  (``cluster.fabric``, a switch as a ``Topology`` segment's); node *k*
-  (0-based, in creation order) has ``eth0`` 172.18.0.(k+2) on it, external
-  hosts get 172.18.0.200 upwards.
+* **Node network** 172.18.0.0/24: one Ethernet segment; node *k* (0-based,
+  in creation order) has ``eth0`` 172.18.0.(k+2) on it, external hosts get
+  172.18.0.200 upwards.  Each ``eth0`` is a macvlan in bridge mode over the
+  veth ``lan0`` in a namespace of its own (``cluster.fabric``; a capture on
+  ``lan0`` sees the unicast between nodes), not a bridge: freeing a bridge
+  holds the kernel's RTNL lock ~20 ms, which the next test would wait for.
 * **Pod network**: the k-th node (counting from 1) has the pod CIDR 10.244.k.0/24 (``node.pod_cidr``)
   and the gateway 10.244.k.1 (``node.gateway``); every node routes every
   other node's pod CIDR via that node's IP; forwarding is on.  Pods are flat:

@@ -13,8 +13,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 from ..._kernel import validate as _validate
-from ..._net.bridge import switch
 from ..._net.hosts import release
+from ..._net.lan import make_lan
 from ...errors import NetnsError, TeardownError
 from ...namespace import Namespace
 from . import dns as _dns
@@ -28,7 +28,6 @@ from .network import (
     K8S_NAMESPACE,
     NAMESPACE_NAME_LABEL,
     NODE_NETWORK,
-    PORT_PREFIX,
     IPv4,
     check_cni,
     check_namespace_name,
@@ -83,10 +82,10 @@ class Cluster:
         self._proxy = proxy.KubeProxy(sockets)
         self._closed = False
         try:
-            #: The namespace of the node network's switch (``br0``).
+            #: The namespace of the node network's lower device (``lan0``: nodes' ``eth0`` are macvlans on it).
             self.fabric = Namespace("fabric", kill_grace=self.kill_grace, _defer_setup=True)
             self._adopt(self.fabric)
-            self._fabric = switch(self.fabric, mtu=self._mtu, port_prefix=PORT_PREFIX)
+            self._fabric = make_lan(self.fabric, mtu=self._mtu)
         except BaseException:
             self._abandon()
             raise
@@ -191,14 +190,13 @@ class Cluster:
             kill_grace=self.kill_grace,
         )
         self._adopt(node)
-        uplink = wiring.wire_node(node, list(self._nodes.values()), fabric=self._fabric, cni=self.cni, mtu=self._mtu)
+        wiring.wire_node(node, list(self._nodes.values()), fabric=self._fabric, cni=self.cni, mtu=self._mtu)
         self._nodes[name] = node
         if self._naming.server is None:
             self._start_dns(node)  # its services' rules come with the node's, in one transaction
         services = [s for s in [*self._naming.dns_services, *self._services.values()] if s.ip is not None]
         self._proxy.set_up_node(node, services)
         self._publish_names()
-        uplink.wait()  # the link came up while the rest was set up
         return node
 
     def pod(

@@ -1,10 +1,10 @@
 """How a cluster's namespaces are wired, from the shared primitives: the node network, each node's routes and
 ``cni0``, each pod's veth (the ptp or bridge CNI plugin), MTU changes.
 
-The node network is a switch (``_net.bridge.switch``) in a namespace of its own, as a ``Topology`` segment is; each
-node routes for a bridge with an address (``_net.bridge.router_bridge``: ``cni0``) that its pods are plugged into
-(``_net.bridge.plug``) in bridge mode, or for a routed veth per pod in ptp mode; sysctls are settled with
-``_net.sysctl``.
+The node network is a segment without a bridge (``_net.lan``: macvlans over a veth in a namespace of its own; a
+bridge's teardown would hold the RTNL lock for ~20 ms); each node routes for a bridge with an address
+(``_net.bridge.router_bridge``: ``cni0``) that its pods are plugged into (``_net.bridge.plug``) in bridge mode, or
+for a routed veth per pod in ptp mode; sysctls are settled with ``_net.sysctl``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from ..._kernel import validate as _validate
 from ..._kernel.handle import handle_of
 from ..._kernel.validate import IPInterface
 from ..._net import sysctl
-from ..._net.bridge import Bridge, Plug, plug, plugged_ends, router_bridge
+from ..._net.bridge import Plug, plug, plugged_ends, router_bridge
+from ..._net.lan import Lan, join
 from ..._net.veth import veth, wait_ready
 from ...namespace import Namespace
 from .network import (
@@ -60,24 +61,14 @@ class Pending:
             wait_ready(ends, self.what)
 
 
-def attach(
-    fabric: Bridge, member: _Member, mtu: int, *, then: Sequence[_rtnl.Request] = (), wait: bool = True
-) -> Pending:
-    """Plug a node or external host into the node network as ``eth0`` (``then``: its requests to send with it).
-
-    ``wait=False``: the caller waits (``Pending.wait``) before the first packet.
-    """
-    item = Plug(member, NODE_UPLINK, [interface(member.ip, NODE_NETWORK)], member_index=member._uplink_index, then=then)
-    made = plug(fabric, [item], mtu=mtu, wait=wait)
-    member._uplink_index = made[0].member_index
-    return Pending([] if wait else plugged_ends(fabric, [item], made), f"{member.name}:{NODE_UPLINK}")
+def attach(fabric: Lan, member: _Member, mtu: int, *, then: Sequence[_rtnl.Request] = ()) -> None:
+    """Put a node or external host on the node network as ``eth0``, ready (``then``: its requests to send with it)."""
+    address = [interface(member.ip, NODE_NETWORK)]
+    member._uplink_index = join(fabric, member, NODE_UPLINK, address, mtu=mtu, index=member._uplink_index, then=then)
 
 
-def wire_node(node: Node, others: Sequence[Node], *, fabric: Bridge, cni: Cni, mtu: int) -> Pending:
-    """A new node's sysctls, ``eth0`` on the node network, ``cni0`` (bridge mode) and routes both ways.
-
-    Returns the node network link's readiness, to wait for once the node is set up.
-    """
+def wire_node(node: Node, others: Sequence[Node], *, fabric: Lan, cni: Cni, mtu: int) -> None:
+    """A new node's sysctls, ``eth0`` on the node network, ``cni0`` (bridge mode) and routes both ways."""
     if cni == "bridge":
         sysctl.settle(node, NODE_SYSCTLS, required={BRIDGE_NF_CALL_IPTABLES}, needed_for=WITHOUT_BR_NETFILTER)
     else:
@@ -93,7 +84,7 @@ def wire_node(node: Node, others: Sequence[Node], *, fabric: Bridge, cni: Cni, m
             for other in others
         ),
     ]
-    pending = attach(fabric, node, mtu, then=routes, wait=False)
+    attach(fabric, node, mtu, then=routes)
     if cni == "bridge":
         node._bridge = router_bridge(
             node,
@@ -108,7 +99,6 @@ def wire_node(node: Node, others: Sequence[Node], *, fabric: Bridge, cni: Cni, m
         handle_of(other).execute(
             [_rtnl.new_route(node.pod_cidr, via=node.ip, doing=f"routing {node.pod_cidr} via {name} on {other.name}")]
         )
-    return pending
 
 
 def wire_pod(host: Node, pod: Pod, *, cni: Cni, mtu: int) -> Pending:
@@ -178,7 +168,7 @@ def _ptp_plug(host: Node, pod: Pod, mtu: int, default: _rtnl.Request) -> Pending
     return Pending([(host, port_index, []), (pod, pod_index, [])], f"{where} <-> {there}")
 
 
-def set_mtu(fabric: Bridge, nodes: Iterable[Node], members: Iterable[_Member], *, cni: Cni, mtu: int) -> None:
+def set_mtu(fabric: Lan, nodes: Iterable[Node], members: Iterable[_Member], *, cni: Cni, mtu: int) -> None:
     """The MTU of every link: the node network, each node's ``eth0``, pod veths and ``cni0``, the others' ``eth0``."""
     doing = f"setting MTU {mtu}"
     fabric.set_mtu(mtu, "the node network")
