@@ -16,6 +16,7 @@ import socket
 import time
 
 import pytest
+from _timescale import scaled
 
 from pytest_netns._net import lan as _lan
 from pytest_netns.errors import FeatureUnavailable, KernelError
@@ -127,10 +128,9 @@ def test_the_segment_namespace_dying_takes_every_member_interface_with_it() -> N
     fabric, _, (a, b) = members(2)
     try:
         fabric.close()
+        deadline = time.monotonic() + scaled(5.0)  # the kernel frees a dead namespace's devices from a work queue
         for host in (a, b):
-            for _ in range(200):  # the kernel frees a dead namespace's devices from a work queue
-                if "eth0" not in host.interfaces():
-                    break
+            while "eth0" in host.interfaces() and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert host.interfaces() == ["lo"]
     finally:
@@ -170,3 +170,14 @@ def test_a_kernel_without_macvlan_is_a_feature_unavailable_naming_it(monkeypatch
             pytest.fail("an unknown link kind was accepted")
     finally:
         close_all([host, fabric])
+
+
+def test_a_member_index_that_is_the_segments_own_is_refused_naming_it() -> None:
+    fabric, segment, hosts = members(1)
+    extra = Namespace("h2")
+    try:
+        assert (segment.index, segment.peer_index) == (_lan.LOWER_INDEX, _lan.LOWER_PEER_INDEX)
+        with pytest.raises(ValueError, match="ifindex 2 for h2:eth0"):
+            _lan.join(segment, extra, "eth0", [address(2)], mtu=1500, index=segment.index)
+    finally:
+        close_all([extra, *hosts, fabric])

@@ -318,7 +318,10 @@ def test_an_unknown_feature_is_a_usage_error_listing_the_valid_ones(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytester.makepyfile("def test_x(): pass")
-    valid = "valid: veth, bridge, macvlan, tbf, netem, nft-nat, nft-ingress, nft-filter, nft-dup, br_netfilter, mountns, libpcap"
+    valid = (
+        "valid: veth, bridge, macvlan, tbf, netem, nft-nat, nft-ingress, nft-filter, nft-dup, br_netfilter, mountns, "
+        "libpcap"
+    )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--netns-require-features=netem, netme")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*--netns-require-features: unknown feature 'netme'; {valid}"])

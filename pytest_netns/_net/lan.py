@@ -39,11 +39,15 @@ from ..errors import FeatureUnavailable, KernelError
 from ..namespace import Namespace
 from .veth import offloads_off
 
-__all__ = ["LOWER", "LOWER_PEER", "Lan", "join", "make_lan"]
+__all__ = ["LOWER", "LOWER_INDEX", "LOWER_PEER", "LOWER_PEER_INDEX", "Lan", "join", "make_lan"]
 
 #: The lower device of every member's macvlan, and its idle peer.
 LOWER = "lan0"
 LOWER_PEER = "lan1"
+#: Their ifindexes, below any a member allocates (from 1000).  A macvlan is created
+#: from the segment's namespace, and Linux 6.1 first looks the new link's ifindex up
+#: there: a member's index that names a device of the segment's namespace is EEXIST.
+LOWER_INDEX, LOWER_PEER_INDEX = 2, 3
 
 
 @dataclass(eq=False)
@@ -77,7 +81,7 @@ class Lan:
 def make_lan(ns: Namespace, *, mtu: int, offloads: bool = False) -> Lan:
     """A segment whose lower device lives in ``ns`` (a namespace of its own), up and ready for members."""
     handle = handle_of(ns)
-    index, peer = handle.allocate_index(), handle.allocate_index()
+    index, peer = LOWER_INDEX, LOWER_PEER_INDEX
     where, there = f"{ns.name}:{LOWER}", f"{ns.name}:{LOWER_PEER}"
     handle.execute(
         [
@@ -115,6 +119,8 @@ def join(
     """
     here, there = handle_of(lan.ns), handle_of(member)
     index = index or there.allocate_index()
+    if index in (lan.index, lan.peer_index):
+        raise ValueError(f"ifindex {index} for {member.name}:{ifname} is the segment's own (lan0 or lan1)")
     where = f"{member.name}:{ifname}"
     create = _rtnl.new_macvlan(ifname, lower=lan.index, netns_fd=there.fd, index=index, mtu=mtu)
     create.doing = f"plugging {where} into the segment {lan.label} (a macvlan)"
