@@ -2,7 +2,8 @@
 
 ``_rootguard`` (tests/_rootguard.py) fails the run if the network namespace
 the tests started in (a private one: the tests run inside ``unshare --net``)
-is not exactly the same at the end; see its docstring.
+is not exactly the same at the end; see its docstring.  ``servers`` holds
+the ``Responder``s (tests/_servers.py) a test starts.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from _servers import Responder
 
 # pytester is also in pyproject's addopts (-p pytester); naming it here keeps
 # `pytest tests/...` working under any ini file.
@@ -61,3 +63,17 @@ def private_run_dir() -> Iterator[None]:
             check(result, "returning to the original mount namespace")
     finally:
         os.close(saved)
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Responder]]:
+    """A list the test appends the Responders it starts to; each is closed at teardown.
+
+    Requested after the fixtures that make the namespaces (as its parameter
+    comes after theirs), it is torn down first: the servers close before
+    their namespaces go.
+    """
+    started: list[Responder] = []
+    yield started
+    for responder in started:
+        responder.close()

@@ -5,8 +5,9 @@ network, pods sharing nothing but a port number, names, services spreading
 connections over their pods (on the client's node or another), changing the
 set of pods, egress NAT, and the bridge-netfilter setting the model relies
 on.  Servers are threads of the test process listening inside the pods
-(``Responder``); each connection is answered with "<name> <peer address>",
-so a test sees both who served it and whom the server saw.
+(``Responder``, tests/_servers.py); each connection is answered with
+"<name> <peer address>", so a test sees both who served it and whom the
+server saw.
 
 Statistics: 600 connections over 3 pods, which should be chosen uniformly
 at random.  The test asks that every pod gets at least one and that
@@ -31,11 +32,13 @@ import sys
 import textwrap
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from _routes import routes
+from _servers import Responder, ask, connect
 
 from pytest_netns import Namespace, NetnsError
 from pytest_netns._kernel import rtnl as _rtnl
@@ -48,102 +51,6 @@ CONNECTIONS = 600
 CHI_SQUARE_LIMIT = 13.8
 
 
-class Responder:
-    """A server in ``ns`` on threads of the test process.
-
-    Each TCP connection is greeted with "<label> <peer address>" and then
-    echoed; each UDP datagram is answered with the same line.
-    """
-
-    def __init__(self, ns: Namespace, port: int, *, label: str | None = None, proto: str = "tcp",
-                 host: str = "0.0.0.0") -> None:
-        self.label = label or ns.name
-        self.proto = proto
-        with ns:  # the socket lives in the namespace it was made in
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        if proto == "tcp":
-            self.sock.listen(128)
-        self.connections: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                if self.proto == "tcp":
-                    conn, peer = self.sock.accept()
-                    conn.sendall(f"{self.label} {peer[0]}\n".encode())
-                    self.connections.append(conn)
-                    threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-                else:
-                    _, peer = self.sock.recvfrom(2048)
-                    if peer is None:  # shut down
-                        return
-                    self.sock.sendto(f"{self.label} {peer[0]}\n".encode(), peer)
-            except OSError:
-                return
-
-    @staticmethod
-    def _echo(conn: socket.socket) -> None:
-        """After the greeting, echo what the client sends until it closes (the connection stays usable)."""
-        try:
-            while data := conn.recv(4096):
-                conn.sendall(data)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes accept()/recvfrom()
-        except OSError:
-            pass
-        self.sock.close()
-        self.thread.join()
-        for conn in self.connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)  # ends its echo thread
-            except OSError:
-                pass
-            conn.close()
-
-
-def connect(ns: Namespace, address: tuple[str, int], timeout: float = 5.0) -> socket.socket:
-    with ns:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def ask(ns: Namespace, address: tuple[str, int], timeout: float = 5.0) -> tuple[str, str]:
-    """Connect from ``ns``; return (label of the server that answered, address the server saw)."""
-    sock = connect(ns, address, timeout)
-    with sock:
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(256)
-            if not chunk:
-                break
-            data += chunk
-    label, peer = data.decode().split()
-    return label, peer
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Responder]]:
-    """Responders started by the test, closed before the namespaces are torn down."""
-    started: list[Responder] = []
-    yield started
-    for responder in started:
-        responder.close()
-
-
 #: A test run in both CNI modes (``cni`` is the mode; bridge mode skips where br_netfilter is missing).
 BOTH_CNI = pytest.mark.parametrize("cni", ["ptp", pytest.param("bridge", marks=pytest.mark.netns(cni="bridge"))])
 
@@ -151,18 +58,6 @@ BOTH_CNI = pytest.mark.parametrize("cni", ["ptp", pytest.param("bridge", marks=p
 @pytest.fixture
 def two_nodes(netns_cluster: Cluster) -> tuple[Cluster, Node, Node]:
     return netns_cluster, netns_cluster.node("node1"), netns_cluster.node("node2")
-
-
-def routes(ns: Namespace) -> set[tuple[str, str | None]]:
-    """(destination, gateway) of the IPv4 main-table routes of ``ns``."""
-    body = _rtnl.RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
-    found = set()
-    for msg in handle_of(ns).rtnl.dump(_rtnl.RTM_GETROUTE, body, "listing routes"):
-        if msg.get_attr("RTA_TABLE") != _rtnl.RT_TABLE_MAIN:
-            continue
-        dst = f"{msg.get_attr('RTA_DST') or '0.0.0.0'}/{msg['dst_len']}"
-        found.add((dst, msg.get_attr("RTA_GATEWAY")))
-    return found
 
 
 # -- layout --------------------------------------------------------------------------------

@@ -3,38 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
-import socket
-from collections.abc import Iterator
 
 import pytest
-from test_cluster import Responder, ask, routes
+from _routes import routes, scoped_routes
+from _servers import Responder, ask
 
-from pytest_netns import FeatureUnavailable, Namespace, NetnsError
+from pytest_netns import FeatureUnavailable, NetnsError
 from pytest_netns._kernel import rtnl as _rtnl
 from pytest_netns._kernel.handle import handle_of
 from pytest_netns.presets.cluster import Cluster
 from pytest_netns.presets.cluster import wiring as _wiring
 
 BOTH_CNI = pytest.mark.parametrize("cni", ["ptp", pytest.param("bridge", marks=pytest.mark.netns(cni="bridge"))])
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Responder]]:
-    started: list[Responder] = []
-    yield started
-    for responder in started:
-        responder.close()
-
-
-def scoped_routes(ns: Namespace) -> set[tuple[str, str | None, int, int]]:
-    """(destination, gateway, scope, output ifindex) of the IPv4 main-table routes of ``ns``."""
-    body = _rtnl.RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
-    found = set()
-    for msg in handle_of(ns).rtnl.dump(_rtnl.RTM_GETROUTE, body, "listing routes"):
-        if msg.get_attr("RTA_TABLE") == _rtnl.RT_TABLE_MAIN:
-            dst = f"{msg.get_attr('RTA_DST') or '0.0.0.0'}/{msg['dst_len']}"
-            found.add((dst, msg.get_attr("RTA_GATEWAY"), msg["scope"], msg.get_attr("RTA_OIF")))
-    return found
 
 
 @BOTH_CNI

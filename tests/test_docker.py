@@ -1,8 +1,9 @@
 """Docker's default bridge network (pytest_netns.presets.docker), shown with real traffic.
 
 Servers are threads of the test process listening inside the namespaces
-(``Responder``): each TCP connection (or UDP datagram) is answered with
-"<label> <peer address>", so a test sees who served it and whom the server saw.
+(``Responder``, tests/_servers.py): each TCP connection (or UDP datagram)
+is answered with "<label> <peer address>", so a test sees who served it
+and whom the server saw.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ import ipaddress
 import json
 import os
 import socket
-import threading
 import warnings
-from collections.abc import Iterator
 
 import pytest
+from _servers import Responder, ask
 
 from pytest_netns import Namespace, NetnsError
 from pytest_netns._kernel import nft as _nft
@@ -26,71 +26,6 @@ from pytest_netns.presets.docker import HAIRPIN_TABLE, Container, DockerHost
 
 #: Present where br_netfilter is loaded (built in on some kernels, a module on Debian's and Ubuntu's).
 BRIDGE_NF_CALL_IPTABLES = "/proc/sys/net/bridge/bridge-nf-call-iptables"
-
-
-class Responder:
-    """A server in ``ns``: greets each TCP connection (or answers each datagram) with its label and the peer."""
-
-    def __init__(self, ns: Namespace, port: int, *, label: str | None = None, proto: str = "tcp") -> None:
-        self.label = label or ns.name
-        self.proto = proto
-        with ns:
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("0.0.0.0", port))
-        if proto == "tcp":
-            self.sock.listen(64)
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                if self.proto == "tcp":
-                    conn, peer = self.sock.accept()
-                    with conn:
-                        conn.sendall(f"{self.label} {peer[0]}\n".encode())
-                else:
-                    _, peer = self.sock.recvfrom(2048)
-                    if peer is None:  # shut down
-                        return
-                    self.sock.sendto(f"{self.label} {peer[0]}\n".encode(), peer)
-            except OSError:
-                return
-
-    def close(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes accept()/recvfrom()
-        except OSError:
-            pass
-        self.sock.close()
-        self.thread.join()
-
-
-def ask(ns: Namespace, address: tuple[str, int], *, proto: str = "tcp", timeout: float = 5.0) -> tuple[str, str]:
-    """Connect (or send a datagram) from ``ns``; return (label of the server, address the server saw)."""
-    with ns:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
-    with sock:
-        sock.settimeout(timeout)
-        sock.connect(address)
-        if proto == "udp":
-            sock.send(b"?")
-            data = sock.recv(256)
-        else:
-            data = b""
-            while chunk := sock.recv(256):
-                data += chunk
-    label, peer = data.decode().split()
-    return label, peer
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Responder]]:
-    started: list[Responder] = []
-    yield started
-    for responder in started:
-        responder.close()
 
 
 def default_route(ns: Namespace) -> str | None:

@@ -2,10 +2,10 @@
 
 Names are asked with real resolvers from inside containers: glibc (``getent`` started with ``run``),
 dnspython and ``dig`` (where installed) against 127.0.0.11, and ``socket.getaddrinfo`` of code running inside.
-Servers are threads of the test process listening inside the namespaces (``Greeter``): each TCP connection is
-answered with "<label> <peer address>", so a test sees who served it and whom the server saw.  Nothing here
-needs br_netfilter (where the kernel has it, the host switches bridged frames off netfilter; the VM's pass without
-the module shows the same results).
+Servers are threads of the test process listening inside the namespaces (``Responder``, tests/_servers.py):
+each TCP connection is answered with "<label> <peer address>", so a test sees who served it and whom the server
+saw.  Nothing here needs br_netfilter (where the kernel has it, the host switches bridged frames off netfilter;
+the VM's pass without the module shows the same results).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import os
 import re
 import shutil
 import socket
-import threading
-from collections.abc import Iterator
 
 import dns.flags
 import dns.message
@@ -25,6 +23,8 @@ import dns.rcode
 import dns.rdatatype
 import dns.reversename
 import pytest
+from _servers import Responder
+from _servers import ask as ask_at
 
 from pytest_netns import Namespace
 from pytest_netns._kernel import nft as _nft
@@ -38,57 +38,9 @@ DIG = shutil.which("dig")
 PORT = 7000
 
 
-class Greeter:
-    """A TCP server in ``ns`` answering each connection with its label and the peer's address."""
-
-    def __init__(self, ns: Namespace, port: int = PORT) -> None:
-        self.label = ns.name
-        with handle_of(ns).entered():
-            self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("0.0.0.0", port))
-        self.sock.listen(16)
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, peer = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(f"{self.label} {peer[0]}\n".encode())
-
-    def close(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        self.thread.join()
-
-
-@pytest.fixture
-def greeters() -> Iterator[list[Greeter]]:
-    started: list[Greeter] = []
-    yield started
-    for greeter in started:
-        greeter.close()
-
-
 def ask(ns: Namespace, address: IPv4 | str, port: int = PORT, *, timeout: float = 5.0) -> tuple[str, str]:
     """Connect from ``ns``: (label of the server, address the server saw)."""
-    with handle_of(ns).entered():
-        sock = socket.socket()
-    with sock:
-        sock.settimeout(timeout)
-        sock.connect((str(address), port))
-        data = b""
-        while chunk := sock.recv(256):
-            data += chunk
-    label, peer = data.decode().split()
-    return label, peer
+    return ask_at(ns, (str(address), port), timeout=timeout)
 
 
 def unreachable(ns: Namespace, address: IPv4 | str, port: int = PORT) -> bool:
@@ -265,7 +217,7 @@ def test_the_default_bridge_resolves_no_container_names(netns_docker: DockerHost
 
 @pytest.mark.parametrize("bridged_frames_pass_netfilter", [False, True])
 def test_networks_are_isolated_by_ip_both_ways_until_connected(
-    netns_docker: DockerHost, greeters: list[Greeter], bridged_frames_pass_netfilter: bool
+    netns_docker: DockerHost, servers: list[Responder], bridged_frames_pass_netfilter: bool
 ) -> None:
     docker = netns_docker
     if bridged_frames_pass_netfilter and not os.path.exists(BRIDGE_NF_CALL_IPTABLES):
@@ -277,7 +229,7 @@ def test_networks_are_isolated_by_ip_both_ways_until_connected(
     plain = docker.container("plain")
     if bridged_frames_pass_netfilter:
         docker.host.sysctl("net.bridge.bridge-nf-call-iptables", 1)
-    greeters += [Greeter(web), Greeter(db), Greeter(neighbour), Greeter(plain), Greeter(docker.external)]
+    servers += [Responder(ns, PORT) for ns in (web, db, neighbour, plain, docker.external)]
     assert ask(web, neighbour.ip) == ("neighbour", str(web.ip))  # same network: plainly bridged
     for client, server in ((web, db), (db, web), (plain, web), (web, plain), (db, plain)):
         assert unreachable(client, server.ip), (client.name, server.name)
@@ -312,12 +264,12 @@ def _has_isolation(docker: DockerHost) -> bool:
 # -- published ports ------------------------------------------------------------------------------------
 
 
-def test_publishing_from_a_user_network(netns_docker: DockerHost, greeters: list[Greeter]) -> None:
+def test_publishing_from_a_user_network(netns_docker: DockerHost, servers: list[Responder]) -> None:
     docker = netns_docker
     app = docker.network("app")
     web = docker.container("web", network=app)
     other = docker.container("other", network=app)
-    greeters.append(Greeter(web))
+    servers.append(Responder(web, PORT))
     published = docker.publish(web, host_port=8080, container_port=PORT)
     assert published.address == (str(docker.host.ip), 8080) and published.host_ip is None
     assert ask(docker.external, docker.host.ip, 8080) == ("web", str(docker.external.ip))
@@ -326,12 +278,12 @@ def test_publishing_from_a_user_network(netns_docker: DockerHost, greeters: list
     assert unreachable(docker.host, "127.0.0.1", 8080)  # no host_ip: not on loopback, as before
 
 
-def test_publish_to_host_loopback_only(netns_docker: DockerHost, greeters: list[Greeter]) -> None:
+def test_publish_to_host_loopback_only(netns_docker: DockerHost, servers: list[Responder]) -> None:
     docker = netns_docker
     app = docker.network("app")
     web = docker.container("web", network=app)
     plain = docker.container("plain")
-    greeters += [Greeter(web), Greeter(plain)]
+    servers += [Responder(web, PORT), Responder(plain, PORT)]
     local = docker.publish(web, host_port=8080, container_port=PORT, host_ip="127.0.0.1")
     assert local.address == ("127.0.0.1", 8080) and local.host_ip == "127.0.0.1"
     assert ask(docker.host, "127.0.0.1", 8080) == ("web", str(app.gateway))

@@ -5,10 +5,9 @@ from __future__ import annotations
 import shutil
 import socket
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
-from test_cluster import Responder, ask
+from _servers import Responder, ask
 
 from pytest_netns._kernel import nft as _nft
 from pytest_netns._kernel.handle import handle_of
@@ -19,14 +18,6 @@ from pytest_netns.presets.cluster import proxy as _proxy
 CHI2_CRIT_DF2 = 13.816
 
 BOTH_CNI = pytest.mark.parametrize("cni", ["ptp", pytest.param("bridge", marks=pytest.mark.netns(cni="bridge"))])
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Responder]]:
-    started: list[Responder] = []
-    yield started
-    for responder in started:
-        responder.close()
 
 
 def three_backends(cluster: Cluster, servers: list[Responder]) -> tuple[Node, Node, list[Pod]]:

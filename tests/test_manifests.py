@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_cluster import Responder, ask
+from _servers import Responder, ask
 
 from pytest_netns.presets.cluster import Cluster, Service
 from pytest_netns.presets.cluster import manifests as _manifests
@@ -45,14 +44,6 @@ spec:
           protocol: TCP
 ---
 """
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Responder]]:
-    started: list[Responder] = []
-    yield started
-    for responder in started:
-        responder.close()
 
 
 def blocked(ns: Any, address: tuple[str, int]) -> bool:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import errno
 import re
 import socket
-from collections.abc import Iterator
 from typing import TypeVar
 
 import pytest
-from test_cluster import Responder
+from _servers import Responder
 
 from pytest_netns.errors import NetnsError
 from pytest_netns.namespace import Namespace
@@ -19,14 +18,6 @@ N = TypeVar("N", bound=Namespace)
 BOTH_CNI = pytest.mark.parametrize("cni", ["ptp", pytest.param("bridge", marks=pytest.mark.netns(cni="bridge"))])
 #: A blocked connect waits this long; an allowed one between namespaces of one machine takes microseconds.
 BLOCKED_AFTER = 0.6
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Responder]]:
-    started: list[Responder] = []
-    yield started
-    for responder in started:
-        responder.close()
 
 
 def reach(ns: Namespace, ip: object, port: int, proto: str = "tcp") -> bool:

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from test_cluster import Responder, ask
+from _servers import Responder, ask
 
 from pytest_netns.presets.cluster import Cluster, External, Node, Pod, Service
 
 BOTH_CNI = pytest.mark.parametrize("cni", ["ptp", pytest.param("bridge", marks=pytest.mark.netns(cni="bridge"))])
 #: How long a connect waits before a node counts as dropping it (an answer comes in milliseconds).
 DROP_WAIT = 0.5
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Responder]]:
-    started: list[Responder] = []
-    yield started
-    for responder in started:
-        responder.close()
 
 
 def web_cluster(cluster: Cluster, servers: list[Responder]) -> tuple[list[Node], list[Pod], External]:
