@@ -385,6 +385,38 @@ def test_names_resolve_in_run_and_popen(netns_topology: Topology, tmp_path, monk
     assert a.run("cat /proc/self/mountinfo").stdout != _read("/proc/self/mountinfo")  # a mount namespace of its own
 
 
+def test_hosts_files_are_written_when_the_first_process_starts_and_follow_changes_after(netns: Namespace) -> None:
+    """Nothing on disk while no process needs the files; then the current names, then every change at once."""
+    from pytest_netns._net.hosts import FileSet
+
+    files = FileSet()
+    first, second = HostsFile(files=files), HostsFile(resolv_conf="nameserver 10.96.0.10\n", files=files)
+    try:
+        first.update({"alpha": [ipaddress.ip_address("10.1.2.3")]})
+        second.update({"beta": [ipaddress.ip_address("10.1.2.4")]})
+        assert os.listdir(files.dir) == []
+        assert "10.1.2.3\talpha" in first.text
+
+        def cat(kwargs: dict) -> subprocess.Popen:
+            with _kernel.entered(netns.fd):
+                return subprocess.Popen(["cat", "/etc/hosts", "/etc/resolv.conf"], stdout=subprocess.PIPE, text=True,
+                                        **kwargs)
+
+        seen = first.spawn_via(cat, {}).communicate(timeout=10)[0]
+        assert "10.1.2.3\talpha" in seen and "\nnameserver" not in seen
+        assert len(os.listdir(files.dir)) == 3  # its hosts file, the shared resolv.conf and nsswitch.conf
+        first.add("gamma", [ipaddress.ip_address("10.1.2.5")])  # a process started earlier sees it
+        with open(first.hosts_path) as handle:
+            assert handle.read() == first.text and "10.1.2.5\tgamma" in first.text
+        seen = second.spawn_via(cat, {}).communicate(timeout=10)[0]
+        assert "10.1.2.4\tbeta" in seen and "nameserver 10.96.0.10" in seen
+    finally:
+        first.close()
+        second.close()
+        files.close()
+    assert not os.path.exists(files.dir)
+
+
 def test_hosts_file_serves_names_without_touching_the_hosts_files(netns: Namespace) -> None:
     """The _hosts module on its own: a process started through it sees the private files."""
     before = {path: _read(path) for path in ("/etc/hosts", "/etc/resolv.conf", "/etc/nsswitch.conf")}
