@@ -10,8 +10,9 @@ One RTM_NEWLINK creates the veth with each end directly inside its namespace
   costs a 1 s retransmit), so we wait for UP on both ends;
 * IPv6 addresses are added without duplicate address detection, and we wait
   until each end has joined the solicited-node multicast group of each of
-  its addresses: before that, a neighbour solicitation can be lost (1-2 % of
-  setups otherwise lose the first IPv6 packet).
+  its addresses (before that, a neighbour solicitation can be lost: 1-2 % of
+  setups otherwise lose the first IPv6 packet) and has its local route (the
+  same work item inserts it just after the join).
 
 Offloads are off unless asked for (``offloads_off``): with them a veth
 passes the stack's segmentation-offload packets of up to 64 KiB on whole,
@@ -20,7 +21,6 @@ and a capture shows frames no wire of that MTU carries.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import time
 from collections.abc import Sequence
@@ -29,7 +29,6 @@ from .._kernel import ethtool as _ethtool
 from .._kernel import rtnl as _rtnl
 from .._kernel.handle import handle_of
 from .._kernel.validate import IPInterface
-from ..errors import KernelError
 from ..namespace import Namespace
 
 READY_TIMEOUT = 5.0
@@ -103,33 +102,16 @@ def offloads_off(ns: Namespace, ifname: str) -> None:
 
 
 def wait_ready(ends: Sequence[tuple[Namespace, int, Sequence[IPInterface]]], what: str) -> None:
-    """Wait until every end is operationally UP and has joined its IPv6 solicited-node groups."""
+    """Wait until every end is operationally UP and its IPv6 addresses are usable.
+
+    Usable: the local route is in and the solicited-node group joined
+    (``RtnlSocket.wait_ipv6_usable``, as ``Namespace.add_address`` waits).
+    """
     for ns, index, _ in ends:
         handle_of(ns).rtnl.wait_operstate_up([index], READY_TIMEOUT, f"{ns.name} ifindex {index} ({what})")
     deadline = time.monotonic() + READY_TIMEOUT
     for ns, index, addresses in ends:
-        groups = {solicited_node_group(x.ip) for x in addresses if x.version == 6}
-        if groups:
-            wait_multicast_joined(ns, index, groups, deadline, what)
-
-
-def solicited_node_group(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    """ff02::1:ffXX:XXXX for an IPv6 address, in /proc/net/igmp6's 32-hex-digit form."""
-    return "ff0200000000000000000001ff" + address.packed[-3:].hex()
-
-
-def wait_multicast_joined(ns: Namespace, index: int, groups: set[str], deadline: float, what: str) -> None:
-    delay = 0.0001
-    while True:
-        with handle_of(ns).entered():
-            # /proc/net resolves through /proc/self (the main thread): thread-self is ours.
-            with open("/proc/thread-self/net/igmp6") as table:
-                joined = {fields[2] for fields in map(str.split, table) if int(fields[0]) == index}
-        if groups <= joined:
-            return
-        if time.monotonic() > deadline:
-            raise KernelError(
-                errno.ETIMEDOUT, f"waiting for {ns.name} to join IPv6 groups {sorted(groups - joined)} ({what})"
-            )
-        time.sleep(delay)
-        delay = min(delay * 2, 0.005)
+        ipv6 = [x.ip for x in addresses if isinstance(x, ipaddress.IPv6Interface)]
+        if ipv6:
+            left = max(deadline - time.monotonic(), 0.0)
+            handle_of(ns).rtnl.wait_ipv6_usable(index, ipv6, left, f"{ns.name} ifindex {index} ({what})")
