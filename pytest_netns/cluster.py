@@ -16,6 +16,7 @@ from .presets.cluster import (
     Node,
     Pod,
     Service,
+    ServicePort,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "Node",
     "Pod",
     "Service",
+    "ServicePort",
 ]

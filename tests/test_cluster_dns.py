@@ -360,10 +360,11 @@ def test_a_client_that_re_resolves_follows_the_service_as_its_pods_change(cluste
 
 
 def test_long_udp_answers_are_truncated_and_errors_are_answered() -> None:
+    from pytest_netns.presets.cluster import ServicePort
     from pytest_netns.presets.cluster import dns as cluster_dns
 
     pods = [ipaddress.IPv4Address(f"10.244.1.{i}") for i in range(2, 62)]
-    port = cluster_dns.ServicePort(None, "tcp", 80, 80)
+    port = ServicePort(None, 80, 80, "tcp")
     zone = cluster_dns.Zone.build([cluster_dns.ServiceRecord("big", "default", None, [port], pods)], [], {})
     query = dns.message.make_query("big.default.svc.cluster.local", "A")  # no EDNS: 512 bytes at most
     udp = dns.message.from_wire(dns_server.handle_wire(query.to_wire(), zone.answer, limit=65535) or b"")

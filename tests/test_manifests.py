@@ -325,6 +325,7 @@ def test_yaml_is_imported_only_for_text(monkeypatch: pytest.MonkeyPatch) -> None
 SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}}
 POLICY = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "p"}}
 PORTS = {"selector": {"app": "web"}, "ports": [{"port": 80}]}
+HTTP = {"name": "a", "port": 80}  # the first of two ports
 
 
 @pytest.mark.parametrize(
@@ -338,7 +339,19 @@ PORTS = {"selector": {"app": "web"}, "ports": [{"port": 80}]}
         (SERVICE | {"metadata": {"name": "web", "uid": "1"}, "spec": PORTS}, "field metadata.uid "),
         (SERVICE | {"spec": PORTS | {"ipFamilies": ["IPv4"]}}, "field spec.ipFamilies "),
         (SERVICE | {"spec": {**PORTS, "ports": [{"port": 80, "appProtocol": "http"}]}}, "spec.ports[0].appProtocol"),
-        (SERVICE | {"spec": {**PORTS, "ports": [{"port": 80}, {"port": 81}]}}, "spec.ports[1]"),
+        (SERVICE | {"spec": {**PORTS, "ports": [{"port": 80}, {"port": 81}]}}, "spec.ports[0]: a service with several"),
+        (SERVICE | {"spec": {**PORTS, "ports": [HTTP, {"port": 81}]}}, "spec.ports[1]: a service"),
+        (SERVICE | {"spec": {**PORTS, "ports": [HTTP, {"name": "a", "port": 81}]}}, "spec.ports[1]: name 'a' is given"),
+        (SERVICE | {"spec": {**PORTS, "ports": [HTTP, {"name": "b", "port": 80}]}}, "spec.ports[1]: port 80/tcp is"),
+        (
+            SERVICE | {"spec": {**PORTS, "ports": [HTTP, {"name": "b", "port": 8, "targetPort": "h"}]}},
+            "spec.ports[1].targetPort 'h' is a named port",
+        ),
+        (SERVICE | {"spec": {**PORTS, "ports": [HTTP, {"port": 8, "x": 1}]}}, "spec.ports[1].x"),
+        (
+            SERVICE | {"spec": {**PORTS, "ports": [HTTP, {"name": "B", "port": 81}]}},
+            "spec.ports[1]: name 'B' is not an IANA service name",
+        ),
         (SERVICE | {"spec": {**PORTS, "ports": []}}, "spec.ports"),
         (SERVICE | {"spec": {"ports": [{"port": 80}]}}, "spec.selector is required"),
         (SERVICE | {"spec": {**PORTS, "ports": [{"port": 80, "targetPort": "http"}]}}, "targetPort 'http'"),

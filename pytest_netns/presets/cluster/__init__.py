@@ -40,14 +40,16 @@ The network:
   prerouting, its own through output) go to one of the service's pods at
   ``target_port``, chosen by one ``numgen random mod N vmap`` (uniformly),
   whether that pod is on the client's node or another;
-  ``session_affinity="ClientIP"`` keeps a client on its pod.
+  ``session_affinity="ClientIP"`` keeps a client on its pod.  A service
+  with several ports (``ports=[...]``, ``service.ports``) has a chain per
+  port, each DNATing to that port's ``target_port``.
   ``service.add(pod)`` / ``service.remove(pod)`` change each node's rules in
   one transaction: established connections keep their pod (conntrack), new
   ones only see the new set.  With no pod, new connections are refused (TCP
   reset), as kube-proxy does.
 * **NodePort** (``type="NodePort"``, ``nodeport``): also served at every
   node's IP on ``service.node_port`` (30000-32767, the lowest free one unless
-  given), from external hosts too, in the same per-node transaction.
+  given; one per port of the service), from external hosts too, in the same per-node transaction.
   ``external_traffic_policy="Cluster"``: any pod, the client masqueraded
   (the pod sees the node's IP, or its gateway when the pod is on that node);
   ``"Local"``: only the node's own pods, the client's address kept; a node
@@ -91,7 +93,7 @@ namespaces (never on the host):
 * every link of the cluster has no IPv6 address (the model is IPv4, as a
   default cluster is); ``lo`` of nodes, pods and external hosts keeps ``::1``.
 
-Not modelled: LoadBalancer and ExternalName services, services with several ports, IPv6.
+Not modelled: LoadBalancer and ExternalName services, IPv6.
 
 Layout: ``network`` (address plan, names, settings), ``objects`` (``Node``,
 ``Pod``, ``External``, ``Service``), ``builder`` (``Cluster``, the facade),
@@ -108,6 +110,7 @@ specs, label selectors), ``enforce`` (their nftables rules), ``nodeport``
 from __future__ import annotations
 
 from .builder import Cluster
+from .dns import ServicePort
 from .network import BRIDGE_NF_CALL_IPTABLES as BRIDGE_NF_CALL_IPTABLES  # the sysctl the nodes rely on
 from .network import CLUSTER_CIDR, CLUSTER_DOMAIN, NODE_NETWORK, SERVICE_CIDR
 from .objects import External, Node, Pod, Service
@@ -124,4 +127,5 @@ __all__ = [
     "Node",
     "Pod",
     "Service",
+    "ServicePort",
 ]

@@ -19,6 +19,7 @@ from ...errors import NetnsError, TeardownError
 from ...namespace import Namespace
 from . import dns as _dns
 from . import enforce, manifests, proxy, wiring
+from .dns import ServicePort
 from .manifests import Manifest
 from .members import Members
 from .names import Names, k8s_namespaces
@@ -308,7 +309,7 @@ class Cluster:
         self,
         name: str,
         *,
-        port: int,
+        port: int | None = None,
         target_port: int | None = None,
         pods: Sequence[Pod | str] | None = None,
         proto: Literal["tcp", "udp"] = "tcp",
@@ -323,6 +324,7 @@ class Cluster:
         type: Literal["ClusterIP", "NodePort"] = "ClusterIP",
         node_port: int | None = None,
         external_traffic_policy: Literal["Cluster", "Local"] = "Cluster",
+        ports: Sequence[Mapping[str, object]] | None = None,
     ) -> Service:
         """A service: new connections to ``ip:port`` from any pod or node go to one of ``pods``.
 
@@ -346,6 +348,14 @@ class Cluster:
         too.  ``external_traffic_policy="Cluster"``: any pod, the client
         masqueraded to the node; ``"Local"``: only a node's own pods, the
         client's address kept, nodes without one drop the connection.
+
+        ``ports=[{"port": 80, "target_port": 8080, "proto": "tcp", "name":
+        "http", "node_port": 30080}, ...]`` instead of ``port=`` (and its
+        ``target_port``, ``proto``, ``port_name``, ``node_port``): a service
+        with several ports, each served as above (only ``port`` is required).
+        With more than one, each needs a distinct ``name`` and (port, proto)
+        pairs are distinct, as Kubernetes requires.  ``service.ports`` lists
+        them as ``ServicePort``; ``port``, ``target_port``... are the first's.
         """
         self._check_open()
         options = check_options(
@@ -366,7 +376,8 @@ class Cluster:
             type=type,
             node_port=node_port,
             external_traffic_policy=external_traffic_policy,
-            node_ports=[svc.node_port for svc in self._services.values() if svc.node_port is not None],
+            node_ports=[p.node_port for svc in self._services.values() for p in svc.ports if p.node_port is not None],
+            ports=ports,
         )
         if pods is not None and (isinstance(pods, (str, Namespace)) or not isinstance(pods, Sequence)):
             raise ValueError(f"pods must be a list of pods of this cluster, got {pods!r}")
@@ -382,16 +393,12 @@ class Cluster:
             self,
             name,
             ip,
-            options.port,
-            options.target_port,
-            options.proto,
+            options.ports,
             options.spread,
             backends,
             namespace=options.namespace,
             selector=options.selector,
-            port_name=options.port_name,
             type=options.type,
-            node_port=options.node_port,
             external_traffic_policy=options.external_traffic_policy,
         )
         service.session_affinity = options.session_affinity
@@ -610,7 +617,7 @@ class Cluster:
         return self._naming.dns_pod
 
     def _start_dns(self, node: Node) -> None:
-        """The kube-dns pod on ``node`` (the last address of its pod CIDR), its services and server.
+        """The kube-dns pod on ``node`` (the last address of its pod CIDR), its service (UDP and TCP 53) and server.
 
         ``node`` is the first node, not set up for kube-proxy yet: ``node()`` writes the services' rules with its own.
         """
@@ -624,21 +631,10 @@ class Cluster:
         node.pods.remove(pod)
         self._naming.dns_pod = pod
         self._naming.server = _dns.KubeDns(pod)
-        protos: tuple[tuple[Literal["tcp", "udp"], str], ...] = (("udp", "dns"), ("tcp", "dns-tcp"))
-        for proto, port_name in protos:
-            service = Service(
-                self,
-                _dns.DNS_SERVICE,
-                _dns.DNS_IP,
-                _dns.DNS_PORT,
-                _dns.DNS_PORT,
-                proto,
-                "random",
-                [pod],
-                namespace=_dns.DNS_NAMESPACE,
-                port_name=port_name,
-            )
-            self._naming.dns_services.append(service)
+        port = _dns.DNS_PORT
+        ports = [ServicePort("dns", port, port, "udp"), ServicePort("dns-tcp", port, port, "tcp")]
+        service = Service(self, _dns.DNS_SERVICE, _dns.DNS_IP, ports, "random", [pod], namespace=_dns.DNS_NAMESPACE)
+        self._naming.dns_services.append(service)
 
     def _lookup_host(self, name: str) -> list[IPv4]:
         """A node's or external host's in-process lookup: the cluster's hosts table, as its processes see."""

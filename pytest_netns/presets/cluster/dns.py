@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import dns.exception
 import dns.flags
@@ -57,10 +58,16 @@ _REVERSE = dns.name.from_text("in-addr.arpa")
 
 @dataclass(frozen=True)
 class ServicePort:
+    """One port of a service: ``ip:port/proto`` (and every node's ``node_port``) goes to its pods' ``target_port``.
+
+    ``name`` (an IANA service name, or None) gives SRV records ``_<name>._<proto>.<svc>.<ns>.svc.cluster.local``.
+    """
+
     name: str | None
-    proto: str
     port: int
     target_port: int
+    proto: Literal["tcp", "udp"] = "tcp"
+    node_port: int | None = None
 
 
 @dataclass(frozen=True)

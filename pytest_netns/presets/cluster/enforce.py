@@ -105,9 +105,10 @@ class View:
     def named_ports(self, pod: Pod, port: Port) -> list[int]:
         """The target ports of ``pod``'s services whose port has the name ``port.port`` (and its protocol)."""
         found = {
-            svc.target_port
+            service_port.target_port
             for svc in self.services
-            if svc.port_name == port.port and svc.proto == port.protocol.lower() and pod in svc.pods
+            for service_port in svc.ports
+            if service_port.name == port.port and service_port.proto == port.protocol.lower() and pod in svc.pods
         }
         return sorted(found)
 

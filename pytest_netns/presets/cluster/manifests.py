@@ -8,9 +8,10 @@ ignored.  ``apply`` then makes the objects in order.
 
 * ``v1`` ``Service``: ``metadata.name``/``namespace`` (``default`` when
   missing), ``spec.selector`` (required), ``type`` (ClusterIP, NodePort),
-  ``clusterIP`` (an address, or ``None`` for a headless service), one entry
-  of ``ports`` (``name``, ``port``, ``targetPort`` as a number, ``protocol``
-  TCP/UDP, ``nodePort``), ``sessionAffinity`` (+
+  ``clusterIP`` (an address, or ``None`` for a headless service), ``ports``
+  (``name``, ``port``, ``targetPort`` as a number, ``protocol`` TCP/UDP,
+  ``nodePort``; with several, each named, names and port/protocol pairs
+  distinct, as Kubernetes requires), ``sessionAffinity`` (+
   ``sessionAffinityConfig.clientIP.timeoutSeconds``), ``externalTrafficPolicy``.
 * ``networking.k8s.io/v1`` ``NetworkPolicy``: its whole spec (``podSelector``,
   ``policyTypes``, ``ingress[].from``/``ports``, ``egress[].to``/``ports``,
@@ -53,6 +54,7 @@ _SERVICE_PORT = ("name", "port", "targetPort", "protocol", "nodePort")
 _PROTOCOLS = {"TCP": "tcp", "UDP": "udp"}
 #: ``Cluster.service``'s defaults, for checking a Service's options before anything is made.
 _SERVICE_DEFAULTS: dict[str, object] = {
+    "port": None,
     "target_port": None,
     "proto": "tcp",
     "cluster_ip": None,
@@ -165,7 +167,7 @@ def _translate(document: Mapping[str, object], where: str) -> Call:
         kwargs = {"namespace": namespace, **_service(spec, where)}
         options = cast("dict[str, Any]", _SERVICE_DEFAULTS | kwargs)
         try:
-            check_options(name, taken=(), has_pods=False, **options)
+            check_options(name, taken=(), has_pods=False, ports_what="spec.ports", **options)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
         return Call("service", name, kwargs, where)
@@ -193,32 +195,13 @@ def _service(spec: Mapping[str, object], where: str) -> dict[str, object]:
         kwargs["cluster_ip"] = cluster_ip
     ports = spec.get("ports")
     if not isinstance(ports, Sequence) or isinstance(ports, str) or not ports:
-        raise ValueError(f"{where}: spec.ports must list the service's port, got {ports!r}")
-    if len(ports) > 1:
-        raise ValueError(
-            f"{where}: spec.ports[1]: this model's Service has one port and this one has {len(ports)}; "
-            "write one Service per port"
-        )
-    port = _mapping(ports[0], "spec.ports[0]", where)
-    _fields(port, "spec.ports[0]", _SERVICE_PORT, where)
-    kwargs["port"] = port.get("port")
-    if "name" in port:
-        kwargs["port_name"] = port["name"]
-    target = port.get("targetPort")
-    if isinstance(target, str):
-        raise ValueError(
-            f"{where}: spec.ports[0].targetPort {target!r} is a named port, which this model cannot resolve "
-            "(its pods declare no container ports): give the number"
-        )
-    if target is not None:
-        kwargs["target_port"] = target
-    if "protocol" in port:
-        protocol = port["protocol"]
-        if protocol not in _PROTOCOLS:
-            raise ValueError(f"{where}: spec.ports[0].protocol {protocol!r} is not 'TCP' or 'UDP'")
-        kwargs["proto"] = _PROTOCOLS[str(protocol)]
-    if port.get("nodePort") is not None:
-        kwargs["node_port"] = port["nodePort"]
+        raise ValueError(f"{where}: spec.ports must list the service's ports, got {ports!r}")
+    entries = [_service_port(item, f"spec.ports[{number}]", where) for number, item in enumerate(ports)]
+    if len(entries) > 1:
+        kwargs["ports"] = entries
+    else:  # the single-port form of the call
+        renamed = {"name": "port_name"}
+        kwargs.update({renamed.get(key, key): value for key, value in entries[0].items()})
     affinity = spec.get("sessionAffinity")
     if affinity not in (None, "None", "ClientIP"):
         raise ValueError(f"{where}: spec.sessionAffinity {affinity!r} is not 'None' or 'ClientIP'")
@@ -288,6 +271,30 @@ def _peer(value: object, path: str, where: str) -> dict[str, object]:
             if block.get("except") is not None
             else {}
         )
+    return out
+
+
+def _service_port(value: object, path: str, where: str) -> dict[str, object]:
+    """An entry of ``spec.ports`` as an entry of ``service(ports=...)``; a named ``targetPort`` is refused."""
+    port = _fields(_mapping(value, path, where), path, _SERVICE_PORT, where)
+    out: dict[str, object] = {"port": port.get("port")}
+    if "name" in port:
+        out["name"] = port["name"]
+    target = port.get("targetPort")
+    if isinstance(target, str):
+        raise ValueError(
+            f"{where}: {path}.targetPort {target!r} is a named port, which this model cannot resolve "
+            "(its pods declare no container ports): give the number"
+        )
+    if target is not None:
+        out["target_port"] = target
+    if "protocol" in port:
+        protocol = port["protocol"]
+        if protocol not in _PROTOCOLS:
+            raise ValueError(f"{where}: {path}.protocol {protocol!r} is not 'TCP' or 'UDP'")
+        out["proto"] = _PROTOCOLS[str(protocol)]
+    if port.get("nodePort") is not None:
+        out["node_port"] = port["nodePort"]
     return out
 
 

@@ -99,6 +99,7 @@ class Members:
             lines += [f"  pod {pod.name}: {pod.ip} (port {pod.node_port})" for pod in node.pods]
         for svc in services:
             backends = ", ".join(f"{p.name}={p.ip}" for p in svc.pods) or "no pods"
-            lines.append(f"service {svc.name}: {svc.ip}:{svc.port}/{svc.proto} -> :{svc.target_port} [{backends}]")
+            ports = ", ".join(f"{svc.ip}:{p.port}/{p.proto} -> :{p.target_port}" for p in svc.ports)
+            lines.append(f"service {svc.name}: {ports} [{backends}]")
         lines += [f"external {ext.name}: {ext.ip}" for ext in self.externals.values()]
         return "\n".join(lines)

@@ -25,7 +25,7 @@ class Names:
         #: The hosts file of nodes and external hosts (and the thread that starts their processes).
         self.hosts = HostsFile(files=self._files)
         self._lookup_host = lookup_host
-        #: The kube-dns pod, its two services (UDP and TCP port 53) and server, made with the first node.
+        #: The kube-dns pod, its service (UDP and TCP port 53) and server, made with the first node.
         self.dns_pod: Pod | None = None
         self.dns_services: list[Service] = []
         self.server: _dns.KubeDns | None = None
@@ -79,24 +79,9 @@ class Names:
         if self.server is None or self.dns_pod is None:
             return
         records = [
-            _dns.ServiceRecord(
-                svc.name,
-                svc.namespace,
-                svc.ip,
-                [_dns.ServicePort(svc.port_name, svc.proto, svc.port, svc.target_port)],
-                [ip for ip, _ in svc.endpoints],
-            )
-            for svc in services
+            _dns.ServiceRecord(svc.name, svc.namespace, svc.ip, svc.ports, [pod.ip for pod in svc.pods])
+            for svc in [*self.dns_services, *services]
         ]
-        records.append(
-            _dns.ServiceRecord(
-                _dns.DNS_SERVICE,
-                _dns.DNS_NAMESPACE,
-                _dns.DNS_IP,
-                [_dns.ServicePort("dns", "udp", 53, 53), _dns.ServicePort("dns-tcp", "tcp", 53, 53)],
-                [self.dns_pod.ip],
-            )
-        )
         addresses = [(pod.namespace, pod.ip) for pod in [*pods, self.dns_pod]]
         inputs = (records, addresses, dict(members))
         if inputs != self._zone_inputs:  # a service's install and the publish after it: built once

@@ -5,7 +5,8 @@ kube-proxy's nftables mode (``pkg/proxy/nftables``) with its default
 
 * ``services`` gains ``ip daddr <node ip> meta l4proto . th dport vmap
   @service-nodeports``: protocol . node port to ``goto
-  external-<ns>/<name>/<proto>/<port>``;
+  external-<ns>/<name>/<proto>/<port>`` (one per port of the service, each
+  with its own node port);
 * ``externalTrafficPolicy: Cluster``: the external chain marks the
   connection for masquerade and goes to the service's chain (any endpoint,
   so the pod sees the address of the node that forwarded it: its
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +32,7 @@ from ..._kernel.nft import Rule, Set
 from ..._kernel.nft import expr as _expr
 from ..._kernel.nft import objects as _objects
 from ..._kernel.nft import statements as _words
+from .dns import ServicePort
 from .network import CLUSTER_CIDR, IPv4
 from .objects import Node, Service
 
@@ -55,14 +57,17 @@ def check_options(
     name: str,
     *,
     type: object,
-    node_port: object,
+    node_ports: Sequence[tuple[str, object, str]],
     external_traffic_policy: object,
     headless: bool,
     used: Collection[int],
-) -> tuple[Literal["ClusterIP", "NodePort"], int | None, Literal["Cluster", "Local"]]:
-    """``(type, node port, policy)`` checked; without ``node_port`` the lowest free port of 30000-32767.
+) -> tuple[Literal["ClusterIP", "NodePort"], list[int | None], Literal["Cluster", "Local"]]:
+    """``(type, node port of each port, policy)`` checked; a port without one gets the lowest free of 30000-32767.
 
-    ``ValueError`` naming the bad value; ``used`` are the node ports other services hold.
+    ``node_ports`` are ``(prefix for messages, node_port given or None, protocol)`` per port of the service
+    (the prefix ``""`` for ``port=``); ``used`` are the node ports other services hold.  Ports given are
+    taken first; the same number for two ports of the service only with different protocols, as Kubernetes
+    allows.  ``ValueError`` naming the bad value.
     """
     if type not in TYPES:
         raise ValueError(f"service {name!r}: type {type!r} is not one of {', '.join(map(repr, TYPES))}")
@@ -72,23 +77,37 @@ def check_options(
         )
     policy: Literal["Cluster", "Local"] = "Local" if external_traffic_policy == "Local" else "Cluster"
     if type == "ClusterIP":
-        if node_port is not None:
-            raise ValueError(f"service {name!r}: node_port {node_port!r} needs type='NodePort'")
+        for where, node_port, _ in node_ports:
+            if node_port is not None:
+                raise ValueError(f"{where or f'service {name!r}: '}node_port {node_port!r} needs type='NodePort'")
         if policy == "Local":
             raise ValueError(f"service {name!r}: external_traffic_policy 'Local' needs type='NodePort'")
-        return "ClusterIP", None, policy
+        return "ClusterIP", [None] * len(node_ports), policy
     if headless:
         raise ValueError(f"service {name!r}: a headless service cannot be of type 'NodePort'")
-    if node_port is None:
-        for port in NODE_PORT_RANGE:
-            if port not in used:
-                return "NodePort", port, policy
-        raise ValueError(f"service {name!r}: no free node port left in 30000-32767")
-    if isinstance(node_port, bool) or not isinstance(node_port, int) or node_port not in NODE_PORT_RANGE:
-        raise ValueError(f"service {name!r}: node_port {node_port!r} is not in the node port range 30000-32767")
-    if node_port in used:
-        raise ValueError(f"service {name!r}: node_port {node_port} is already taken by another service")
-    return "NodePort", node_port, policy
+    chosen: list[int | None] = []
+    mine: set[tuple[int, str]] = set()
+    for where, node_port, proto in node_ports:
+        where = where or f"service {name!r}: "
+        if node_port is None:
+            chosen.append(None)
+            continue
+        if isinstance(node_port, bool) or not isinstance(node_port, int) or node_port not in NODE_PORT_RANGE:
+            raise ValueError(f"{where}node_port {node_port!r} is not in the node port range 30000-32767")
+        if node_port in used:
+            raise ValueError(f"{where}node_port {node_port} is already taken by another service")
+        if (node_port, proto) in mine:
+            raise ValueError(f"{where}node_port {node_port}/{proto} is given twice in service {name!r}")
+        mine.add((node_port, proto))
+        chosen.append(node_port)
+    taken = {*used, *(number for number, _ in mine)}
+    free = (port for port in NODE_PORT_RANGE if port not in taken)
+    for number, given in enumerate(chosen):
+        if given is None:
+            chosen[number] = next(free, None)
+            if chosen[number] is None:
+                raise ValueError(f"service {name!r}: no free node port left in 30000-32767")
+    return "NodePort", chosen, policy
 
 
 def nodeports_rule(node_ip: IPv4) -> Rule:
@@ -117,14 +136,14 @@ class NodePortRules:
     local_endpoints: list[tuple[IPv4, int]]
 
 
-def plan(service: Service, node: Node, *, key: str, service_chain: str) -> NodePortRules | None:
-    """What ``service`` needs on ``node`` (``key`` names its chains), or None for a service without a node port."""
-    if service.node_port is None or service.ip is None:
+def plan(service: Service, port: ServicePort, node: Node, *, key: str, service_chain: str) -> NodePortRules | None:
+    """What ``port`` of ``service`` needs on ``node`` (``key`` names its chains), or None without a node port."""
+    if port.node_port is None or service.ip is None:
         return None
     external = f"external-{key}"
     goto_service = _expr.Verdict(_expr.NFT_GOTO, service_chain)
     mark = _expr.Verdict(_expr.NFT_JUMP, MARK_FOR_MASQUERADE)
-    nodeport_key = bytes([_words.IPPROTO[service.proto], 0, 0, 0]) + struct.pack("!H", service.node_port) + bytes(2)
+    nodeport_key = bytes([_words.IPPROTO[port.proto], 0, 0, 0]) + struct.pack("!H", port.node_port) + bytes(2)
     if service.external_traffic_policy == "Cluster":
         return NodePortRules(nodeport_key, external, [[mark], [goto_service]], None, [])
     local = f"local-{key}"
@@ -135,7 +154,7 @@ def plan(service: Service, node: Node, *, key: str, service_chain: str) -> NodeP
         [*from_node, goto_service],
         [_expr.Verdict(_expr.NFT_GOTO, local)],
     ]
-    endpoints = [(pod.ip, service.target_port) for pod in service.pods if pod.node is node]
+    endpoints = [(pod.ip, port.target_port) for pod in service.pods if pod.node is node]
     return NodePortRules(nodeport_key, external, rules, local, endpoints)
 
 

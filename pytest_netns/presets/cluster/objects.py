@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Literal, Protocol
 
@@ -16,6 +16,7 @@ from ..._net.hosts import HostsFile
 from ...errors import NetnsError
 from ...namespace import Namespace
 from . import dns as _dns
+from .dns import ServicePort
 from .network import CLUSTER_DOMAIN, K8S_NAMESPACE, IPv4
 from .selectors import matches_labels
 
@@ -178,8 +179,10 @@ MAX_AFFINITY_TIMEOUT = 86400
 class Service:
     """A service: new connections to ``ip:port`` (and nodes' ``node_port``) go to one of ``pods`` at ``target_port``.
 
-    Made with ``Cluster.service``.  ``add(pod)`` / ``remove(pod)`` change the
-    set; ``names`` are the names that resolve to ``ip``.
+    Made with ``Cluster.service``.  ``ports`` lists its ports; ``port``,
+    ``target_port``, ``proto``, ``port_name`` and ``node_port`` are the
+    first one's.  ``add(pod)`` / ``remove(pod)`` change the set; ``names``
+    are the names that resolve to ``ip``.
     """
 
     def __init__(
@@ -187,17 +190,13 @@ class Service:
         cluster: Owner,
         name: str,
         ip: IPv4 | None,
-        port: int,
-        target_port: int,
-        proto: Literal["tcp", "udp"],
+        ports: Sequence[ServicePort],
         spread: Literal["random", "round_robin"],
         pods: list[Pod],
         *,
         namespace: str = K8S_NAMESPACE,
         selector: Mapping[str, str] | None = None,
-        port_name: str | None = None,
         type: Literal["ClusterIP", "NodePort"] = "ClusterIP",
-        node_port: int | None = None,
         external_traffic_policy: Literal["Cluster", "Local"] = "Cluster",
     ) -> None:
         self._cluster = cluster
@@ -207,24 +206,44 @@ class Service:
         self.namespace = namespace
         #: The ClusterIP; ``None`` for a headless service (DNS answers with its pods).
         self.ip: IPv4 | None = ip
-        self.port = port
-        self.target_port = target_port
-        self.proto: Literal["tcp", "udp"] = proto
+        #: Its ports, in the order given (at least one).
+        self.ports: list[ServicePort] = list(ports)
         self.spread: Literal["random", "round_robin"] = spread
         #: ``"ClientIP"``: a client keeps its pod for ``session_affinity_timeout`` seconds (else None).
         self.session_affinity: Literal["ClientIP"] | None = None
         self.session_affinity_timeout = DEFAULT_AFFINITY_TIMEOUT
-        #: The port's name (an IANA service name): SRV records ``_<port_name>._<proto>.<svc>...``.
-        self.port_name = port_name
-        #: ``"ClusterIP"`` or ``"NodePort"`` (also reachable at every node's IP on ``node_port``).
+        #: ``"ClusterIP"`` or ``"NodePort"`` (also reachable at every node's IP on each port's ``node_port``).
         self.type: Literal["ClusterIP", "NodePort"] = type
-        #: The port every node serves it on (30000-32767), or None for a ClusterIP service.
-        self.node_port = node_port
         #: NodePort traffic: ``"Cluster"`` (any pod, client SNATed to the node) or ``"Local"`` (the node's own pods,
         #: client address kept; nodes without one drop it).
         self.external_traffic_policy: Literal["Cluster", "Local"] = external_traffic_policy
         self._selector: Mapping[str, str] | None = None if selector is None else MappingProxyType(dict(selector))
         self._pods = pods
+
+    @property
+    def port(self) -> int:
+        """The first port's number."""
+        return self.ports[0].port
+
+    @property
+    def target_port(self) -> int:
+        """The first port's target port on the pods."""
+        return self.ports[0].target_port
+
+    @property
+    def proto(self) -> Literal["tcp", "udp"]:
+        """The first port's protocol."""
+        return self.ports[0].proto
+
+    @property
+    def port_name(self) -> str | None:
+        """The first port's name (an IANA service name): SRV records ``_<port_name>._<proto>.<svc>...``."""
+        return self.ports[0].name
+
+    @property
+    def node_port(self) -> int | None:
+        """The port every node serves the first port on (30000-32767), or None for a ClusterIP service."""
+        return self.ports[0].node_port
 
     @property
     def headless(self) -> bool:
@@ -247,8 +266,8 @@ class Service:
 
     @property
     def endpoints(self) -> list[tuple[IPv4, int]]:
-        """``(pod ip, target_port)`` of every pod, as kube-proxy would see them."""
-        return [(pod.ip, self.target_port) for pod in self.pods]
+        """``(pod ip, target_port)`` of every pod for each port (port by port, once each), as kube-proxy sees them."""
+        return list(dict.fromkeys((pod.ip, port.target_port) for port in self.ports for pod in self.pods))
 
     @property
     def address(self) -> tuple[str, int]:
@@ -307,5 +326,10 @@ class Service:
 
     def __repr__(self) -> str:
         pods = ", ".join(p.name for p in self.pods)
-        node_port = "" if self.node_port is None else f" nodePort {self.node_port} ({self.external_traffic_policy})"
-        return f"<Service {self.name!r} {self.ip}:{self.port}/{self.proto}{node_port} -> [{pods}]:{self.target_port}>"
+        policy = f" ({self.external_traffic_policy})"
+        ports = [
+            f"{self.ip}:{p.port}/{p.proto}{'' if p.node_port is None else f' nodePort {p.node_port}{policy}'}"
+            f" -> [{pods}]:{p.target_port}"
+            for p in self.ports
+        ]
+        return f"<Service {self.name!r} {', '.join(ports)}>"

@@ -5,7 +5,9 @@ kube-proxy's nftables mode (``pkg/proxy/nftables``), in one ``ip`` table per nod
 * ``nat-prerouting`` and ``nat-output`` (nat, dstnat) ``jump services``;
   ``services`` holds one rule, ``ip daddr . meta l4proto . th dport vmap
   @service-ips``, a verdict map from ClusterIP . protocol . port to
-  ``goto service-<ns>/<name>/<proto>/<port>``;
+  ``goto service-<ns>/<name>/<proto>/<port>``, one chain per port of a
+  service (each port's endpoints DNAT to that port's target port, with
+  their own affinity sets);
 * a service's chain picks an endpoint with one ``numgen random mod N vmap
   { 0 : goto endpoint-..., 1 : ... }`` (every endpoint 1/N; ``numgen inc``
   for ``spread="round_robin"``), or refuses new connections when it has no
@@ -44,6 +46,7 @@ from ..._kernel.nft import statements as _words
 from ..._net import rules as _rules
 from ...errors import FeatureUnavailable
 from . import nodeport as _nodeport
+from .dns import ServicePort
 from .network import CLUSTER_CIDR, K8S_NAMESPACE, NAT_TABLE, NODE_UPLINK, IPv4
 from .nftsockets import NodeSockets
 from .objects import Node, Service
@@ -117,24 +120,28 @@ def _install(sock: _nft.NftSocket, node: Node, service: Service, existing: set[s
     return after
 
 
-def service_chain(service: Service) -> str:
-    """``service-<ns>/<name>/<proto>/<port>``: kube-proxy's name for the service's chain (without its hash)."""
-    return f"service-{_key(service)}"
+def service_chain(service: Service, port: ServicePort | None = None) -> str:
+    """``service-<ns>/<name>/<proto>/<port>``: kube-proxy's name for a port's chain (without its hash).
+
+    ``port`` is one of ``service.ports`` (default: the first); so for ``endpoint_chain`` and ``affinity_set``.
+    """
+    return f"service-{_key(service, port)}"
 
 
-def endpoint_chain(service: Service, address: object, port: int) -> str:
+def endpoint_chain(service: Service, address: object, target: int, port: ServicePort | None = None) -> str:
     """``endpoint-<ns>/<name>/<proto>/<port>__<pod ip>/<target port>``."""
-    return f"endpoint-{_key(service)}__{address}/{port}"
+    return f"endpoint-{_key(service, port)}__{address}/{target}"
 
 
-def affinity_set(service: Service, address: object, port: int) -> str:
+def affinity_set(service: Service, address: object, target: int, port: ServicePort | None = None) -> str:
     """``affinity-<ns>/<name>/<proto>/<port>__<pod ip>/<target port>``: the clients that keep this endpoint."""
-    return f"affinity-{_key(service)}__{address}/{port}"
+    return f"affinity-{_key(service, port)}__{address}/{target}"
 
 
-def _key(service: Service) -> str:
+def _key(service: Service, port: ServicePort | None) -> str:
     namespace = getattr(service, "namespace", K8S_NAMESPACE)
-    return f"{namespace}/{service.name}/{service.proto}/{service.port}"
+    port = service.ports[0] if port is None else port
+    return f"{namespace}/{service.name}/{port.proto}/{port.port}"
 
 
 @functools.lru_cache(maxsize=256)
@@ -186,56 +193,65 @@ def _service(batch: Batch, service: Service, node: Node, existing: set[str]) -> 
 
     Returns the table's chains once the batch is committed.
     """
-    vip = service.ip
-    if vip is None:  # a headless service: kube-proxy has nothing to do
+    if service.ip is None:  # a headless service: kube-proxy has nothing to do
         return existing
-    chain = service_chain(service)
+    for port in service.ports:
+        existing = _service_port(batch, service, port, node, existing)
+    return existing
+
+
+def _service_port(batch: Batch, service: Service, port: ServicePort, node: Node, existing: set[str]) -> set[str]:
+    """``_service`` for one port of the service: its chain, endpoints, node port and ``@service-ips`` element."""
+    assert service.ip is not None
+    chain = service_chain(service, port)
     affinity = service.session_affinity
     timeout = service.session_affinity_timeout
-    endpoints = list(service.endpoints)
-    node_port = _nodeport.plan(service, node, key=_key(service), service_chain=chain)
-    wanted = {endpoint_chain(service, ip, port) for ip, port in endpoints}
+    endpoints = [(pod.ip, port.target_port) for pod in service.pods]
+    node_port = _nodeport.plan(service, port, node, key=_key(service, port), service_chain=chain)
+    wanted = {endpoint_chain(service, ip, target, port) for ip, target in endpoints}
     _fresh_chain(batch, chain, existing)
-    for ip, port in endpoints:
-        name = endpoint_chain(service, ip, port)
+    for ip, target in endpoints:
+        name = endpoint_chain(service, ip, target, port)
         _fresh_chain(batch, name, existing)
         rules: list[_nft.Rule] = [
             [*_words.addr(ipaddress.ip_network(ip), "saddr"), _expr.Verdict(_expr.NFT_JUMP, "mark-for-masquerade")]
         ]
         if affinity is not None:
-            members = affinity_set(service, ip, port)
+            members = affinity_set(service, ip, target, port)
             flags = _objects.SET_TIMEOUT | _objects.SET_EVAL
             batch.add_set(FAMILY, TABLE, Set(members, _objects.TYPE_IPADDR, 4, flags, timeout_ms=timeout * 1000))
             rules.append(_words.update_saddr(members))
-        rules.append([*_words.l4proto(_words.IPPROTO[service.proto]), *_words.dnat_to(ip, port)])
+        rules.append([*_words.l4proto(_words.IPPROTO[port.proto]), *_words.dnat_to(ip, target)])
         for rule in rules:
             batch.add_rule(FAMILY, TABLE, name, rule)
     if endpoints:
-        _spread(batch, chain, service, endpoints)
+        _spread(batch, chain, service, port, endpoints)
     else:
-        batch.add_rule(FAMILY, TABLE, chain, _words.reject_new(service.proto, FAMILY))
+        batch.add_rule(FAMILY, TABLE, chain, _words.reject_new(port.proto, FAMILY))
     after = existing | wanted | {chain}
     if node_port is not None:
-        _node_port(batch, node_port, service, existing)
+        _node_port(batch, node_port, service, port, existing)
         after |= {rules for rules in (node_port.external, node_port.local) if rules is not None}
-    prefix = endpoint_chain(service, "", 0).removesuffix("/0")
+    prefix = endpoint_chain(service, "", 0, port).removesuffix("/0")
     stales = sorted(name for name in existing if name.startswith(prefix) and name not in wanted)
     for stale in stales:
         batch.flush_chain(FAMILY, TABLE, stale)
         batch.delete_chain(FAMILY, TABLE, stale)
         if affinity is not None:
             batch.delete_set(FAMILY, TABLE, "affinity-" + stale.removeprefix("endpoint-"))
-    key = _words.daddr_proto_dport_key(vip, service.proto, service.port)
+    key = _words.daddr_proto_dport_key(service.ip, port.proto, port.port)
     batch.add_elements(FAMILY, TABLE, SERVICES_MAP, [(key, _expr.Verdict(_GOTO, chain))])
     return after - set(stales)
 
 
-def _spread(batch: Batch, chain: str, service: Service, endpoints: Sequence[tuple[IPv4, int]]) -> None:
+def _spread(
+    batch: Batch, chain: str, service: Service, port: ServicePort, endpoints: Sequence[tuple[IPv4, int]]
+) -> None:
     """Fill ``chain``: a client seen recently to its endpoint (affinity), then one ``numgen ... vmap`` over all."""
     if service.session_affinity is not None:
-        for ip, port in endpoints:
-            goto = _expr.Verdict(_GOTO, endpoint_chain(service, ip, port))
-            batch.add_rule(FAMILY, TABLE, chain, [*_words.saddr_in(affinity_set(service, ip, port)), goto])
+        for ip, target in endpoints:
+            goto = _expr.Verdict(_GOTO, endpoint_chain(service, ip, target, port))
+            batch.add_rule(FAMILY, TABLE, chain, [*_words.saddr_in(affinity_set(service, ip, target, port)), goto])
     set_id = batch.set_id()
     kind = _expr.NG_INCREMENTAL if service.spread == "round_robin" else _expr.NG_RANDOM
     picks = Set(
@@ -249,20 +265,22 @@ def _spread(batch: Batch, chain: str, service: Service, endpoints: Sequence[tupl
     )
     batch.add_set(FAMILY, TABLE, picks)
     elements = [
-        (_words.numgen_key(number), _expr.Verdict(_GOTO, endpoint_chain(service, ip, port)))
-        for number, (ip, port) in enumerate(endpoints)
+        (_words.numgen_key(number), _expr.Verdict(_GOTO, endpoint_chain(service, ip, target, port)))
+        for number, (ip, target) in enumerate(endpoints)
     ]
     batch.add_elements(FAMILY, TABLE, picks.name, elements, set_id=set_id)
     batch.add_rule(FAMILY, TABLE, chain, _words.numgen_vmap(len(endpoints), kind, picks.name, set_id))
 
 
-def _node_port(batch: Batch, rules: _nodeport.NodePortRules, service: Service, existing: set[str]) -> None:
-    """The service's node port on this node (``nodeport``): its chains filled, its ``@service-nodeports`` element."""
+def _node_port(
+    batch: Batch, rules: _nodeport.NodePortRules, service: Service, port: ServicePort, existing: set[str]
+) -> None:
+    """A port's node port on this node (``nodeport``): its chains filled, its ``@service-nodeports`` element."""
     _fresh_chain(batch, rules.external, existing)
     if rules.local is not None:
         _fresh_chain(batch, rules.local, existing)
         if rules.local_endpoints:
-            _spread(batch, rules.local, service, rules.local_endpoints)
+            _spread(batch, rules.local, service, port, rules.local_endpoints)
         else:
             batch.add_rule(FAMILY, TABLE, rules.local, _nodeport.DROP)
     for rule in rules.external_rules:
