@@ -3,7 +3,8 @@
 A ``Responder`` listens inside a namespace on threads of the test process
 and greets each TCP connection (or answers each UDP datagram) with
 "<label> <peer address>", so a test sees both who served it and whom the
-server saw.  ``ask`` connects from a namespace and returns that pair.
+server saw.  ``ask`` connects from a namespace and returns that pair;
+``first_datagram_arrives`` checks that a link carries its very first packet.
 The ``servers`` fixture (tests/conftest.py) closes the Responders a test
 started before its namespaces are torn down.
 """
@@ -115,3 +116,20 @@ def ask(ns: Namespace, address: tuple[str, int], *, proto: str = "tcp", timeout:
                 data += chunk
     label, peer = data.decode().split()
     return label, peer
+
+
+def first_datagram_arrives(a: Namespace, b: Namespace, host: str, family: int = socket.AF_INET) -> bool:
+    """Whether one datagram sent from ``a`` to ``host`` (in ``b``) arrives within 0.5 s: a lost first ARP request
+    or neighbour solicitation costs the kernel a 1 s retransmit."""
+    with b:
+        server = socket.socket(family, socket.SOCK_DGRAM)
+    with a:
+        client = socket.socket(family, socket.SOCK_DGRAM)
+    with server, client:
+        server.bind((host, 7))
+        server.settimeout(0.5)
+        client.sendto(b"first", (host, 7))
+        try:
+            return server.recv(16) == b"first"
+        except TimeoutError:
+            return False

@@ -16,6 +16,7 @@ import socket
 import time
 
 import pytest
+from _servers import first_datagram_arrives
 from _timescale import scaled
 
 from pytest_netns._net import lan as _lan
@@ -37,21 +38,6 @@ def members(count: int, *, mtu: int = 1500) -> tuple[Namespace, _lan.Lan, list[N
     for i, host in enumerate(hosts, start=1):
         _lan.join(segment, host, "eth0", [address(i)], mtu=mtu)
     return fabric, segment, hosts
-
-
-def first_datagram_arrives(sender: Namespace, receiver: Namespace, host: str) -> bool:
-    with receiver:
-        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    with sender:
-        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    with server, client:
-        server.bind((host, 7))
-        server.settimeout(0.5)
-        client.sendto(b"first", (host, 7))
-        try:
-            return server.recv(16) == b"first"
-        except TimeoutError:
-            return False
 
 
 @pytest.mark.slow

@@ -10,27 +10,13 @@ from __future__ import annotations
 import socket
 
 import pytest
+from _servers import first_datagram_arrives
 
 from pytest_netns._plugin.settings import NetworkSettings
 from pytest_netns.namespace import close_all
 from pytest_netns.presets.simple import build_pair
 
 SETUPS = 1000
-
-
-def first_datagram_arrives(a, b, host: str, family: int) -> bool:
-    with b:
-        server = socket.socket(family, socket.SOCK_DGRAM)
-    with a:
-        client = socket.socket(family, socket.SOCK_DGRAM)
-    with server, client:
-        server.bind((host, 7))
-        server.settimeout(0.5)
-        client.sendto(b"first", (host, 7))
-        try:
-            return server.recv(16) == b"first"
-        except TimeoutError:
-            return False
 
 
 @pytest.mark.slow
