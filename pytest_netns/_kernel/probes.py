@@ -166,18 +166,14 @@ def _probe_features(results: dict[str, tuple[bool, str]]) -> None:
         try:
             veth = _rtnl.new_veth("probe0", "probe1", here, index=100, peer_index=101, mtu=1500, up=False)
             results["veth"] = _try(rtnl, veth)
+            if results["veth"][0]:  # a macvlan needs a lower device: probe0
+                macvlan = _rtnl.new_macvlan("probemv", lower=100, netns_fd=here, index=103, mtu=1500)
+                results["macvlan"] = _try(rtnl, macvlan)
+            else:
+                results["macvlan"] = (False, f"no veth to put it on ({results['veth'][1]})")
         finally:
             os.close(here)
         results["bridge"] = _try(rtnl, _rtnl.new_bridge("probebr", index=102, up=False))
-        if results["veth"][0]:
-            here = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                macvlan = _rtnl.new_macvlan("probemv", lower=100, netns_fd=here, index=103, mtu=1500)
-                results["macvlan"] = _try(rtnl, macvlan)
-            finally:
-                os.close(here)
-        else:
-            results["macvlan"] = (False, f"no veth to put it on ({results['veth'][1]})")
         results["tbf (rate limits)"] = _qdisc_kind(rtnl, "tbf")
         results["netem (delay, jitter)"] = _qdisc_kind(rtnl, "netem")
     finally:

@@ -193,7 +193,7 @@ class HostsFile:
             self._resolv_path = os.path.join(self._dir, "resolv.conf")
             self._nsswitch_path = os.path.join(self._dir, "nsswitch.conf")
             self._own_texts = [(self._resolv_path, resolv_text), (self._nsswitch_path, nsswitch)]
-        #: The hosts file's text; on disk only once a process is started (``write_files``).
+        #: The hosts file's text; on disk only once a process is started (``_write_files``).
         self._text = _HOSTS_HEADER
         self._on_disk = False
         self._entries: dict[str, list[Address]] = {}
@@ -245,12 +245,8 @@ class HostsFile:
             finally:
                 os.close(fd)
 
-    def write_files(self) -> None:
-        """Put the files on disk now (done before the first process starts); later changes follow at once."""
-        with self._lock:
-            self._write_files()
-
     def _write_files(self) -> None:
+        """Put the files on disk (before the first process starts; later changes follow at once).  Lock held."""
         if self._on_disk or self._closed:
             return
         if self._files is not None:
